@@ -1,0 +1,38 @@
+# plldb developer commands. On a fresh machine `make test` (or `make demo`) installs everything first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all init test lint typecheck unit demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[localcloud,dev]"
+	touch $(STAMP)
+
+init: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check plldb tests examples
+	$(BIN)/ruff format --check plldb tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/plldb demo
+
+bench: $(STAMP)
+	$(BIN)/python -m plldb.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

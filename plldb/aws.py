@@ -1,0 +1,78 @@
+"""boto3 sessions for the CLI, and translation of AWS SDK failures into actionable one-line errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from plldb.errors import PlldbError
+
+T = TypeVar("T")
+
+STACK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+
+CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=70)
+
+
+def make_session(profile: str | None = None, region: str | None = None) -> boto3.Session:
+    """A session honouring --profile/--region, the standard AWS variables and AWS_ENDPOINT_URL (via boto3)."""
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except botocore.exceptions.ProfileNotFound:
+        raise PlldbError(
+            f"AWS profile {profile!r} was not found.",
+            "Check ~/.aws/config or run 'aws configure --profile NAME'.",
+        )
+    if not session.region_name:
+        raise PlldbError(
+            "No AWS region is configured.", "Pass --region, set AWS_REGION, or run 'aws configure'."
+        )
+    return session
+
+
+def validate_stack_name(name: str) -> str:
+    if not STACK_NAME_PATTERN.match(name):
+        raise PlldbError(
+            f"{name!r} is not a valid CloudFormation stack name.",
+            "Use letters, digits and hyphens, starting with a letter, at most 128 characters.",
+        )
+    return name
+
+
+def translate_aws_errors(func: Callable[..., T]) -> Callable[..., T]:
+    """Turn credential and access failures into PlldbError so the CLI prints one line with the fix."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return func(*args, **kwargs)
+        except botocore.exceptions.NoCredentialsError:
+            raise PlldbError(
+                "No AWS credentials were found.",
+                "Run 'aws configure', 'aws sso login', or pass --profile.",
+            )
+        except botocore.exceptions.TokenRetrievalError as exc:
+            raise PlldbError(f"Your AWS SSO session has expired ({exc}).", "Run 'aws sso login'.")
+        except botocore.exceptions.EndpointConnectionError as exc:
+            raise PlldbError(
+                f"Could not reach {exc.kwargs.get('endpoint_url', 'the AWS endpoint')}.",
+                "Check your network, --region and AWS_ENDPOINT_URL.",
+            )
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            if code in {"ExpiredToken", "ExpiredTokenException", "RequestExpired"}:
+                raise PlldbError("Your AWS credentials have expired.", "Refresh them and run the command again.")
+            if code in {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}:
+                raise PlldbError("Your AWS credentials are not valid.", "Check them with 'aws sts get-caller-identity'.")
+            if code in {"AccessDenied", "AccessDeniedException"}:
+                raise PlldbError(f"Access denied: {message}", "Use credentials allowed to do this, or --profile.")
+            raise
+
+    return wrapper

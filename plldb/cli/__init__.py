@@ -1,0 +1,32 @@
+"""The `plldb` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from plldb import __version__
+from plldb.cli.common import run_cli
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="plldb")
+def cli() -> None:
+    """plldb: debug your deployed Python Lambda functions on your machine.
+
+    \b
+    Start with:  plldb bootstrap setup
+    Then:        plldb attach --stack-name my-stack --debugpy
+    """
+
+
+def _register() -> None:
+    """Add each command group; their modules import heavy dependencies only when run."""
+
+
+_register()
+
+
+def main() -> None:
+    sys.exit(run_cli(cli))

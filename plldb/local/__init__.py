@@ -1,0 +1,1 @@
+"""The developer-machine side: session, code resolution, workers and debuggers."""

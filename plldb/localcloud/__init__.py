@@ -1,0 +1,1 @@
+"""The local cloud: moto with extensions, real Lambda execution environments, and an API Gateway WebSocket emulator."""
