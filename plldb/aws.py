@@ -68,11 +68,17 @@ def translate_aws_errors(func: Callable[..., T]) -> Callable[..., T]:
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", str(exc))
             if code in {"ExpiredToken", "ExpiredTokenException", "RequestExpired"}:
-                raise PlldbError("Your AWS credentials have expired.", "Refresh them and run the command again.")
+                raise PlldbError(
+                    "Your AWS credentials have expired.", "Refresh them and run the command again."
+                )
             if code in {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}:
-                raise PlldbError("Your AWS credentials are not valid.", "Check them with 'aws sts get-caller-identity'.")
+                raise PlldbError(
+                    "Your AWS credentials are not valid.", "Check them with 'aws sts get-caller-identity'."
+                )
             if code in {"AccessDenied", "AccessDeniedException"}:
-                raise PlldbError(f"Access denied: {message}", "Use credentials allowed to do this, or --profile.")
+                raise PlldbError(
+                    f"Access denied: {message}", "Use credentials allowed to do this, or --profile."
+                )
             raise
 
     return wrapper

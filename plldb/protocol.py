@@ -42,7 +42,9 @@ ENV_ORIGINAL_EXEC_WRAPPER = "PLLDB_ORIGINAL_EXEC_WRAPPER"  # the function's own 
 ENV_DEBUGGER_ROLE_ARN = "PLLDB_DEBUGGER_ROLE_ARN"
 ENV_SESSIONS_TABLE = "PLLDB_SESSIONS_TABLE"
 ENV_DEBUGGER_TABLE = "PLLDB_DEBUGGER_TABLE"
-ENV_MANAGEMENT_URL = "PLLDB_WEBSOCKET_MANAGEMENT_URL"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
+ENV_MANAGEMENT_URL = (
+    "PLLDB_WEBSOCKET_MANAGEMENT_URL"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
+)
 INSTRUMENTATION_VARIABLES = (
     ENV_SESSION_ID,
     ENV_CONNECTION_ID,
@@ -80,7 +82,46 @@ RESPONSE_CODE_UNAVAILABLE = 503  # the layer gave up because no debugger acknowl
 CHUNK_KIND_EVENT = "event"
 CHUNK_KIND_RESPONSE = "response"
 
+# --- Attribute names ---------------------------------------------------------------------------------
+# PLLDBSessions (key SessionId). Seed attributes first, then plldb's additions.
+A_SESSION_ID = "SessionId"
+A_CONNECTION_ID = "ConnectionId"
+A_TTL = "TTL"  # epoch seconds; DynamoDB TTL attribute of both tables
+A_STATUS = "Status"
+A_STACK_NAME = "StackName"
+A_CREATED_AT = "CreatedAt"  # epoch seconds
+A_OWNER = "Owner"  # caller ARN and host of the developer who attached, shown to others
+A_FUNCTION_PATTERNS = "FunctionPatterns"  # list of fnmatch patterns on logical ids / names; empty = all
+A_FUNCTION_TIMEOUT = "FunctionTimeout"  # seconds an instrumented function may run (default 900)
+A_FALLBACK = "Fallback"  # FALLBACK_ERROR | FALLBACK_PASSTHROUGH
+A_RECONNECT_ANCHOR = "ReconnectAnchor"  # see the reconnect token chain below
+A_DISCONNECTED_AT = "DisconnectedAt"
+# PLLDBDebugger (key RequestId)
+A_REQUEST_ID = "RequestId"
+A_REQUEST = "Request"  # JSON text: the invoke message without credentials (event inline or chunked)
+A_REQUEST_CHUNKS = "RequestChunks"  # number of event chunk items when the event is too large to inline
+A_ENVIRONMENT = "EnvironmentVariables"  # map, never with credentials
+A_RESPONSE_CODE = "ResponseCode"  # RESPONSE_CODE_*
+A_RESPONSE = "Response"  # JSON text of the handler's result
+A_RESPONSE_CHUNKS = "ResponseChunks"
+A_RESPONSE_SHA256 = "ResponseSha256"
+A_ERROR = "Error"  # JSON text {errorMessage, errorType, stackTrace}
+A_ACKED_AT = "AckedAt"  # epoch milliseconds when the local side acknowledged
+A_FUNCTION_NAME = "FunctionName"
+A_DATA = "Data"  # bytes of one chunk item
+
 # --- Messages -------------------------------------------------------------------------------------
+# invoke: {"type": "invoke", "v": 1, "requestId", "sessionId", "handler": "app.lambda_handler",
+#          "context": {"functionName", "functionVersion", "invokedFunctionArn", "memoryLimitInMB",
+#                      "logGroupName", "logStreamName", "deadlineMs", "traceId", "clientContext",
+#                      "cognitoIdentity"},
+#          "event": "<event JSON text>"  |  "eventChunks": n, "eventSha256": hex,
+#          "environment": {...without credentials...},
+#          "credentials": {"accessKeyId", "secretAccessKey", "sessionToken"} | null}
+# response: {"type": "response", "requestId", "statusCode": 200, "payload": "<result JSON text>"}
+#         | {"type": "response", "requestId", "statusCode": 200, "payloadChunks": n, "payloadSha256": hex}
+#         | {"type": "response", "requestId", "statusCode": 500,
+#            "error": {"errorMessage", "errorType", "stackTrace": [...]}}
 # Cloud -> local (post_to_connection)
 MSG_INVOKE = "invoke"  # an invocation to run locally (layer)
 MSG_PROGRESS = "progress"  # instrumentation / restore progress (manager)
@@ -185,8 +226,12 @@ def _validate_response(message: Dict[str, Any]) -> None:
     if has_chunks:
         chunks = message["payloadChunks"]
         if not isinstance(chunks, int) or isinstance(chunks, bool) or not 1 <= chunks <= max_chunks():
-            raise ProtocolError(ERR_MALFORMED, "'payloadChunks' must be an integer from 1 to %d" % max_chunks())
-        if not isinstance(message.get("payloadSha256"), str) or not re.match(r"^[0-9a-f]{64}$", message["payloadSha256"]):
+            raise ProtocolError(
+                ERR_MALFORMED, "'payloadChunks' must be an integer from 1 to %d" % max_chunks()
+            )
+        if not isinstance(message.get("payloadSha256"), str) or not re.match(
+            r"^[0-9a-f]{64}$", message["payloadSha256"]
+        ):
             raise ProtocolError(ERR_MALFORMED, "'payloadSha256' must be a hex SHA-256 digest")
     if has_error:
         error = message["error"]

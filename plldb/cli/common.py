@@ -15,7 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def aws_options(func: F) -> F:
     """--profile and --region, as the AWS CLI names them."""
-    func = click.option("--region", envvar=None, default=None, help="AWS region (default: from your AWS config).")(func)
+    func = click.option(
+        "--region", envvar=None, default=None, help="AWS region (default: from your AWS config)."
+    )(func)
     func = click.option("--profile", default=None, help="AWS profile from ~/.aws/config.")(func)
     return func
 
