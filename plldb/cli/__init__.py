@@ -23,6 +23,9 @@ def cli() -> None:
 
 def _register() -> None:
     """Add each command group; their modules import heavy dependencies only when run."""
+    from plldb.cli.localcloud import localcloud
+
+    cli.add_command(localcloud)
 
 
 _register()
