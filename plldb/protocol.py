@@ -61,7 +61,7 @@ LAYER_DIRECTORY = "plldb-debugger"
 LAYER_WRAPPER_PATH = "/opt/" + LAYER_DIRECTORY + "/wrapper"
 
 # Never stored at rest: the function's temporary credentials travel only inside the invoke message.
-CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 # --- Session item (PLLDBSessions) -------------------------------------------------------------------
 STATUS_PENDING = "PENDING"

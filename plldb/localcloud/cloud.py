@@ -9,6 +9,7 @@ make to AWS.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -70,6 +71,7 @@ class LocalCloud:
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
         moto_extensions.install()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
         self._server = ThreadedMotoServer(ip_address=self.host, port=self._requested_port, verbose=False)
         self._server.start()
         _, port = self._server.get_host_and_port()
