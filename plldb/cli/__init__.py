@@ -23,8 +23,10 @@ def cli() -> None:
 
 def _register() -> None:
     """Add each command group; their modules import heavy dependencies only when run."""
+    from plldb.cli.invoke import invoke
     from plldb.cli.localcloud import localcloud
 
+    cli.add_command(invoke)
     cli.add_command(localcloud)
 
 

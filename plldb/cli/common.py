@@ -25,7 +25,7 @@ def aws_options(func: F) -> F:
 def run_cli(group: click.Group) -> int:
     """Run the CLI; errors the user can fix are one line on stderr, never a traceback."""
     try:
-        group.main(standalone_mode=False)
+        result = group.main(standalone_mode=False)
     except PlldbError as exc:
         click.echo(f"Error: {exc.one_line()}", err=True)
         return 1
@@ -40,7 +40,8 @@ def run_cli(group: click.Group) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
-    return 0
+    # Without standalone mode, click returns the code of ctx.exit(code) instead of raising.
+    return result if isinstance(result, int) else 0
 
 
 def fail(message: str, fix: str | None = None) -> None:

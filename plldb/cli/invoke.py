@@ -1,0 +1,207 @@
+"""`plldb invoke`: run one function of the local SAM template on this machine, no AWS needed.
+
+It uses the same worker, context and result encoding as `plldb attach`, so what works here works
+attached. The result JSON goes to stdout, the function's logs to stderr; the exit status is 1 when
+the function failed (its error JSON is printed instead of a result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from plldb.cli.common import echo_err, run_cli
+from plldb.errors import PlldbError
+
+DEFAULT_TEMPLATES = ("template.yaml", "template.yml", "template.json")
+DEFAULT_TIMEOUT_SECONDS = 3  # SAM's default Timeout
+DEFAULT_MEMORY_MB = 128
+LOCAL_ACCOUNT_ID = "123456789012"
+
+
+def find_template(template: Path | None) -> Path:
+    if template is not None:
+        return template
+    for name in DEFAULT_TEMPLATES:
+        if Path(name).is_file():
+            return Path(name)
+    raise PlldbError(
+        "No SAM template in the current folder (template.yaml, template.yml or template.json).",
+        "Pass --template PATH.",
+    )
+
+
+def read_event(source: str | None) -> str:
+    """The event as JSON text, exactly as given (validated, not re-encoded)."""
+    if source is None:
+        return "{}"
+    if source == "-":
+        text = sys.stdin.read()
+        where = "stdin"
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PlldbError(f"Cannot read the event file {source}: {exc.strerror or exc}.")
+        where = source
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise PlldbError(f"The event in {where} is not valid JSON: {exc}.")
+    return text
+
+
+def read_env_vars(path: Path | None, logical_id: str) -> dict[str, str]:
+    """Variables from a `sam local invoke --env-vars` style file: "Parameters" for all, then the function's."""
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PlldbError(f"Cannot read the environment file {path}: {exc}.")
+    if not isinstance(document, dict):
+        raise PlldbError(f"{path} must contain a JSON object of {{LogicalId: {{NAME: value}}}}.")
+    variables: dict[str, str] = {}
+    for section in ("Parameters", logical_id.split("/")[-1], logical_id):
+        values = document.get(section)
+        if isinstance(values, dict):
+            for name, value in values.items():
+                variables[str(name)] = _as_text(value)
+    return variables
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def local_context(function_name: str, timeout: int, memory: int) -> dict[str, Any]:
+    """The protocol context of a local invocation: SAM local's conventions, the current region."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return {
+        "functionName": function_name,
+        "functionVersion": "$LATEST",
+        "invokedFunctionArn": f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT_ID}:function:{function_name}",
+        "memoryLimitInMB": memory,
+        "deadlineMs": int(time.time() * 1000) + timeout * 1000,
+        "logGroupName": f"/aws/lambda/{function_name}",
+        "logStreamName": time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]" + uuid.uuid4().hex,
+        "traceId": None,
+        "clientContext": None,
+        "cognitoIdentity": None,
+    }
+
+
+@click.command("invoke")
+@click.argument("logical_id")
+@click.option(
+    "--template",
+    "-t",
+    "template_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The SAM template (default: template.yaml in the current folder).",
+)
+@click.option(
+    "--event", "-e", "event_source", default=None, help="Event JSON file, or - for stdin (default: {})."
+)
+@click.option(
+    "--env-vars",
+    "-n",
+    "env_vars_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
+)
+@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run under debugpy (VS Code: Remote Attach).")
+@click.option("--debugpy-host", default="127.0.0.1", show_default=True, help="Where debugpy listens.")
+@click.option("--debugpy-port", default=5678, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait until a debugger attaches.")
+@click.option("--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect to PyCharm's debug server.")
+def invoke(
+    *,
+    logical_id: str,
+    template_path: Path | None,
+    event_source: str | None,
+    env_vars_path: Path | None,
+    use_debugpy: bool,
+    debugpy_host: str,
+    debugpy_port: int,
+    wait_for_client: bool,
+    pycharm_address: str | None,
+) -> None:
+    """Run function LOGICAL_ID of the local template once, with an event, on this machine.
+
+    The function runs with your own AWS credentials and the template's environment variables.
+    """
+    from plldb import protocol
+    from plldb.local.debuggers import DebuggerConfig, parse_host_port, start_debugpy
+    from plldb.local.template import scan_template
+    from plldb.local.worker import Invocation, WorkerPool
+
+    if use_debugpy and pycharm_address:
+        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Pick one debugger.")
+    if wait_for_client and not use_debugpy:
+        raise PlldbError("--wait-for-client needs --debugpy.")
+    template = find_template(template_path)
+    functions = scan_template(template)
+    function = functions.local.get(logical_id)
+    if function is None:
+        if logical_id in functions.unavailable:
+            raise PlldbError(f"{logical_id} cannot run locally ({functions.unavailable[logical_id]}).")
+        available = ", ".join(sorted(functions.local)) or "none"
+        raise PlldbError(f"No function {logical_id!r} in {template}. Available: {available}.")
+    event_json = read_event(event_source)
+    environment = dict(function.environment)
+    environment.update(read_env_vars(env_vars_path, logical_id))
+
+    debugger = None
+    if use_debugpy:
+        debugger = DebuggerConfig("debugpy", debugpy_host, debugpy_port, wait_for_client)
+        start_debugpy(debugger, announce=echo_err)
+    elif pycharm_address:
+        host, port = parse_host_port(pycharm_address)
+        debugger = DebuggerConfig("pycharm", host, port)
+
+    def show_output(function_id: str, request_id: str, stream: str, line: str) -> None:
+        click.echo(line, err=True)
+
+    invocation = Invocation(
+        request_id=str(uuid.uuid4()),
+        event_json=event_json,
+        context=local_context(
+            logical_id.split("/")[-1],
+            function.timeout or DEFAULT_TIMEOUT_SECONDS,
+            function.memory_size or DEFAULT_MEMORY_MB,
+        ),
+        environment=environment,
+        credentials=None,
+    )
+    with WorkerPool(
+        output=show_output,
+        debugger=debugger,
+        local_credentials=True,
+        warn=lambda message: echo_err(f"Warning: {message}"),
+    ) as pool:
+        result = pool.run(function, invocation)
+    if result.status_code == protocol.RESPONSE_CODE_OK:
+        click.echo(result.payload)
+        return
+    click.echo(json.dumps(result.error))
+    # A function error is a result, not a plldb failure: exit status 1 without an "Error:" line.
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    # `python -m plldb.cli.invoke invoke ...` runs the command on its own, as `plldb invoke ...` does.
+    sys.exit(run_cli(click.Group("plldb", commands=[invoke])))

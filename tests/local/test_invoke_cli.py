@@ -1,0 +1,192 @@
+"""`plldb invoke`: the command run as a real process, including a debugging session over DAP."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.dap import attach_to_debugpy, follow_subprocess
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEMPLATE = FIXTURES / "sam_app" / "template.yaml"
+DAP_TIMEOUT = 60
+
+
+def plldb_invoke(
+    *arguments: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "plldb.cli.invoke", "invoke", *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_invoke_prints_the_result_and_logs_separately(tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text('{"id": "o-17"}')
+    completed = plldb_invoke("CreateOrderFunction", "--template", str(TEMPLATE), "--event", str(event))
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {
+        "order": "o-17",
+        "common": "common",
+        "extra": "extra",
+        "function": "CreateOrderFunction",
+    }
+    local = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    expected_stderr = (
+        []
+        if local == "python3.12"
+        else [
+            f"Warning: CreateOrderFunction runs on python3.12 in Lambda but on {local} here ({sys.executable}); "
+            "behaviour that differs between the versions may show."
+        ]
+    )
+    assert completed.stderr.splitlines() == expected_stderr
+
+
+def test_invoke_reads_the_event_from_stdin_and_nested_functions(tmp_path):
+    completed = plldb_invoke(
+        "Reports/Archive/ArchiveFunction",
+        "--template",
+        str(TEMPLATE),
+        "--event",
+        "-",
+        stdin='{"ids": [1, 2, 3]}',
+    )
+    assert (completed.returncode, completed.stdout) == (0, '{"archived": 3}\n')
+
+
+def test_invoke_uses_template_in_current_folder_and_env_vars_file(tmp_path):
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "app.py").write_text(
+        "import os\n\n\ndef handler(event, context):\n"
+        "    print('log line')\n"
+        "    return {name: os.environ.get(name) for name in ('MODE', 'LEVEL', 'EXTRA')}\n"
+    )
+    (tmp_path / "template.yaml").write_text(
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n    Type: AWS::Serverless::Function\n"
+        "    Properties:\n      CodeUri: src\n      Handler: app.handler\n"
+        "      Environment:\n        Variables: {MODE: template, LEVEL: info}\n"
+    )
+    (tmp_path / "env.json").write_text(json.dumps({"Parameters": {"LEVEL": "debug"}, "Fn": {"EXTRA": 5}}))
+    completed = plldb_invoke("Fn", "--env-vars", "env.json", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"MODE": "template", "LEVEL": "debug", "EXTRA": "5"}
+    assert completed.stderr.splitlines() == ["log line"]
+
+
+def test_function_error_exits_1_with_the_error_json(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def handler(event, context):\n    raise KeyError('sku')\n")
+    (tmp_path / "template.yaml").write_text(
+        "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n"
+        "    Properties: {CodeUri: src, Handler: app.handler, Runtime: python3.11}\n"
+    )
+    completed = plldb_invoke("Fn", cwd=tmp_path)
+    assert completed.returncode == 1
+    error = json.loads(completed.stdout)
+    assert (error["errorType"], error["errorMessage"]) == ("KeyError", "'sku'")
+    assert error["stackTrace"] == [
+        f"  File \"{tmp_path / 'src' / 'app.py'}\", line 2, in handler\n    raise KeyError('sku')\n"
+    ]
+    assert "[ERROR] KeyError: 'sku'" in completed.stderr
+
+
+def test_unknown_logical_id_lists_the_available_ones():
+    completed = plldb_invoke("Nope", "--template", str(TEMPLATE))
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    assert completed.stderr == (
+        f"Error: No function 'Nope' in {TEMPLATE}. Available: CreateOrderFunction, GetOrderFunction, "
+        "IsolatedFunction, Legacy/LegacyFunction, PlainFunction, Reports/Archive/ArchiveFunction, "
+        "Reports/DailyReportFunction.\n"
+    )
+
+
+def test_function_without_local_source_says_why():
+    completed = plldb_invoke("NodeFunction", "--template", str(TEMPLATE))
+    assert (completed.returncode, completed.stderr) == (
+        1,
+        "Error: NodeFunction cannot run locally (runtime nodejs20.x is not Python).\n",
+    )
+
+
+def test_invalid_event_is_refused(tmp_path):
+    completed = plldb_invoke("GetOrderFunction", "--template", str(TEMPLATE), "--event", "-", stdin="{oops")
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("Error: The event in stdin is not valid JSON: Expecting property name")
+
+
+def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text('{"id": "o-42", "note": "debug me"}')
+    handler_file = FIXTURES / "sam_app" / "src" / "create_order" / "app.py"
+    breakpoint_line = next(
+        number for number, line in enumerate(handler_file.read_text().splitlines(), 1) if "return {" in line
+    )
+    stdout_file = tmp_path / "stdout.txt"
+    with stdout_file.open("w") as stdout:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plldb.cli.invoke",
+                "invoke",
+                "CreateOrderFunction",
+                "--template",
+                str(TEMPLATE),
+                "--event",
+                str(event),
+                "--debugpy",
+                "--debugpy-port",
+                "0",
+                "--wait-for-client",
+            ],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    stderr_lines: list[str] = []
+    clients = []
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        match = re.fullmatch(
+            r"debugpy is listening on 127\.0\.0\.1:(\d+) \(VS Code: 'Python Debugger: Remote Attach'\)\.\n",
+            first,
+        )
+        assert match, first
+        port = int(match.group(1))
+        reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
+        reader.start()
+        parent = attach_to_debugpy("127.0.0.1", port, DAP_TIMEOUT)
+        clients.append(parent)
+        child = follow_subprocess(
+            parent, "127.0.0.1", port, {str(handler_file): [breakpoint_line]}, DAP_TIMEOUT
+        )
+        clients.append(child)
+        stopped = child.wait_for_event("stopped", timeout=DAP_TIMEOUT)
+        variables = child.variables_of_top_frame(stopped["threadId"])
+        event_fields = child.children(variables["event"]["variablesReference"])
+        assert event_fields["'id'"]["value"] == "'o-42'"
+        assert event_fields["'note'"]["value"] == "'debug me'"
+        assert "function_name=CreateOrderFunction" in variables["context"]["value"]
+        child.request("continue", {"threadId": stopped["threadId"]})
+        assert process.wait(DAP_TIMEOUT) == 0
+    finally:
+        for client in clients:
+            client.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert json.loads(stdout_file.read_text())["order"] == "o-42"
+    assert any(line.startswith("Waiting for a debugger to attach to 127.0.0.1:") for line in stderr_lines)
