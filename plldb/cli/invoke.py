@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from plldb.cli.common import echo_err, run_cli
+from plldb.cli.common import echo_err
 from plldb.errors import PlldbError
 
 DEFAULT_TEMPLATES = ("template.yaml", "template.yml", "template.json")
@@ -200,8 +200,3 @@ def invoke(
     click.echo(json.dumps(result.error))
     # A function error is a result, not a plldb failure: exit status 1 without an "Error:" line.
     sys.exit(1)
-
-
-if __name__ == "__main__":
-    # `python -m plldb.cli.invoke invoke ...` runs the command on its own, as `plldb invoke ...` does.
-    sys.exit(run_cli(click.Group("plldb", commands=[invoke])))

@@ -20,7 +20,7 @@ def plldb_invoke(
     *arguments: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "plldb.cli.invoke", "invoke", *arguments],
+        [sys.executable, "-m", "plldb", "invoke", *arguments],
         input=stdin,
         capture_output=True,
         text=True,
@@ -139,7 +139,7 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "plldb.cli.invoke",
+                "plldb",
                 "invoke",
                 "CreateOrderFunction",
                 "--template",
