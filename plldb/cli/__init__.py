@@ -23,9 +23,16 @@ def cli() -> None:
 
 def _register() -> None:
     """Add each command group; their modules import heavy dependencies only when run."""
+    from plldb.cli.attach import attach, detach
+    from plldb.cli.bootstrap import bootstrap
+    from plldb.cli.demo import demo
     from plldb.cli.invoke import invoke
     from plldb.cli.localcloud import localcloud
 
+    cli.add_command(bootstrap)
+    cli.add_command(attach)
+    cli.add_command(detach)
+    cli.add_command(demo)
     cli.add_command(invoke)
     cli.add_command(localcloud)
 

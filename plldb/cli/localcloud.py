@@ -91,3 +91,29 @@ def deploy(template: Path, stack_name: str, parameter_overrides: tuple[str, ...]
     )
     for key, value in sorted(outputs.items()):
         click.echo(f"{key}\t{value}")
+
+
+@localcloud.command("invoke")
+@click.argument("function_name")
+@click.option("--payload", default="{}", show_default=True, help="The event, as JSON text.")
+def invoke_function(function_name: str, payload: str) -> None:
+    """Invoke a deployed function "in the cloud", as `aws lambda invoke` would, and print its answer."""
+    import json
+
+    import boto3
+
+    try:
+        json.loads(payload)
+    except ValueError as exc:
+        raise PlldbError(
+            f"--payload is not valid JSON ({exc}).", "Pass a JSON document, e.g. --payload '{}'."
+        )
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        raise PlldbError(
+            "AWS_ENDPOINT_URL is not set, so this would invoke real AWS.",
+            "Export the variables printed by 'plldb localcloud start'.",
+        )
+    response = boto3.client("lambda").invoke(FunctionName=function_name, Payload=payload.encode("utf-8"))
+    click.echo(response["Payload"].read().decode("utf-8"))
+    if response.get("FunctionError"):
+        raise click.exceptions.Exit(1)
