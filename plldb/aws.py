@@ -57,6 +57,11 @@ def translate_aws_errors(func: Callable[..., T]) -> Callable[..., T]:
                 "No AWS credentials were found.",
                 "Run 'aws configure', 'aws sso login', or pass --profile.",
             )
+        except botocore.exceptions.CredentialRetrievalError as exc:
+            raise PlldbError(
+                f"Your AWS credentials could not be loaded ({exc}).",
+                "Check your AWS configuration or --profile.",
+            )
         except botocore.exceptions.TokenRetrievalError as exc:
             raise PlldbError(f"Your AWS SSO session has expired ({exc}).", "Run 'aws sso login'.")
         except botocore.exceptions.EndpointConnectionError as exc:

@@ -101,6 +101,7 @@ def install() -> None:
         _patch_no_op_update()
         _patch_lambda()
         _patch_dynamodb()
+        _patch_dynamodb_atomic_writes()
         _patch_iam()
         _patch_apigateway()
         _patch_stepfunctions()
@@ -1213,6 +1214,37 @@ def _split_function_reference(reference: str) -> tuple[str, str | None]:
 # =========================================================================================================
 # AWS::DynamoDB::Table
 # =========================================================================================================
+_DYNAMODB_WRITE_OPERATIONS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "transact_write_items",
+    "batch_write_item",
+)
+
+
+def _patch_dynamodb_atomic_writes() -> None:
+    """Gap: DynamoDB applies a conditional write atomically; moto checks the condition, then writes,
+    with no lock, so under concurrent requests two conditional writes can both pass (about 2 % of
+    eight-way races). plldb relies on conditional writes for single-use sessions and single answers,
+    so writes are serialised here as they are, in effect, per item on AWS.
+    """
+    lock = threading.RLock()
+
+    def serialised(operation: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(operation)
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return operation(self, *args, **kwargs)
+
+        return write
+
+    for name in _DYNAMODB_WRITE_OPERATIONS:
+        setattr(
+            dynamodb_models.DynamoDBBackend, name, serialised(getattr(dynamodb_models.DynamoDBBackend, name))
+        )
+
+
 def _patch_dynamodb() -> None:
     """Gap 3: TimeToLiveSpecification was ignored, and a changed table was dropped from the stack on update."""
     Table = dynamodb_table.Table

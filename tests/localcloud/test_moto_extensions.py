@@ -879,3 +879,32 @@ def test_rest_api_named_by_its_swagger_body_deploys_updates_and_deletes(session:
     with pytest.raises(ClientError) as error:
         apigateway.get_rest_api(restApiId=api_id)
     assert error.value.response["Error"]["Code"] == "NotFoundException"
+
+
+def test_conditional_writes_are_atomic_under_concurrency(session: Any) -> None:
+    """Eight racing conditional puts of one key: exactly one wins, every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dynamodb = session.client("dynamodb")
+    dynamodb.create_table(
+        TableName="race",
+        KeySchema=[{"AttributeName": "Id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "Id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def claim(round_number: int, writer: int) -> bool:
+        try:
+            dynamodb.put_item(
+                TableName="race",
+                Item={"Id": {"S": f"round-{round_number}"}, "Writer": {"N": str(writer)}},
+                ConditionExpression="attribute_not_exists(Id)",
+            )
+            return True
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        for round_number in range(25):
+            wins = list(pool.map(lambda writer, r=round_number: claim(r, writer), range(8)))
+            assert wins.count(True) == 1

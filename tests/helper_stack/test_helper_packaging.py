@@ -1,0 +1,102 @@
+"""The handlers and layer zips: deterministic, with the agreed layout and permissions."""
+
+from __future__ import annotations
+
+import ast
+import io
+import stat
+import sys
+import zipfile
+from pathlib import Path
+
+from plldb.bootstrap import packaging
+
+ROOT = packaging.PACKAGE_ROOT.parent
+
+
+def _entries(data: bytes) -> dict[str, zipfile.ZipInfo]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {info.filename: info for info in archive.infolist()}
+
+
+def test_both_archives_are_byte_for_byte_reproducible():
+    assert packaging.build_handlers_zip() == packaging.build_handlers_zip()
+    assert packaging.build_layer_zip() == packaging.build_layer_zip()
+    assert packaging.sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_the_handlers_zip_keeps_the_package_path_of_every_handler():
+    names = sorted(_entries(packaging.build_handlers_zip()))
+    handlers = sorted(
+        f"plldb/bootstrap/cloudformation/handlers/{p.name}" for p in packaging.HANDLERS_DIR.glob("*.py")
+    )
+    assert names == sorted(
+        [
+            "plldb/__init__.py",
+            "plldb/protocol.py",
+            "plldb/bootstrap/__init__.py",
+            "plldb/bootstrap/cloudformation/__init__.py",
+            *handlers,
+        ]
+    )
+    assert {
+        "plldb/bootstrap/cloudformation/handlers/authorizer.py",
+        "plldb/bootstrap/cloudformation/handlers/websocket.py",
+        "plldb/bootstrap/cloudformation/handlers/manager.py",
+        "plldb/bootstrap/cloudformation/handlers/common.py",
+    } <= set(names)
+
+
+def test_the_layer_zip_lives_under_plldb_debugger_with_an_executable_wrapper():
+    entries = _entries(packaging.build_layer_zip())
+    layer_modules = sorted(
+        f"plldb-debugger/plldb/bootstrap/cloudformation/layer/{p.name}"
+        for p in packaging.LAYER_DIR.glob("*.py")
+    )
+    expected = [
+        "plldb-debugger/plldb/__init__.py",
+        "plldb-debugger/plldb/protocol.py",
+        "plldb-debugger/plldb/bootstrap/__init__.py",
+        "plldb-debugger/plldb/bootstrap/cloudformation/__init__.py",
+        *layer_modules,
+    ]
+    if (packaging.LAYER_DIR / "wrapper").is_file():
+        expected.append("plldb-debugger/wrapper")
+        assert stat.S_IMODE(entries["plldb-debugger/wrapper"].external_attr >> 16) == 0o755
+    assert sorted(entries) == sorted(expected)
+    for name, info in entries.items():
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        if name != "plldb-debugger/wrapper":
+            assert stat.S_IMODE(info.external_attr >> 16) == 0o644
+
+
+def test_a_changed_file_changes_the_archive_hash(tmp_path: Path):
+    source = tmp_path / "module.py"
+    source.write_text("A = 1\n")
+    first = packaging.build_zip([("plldb/module.py", source)])
+    source.write_text("A = 2\n")
+    second = packaging.build_zip([("plldb/module.py", source)])
+    assert packaging.sha256_hex(first) != packaging.sha256_hex(second)
+
+
+def test_lambda_source_files_are_every_python_file_packaged_and_import_only_stdlib_boto3_and_plldb():
+    packaged = {
+        path for _, path in packaging.handler_files() + packaging.layer_files() if path.suffix == ".py"
+    }
+    assert set(packaging.LAMBDA_SOURCE_FILES) == packaged
+    for path in packaging.LAMBDA_SOURCE_FILES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 10))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                tops = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                assert top in sys.stdlib_module_names or top in {
+                    "boto3",
+                    "botocore",
+                    "plldb",
+                    "__future__",
+                }, f"{path.relative_to(ROOT)} imports {top}"
