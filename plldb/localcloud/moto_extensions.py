@@ -1214,20 +1214,25 @@ def _split_function_reference(reference: str) -> tuple[str, str | None]:
 # =========================================================================================================
 # AWS::DynamoDB::Table
 # =========================================================================================================
-_DYNAMODB_WRITE_OPERATIONS = (
+_DYNAMODB_ITEM_OPERATIONS = (
     "put_item",
     "update_item",
     "delete_item",
     "transact_write_items",
     "batch_write_item",
+    "get_item",
+    "batch_get_item",
+    "query",
+    "scan",
 )
 
 
 def _patch_dynamodb_atomic_writes() -> None:
-    """Gap: DynamoDB applies a conditional write atomically; moto checks the condition, then writes,
-    with no lock, so under concurrent requests two conditional writes can both pass (about 2 % of
-    eight-way races). plldb relies on conditional writes for single-use sessions and single answers,
-    so writes are serialised here as they are, in effect, per item on AWS.
+    """Gap: DynamoDB applies each item write atomically. moto, serving requests on threads, checks a
+    condition and then applies an UpdateExpression's actions to the live item one by one, with no
+    lock: two conditional writes can both pass (about 2 % of eight-way races), and a concurrent read
+    can see half an update (ResponseCode without Response). plldb relies on both being atomic, so item
+    operations are serialised here, which is, in effect, what DynamoDB guarantees per item.
     """
     lock = threading.RLock()
 
@@ -1239,7 +1244,7 @@ def _patch_dynamodb_atomic_writes() -> None:
 
         return write
 
-    for name in _DYNAMODB_WRITE_OPERATIONS:
+    for name in _DYNAMODB_ITEM_OPERATIONS:
         setattr(
             dynamodb_models.DynamoDBBackend, name, serialised(getattr(dynamodb_models.DynamoDBBackend, name))
         )

@@ -336,7 +336,7 @@ class _AwsLambdaJsonEncoder:
         if isinstance(value, str):
             return self._quote(value)
         parts: List[str] = []
-        self._value(value, parts, methods_tried=False)
+        self._value(value, parts)
         return "".join(parts)
 
     def _string(self, value: Any) -> str:
@@ -390,31 +390,8 @@ class _AwsLambdaJsonEncoder:
             return self._float(value)
         return None
 
-    def _value(self, value: Any, parts: List[str], methods_tried: bool) -> None:
-        scalar = self._scalar(value)
-        if scalar is not None:
-            parts.append(scalar)
-            return
-        as_dict = None if methods_tried else self._as_dict(value)
-        if as_dict is not None:
-            self._as_dict_value(value, as_dict[0], parts)
-        elif isinstance(value, (list, tuple)):
-            self._list(value, parts)
-        elif isinstance(value, dict):
-            self._dict(value, parts)
-        else:
-            marker = self._enter(value)
-            self._value(self._default(value), parts, methods_tried=False)
-            del self._markers[marker]
-
-    def _as_dict_value(self, owner: Any, mapping: Any, parts: List[str]) -> None:
-        if not isinstance(mapping, dict):
-            raise TypeError("_asdict() must return a dict, not %s" % (type(mapping).__name__,))
-        marker = self._enter(owner)
-        self._dict(mapping, parts)
-        del self._markers[marker]
-
-    def _container_item(self, value: Any, parts: List[str]) -> None:
+    def _value(self, value: Any, parts: List[str]) -> None:
+        """Scalars, then ``_asdict()`` objects, lists and tuples, dicts, then the fallback: simplejson's order."""
         scalar = self._scalar(value)
         if scalar is not None:
             parts.append(scalar)
@@ -427,7 +404,16 @@ class _AwsLambdaJsonEncoder:
         elif isinstance(value, dict):
             self._dict(value, parts)
         else:
-            self._value(value, parts, methods_tried=True)
+            marker = self._enter(value)
+            self._value(self._default(value), parts)
+            del self._markers[marker]
+
+    def _as_dict_value(self, owner: Any, mapping: Any, parts: List[str]) -> None:
+        if not isinstance(mapping, dict):
+            raise TypeError("_asdict() must return a dict, not %s" % (type(mapping).__name__,))
+        marker = self._enter(owner)
+        self._dict(mapping, parts)
+        del self._markers[marker]
 
     def _list(self, values: Any, parts: List[str]) -> None:
         if not values:
@@ -438,7 +424,7 @@ class _AwsLambdaJsonEncoder:
         for index, item in enumerate(values):
             if index:
                 parts.append(", ")
-            self._container_item(item, parts)
+            self._value(item, parts)
         parts.append("]")
         del self._markers[marker]
 
@@ -473,7 +459,7 @@ class _AwsLambdaJsonEncoder:
             first = False
             parts.append(self._string(text_key))
             parts.append(": ")
-            self._container_item(item, parts)
+            self._value(item, parts)
         parts.append("}")
         del self._markers[marker]
 
