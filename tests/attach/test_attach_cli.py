@@ -1,0 +1,61 @@
+"""Option checks of `plldb attach` / `plldb detach` that fail before any AWS call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from plldb.cli.attach import attach, detach
+from plldb.errors import PlldbError
+
+
+def run(command: click.Command, arguments: list[str], cwd: Path) -> Result:
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=cwd):
+        return runner.invoke(command, arguments, catch_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([], "No stack name was given. Pass --stack-name, or run where samconfig.toml sets stack_name."),
+        (
+            ["--stack-name", "bad_name!"],
+            "'bad_name!' is not a valid CloudFormation stack name. Use letters, digits and hyphens, "
+            "starting with a letter, at most 128 characters.",
+        ),
+        (
+            ["--stack-name", "s", "--debugpy", "--pycharm", "localhost:1234"],
+            "--debugpy and --pycharm cannot be used together. Choose one debugger.",
+        ),
+        (
+            ["--stack-name", "s", "--wait-for-client"],
+            "--wait-for-client and --write-vscode need --debugpy. Add --debugpy.",
+        ),
+        (
+            ["--stack-name", "s", "--pycharm", "localhost:notaport"],
+            "'localhost:notaport' is not HOST:PORT. For example --pycharm localhost:12345.",
+        ),
+    ],
+)
+def test_attach_refuses_bad_options_with_the_fix(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    result = run(attach, arguments, tmp_path)
+    assert isinstance(result.exception, PlldbError)
+    assert result.exception.one_line() == expected
+
+
+def test_attach_function_timeout_is_within_lambda_limits(tmp_path: Path) -> None:
+    result = run(attach, ["--stack-name", "s", "--function-timeout", "901"], tmp_path)
+    assert result.exit_code == 2
+    assert "901 is not in the range 1<=x<=900" in result.output
+
+
+def test_detach_needs_a_stack_name(tmp_path: Path) -> None:
+    result = run(detach, [], tmp_path)
+    assert isinstance(result.exception, PlldbError)
+    assert result.exception.one_line() == (
+        "No stack name was given. Pass --stack-name, or run where samconfig.toml sets stack_name."
+    )
