@@ -5,11 +5,13 @@ The parent (plldb.local.worker.WorkerPool) starts ``python -u -m plldb.local.wor
 the inherited socket ``fd`` with length-prefixed JSON messages, never over stdout: the handler owns
 stdout and stderr, which the parent streams line by line.
 
-What the worker reproduces from the AWS Python runtime (awslambdaric's bootstrap): ``sys.path`` order,
-the root logger's handler and format, the import of the handler at init with the runtime's exact
-error types and messages, the ``context`` object, the JSON encoding of results (``Runtime.MarshalError``
-included) and the error object of an unhandled exception (errorMessage, errorType, requestId,
-stackTrace). ``sys.exit`` in a handler really ends the process, as it ends the runtime in Lambda.
+What the AWS Python runtime does around a handler (the import at init with its exact error types and
+messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
+exception, the root logger's handler and format) comes from the layer's reproduction of awslambdaric,
+``plldb.bootstrap.cloudformation.layer.lambda_compat``, so a handler behaves the same here as under
+the layer's passthrough in the cloud. This module adds only what is local: the channel, ``sys.path``
+in Lambda's order from the developer's folders, the debugger, and writing output for a terminal.
+``sys.exit`` in a handler really ends the process, as it ends the runtime in Lambda.
 
 This module runs before the function's own ``sys.path`` is in place, so it imports only the standard
 library and plldb's standard-library-only modules.
@@ -17,27 +19,23 @@ library and plldb's standard-library-only modules.
 
 from __future__ import annotations
 
-import decimal
-import importlib
+import contextlib
+import io
 import json
-import logging
-import math
 import os
 import queue
-import re
 import site
 import socket
 import struct
 import sys
 import threading
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
+from plldb.bootstrap.cloudformation.layer import lambda_compat
 from plldb.errors import PlldbError
-from plldb.local.context import ContextUnmarshalError, LambdaContext
+from plldb.local import context as local_context
 
 # --- The parent <-> worker channel -----------------------------------------------------------------
 _LENGTH = struct.Struct(">I")
@@ -83,334 +81,58 @@ def sync_marker(token: str) -> bytes:
     return b"\x00plldb-sync:" + token.encode("ascii") + b"\n"
 
 
-# --- Result encoding, as awslambdaric's LambdaMarshaller does it -----------------------------------
-UNICODE_RUNTIMES = frozenset(
-    {"AWS_Lambda_python3.12", "AWS_Lambda_python3.13", "AWS_Lambda_python3.14", "AWS_Lambda_python3.15"}
+# --- What the runtime does, from the layer's reproduction of it ------------------------------------
+# Leading traceback frames in these files are the runtime's, not the function's: awslambdaric drops its
+# own frames from a handler's stack trace in the same way.
+RUNTIME_FILES = (
+    os.path.abspath(__file__),
+    os.path.abspath(lambda_compat.__file__),
+    os.path.abspath(local_context.__file__),
+)
+_NOT_UTF8_BYTES = (
+    "Unable to marshal response: the handler returned bytes that are not UTF-8 text, "
+    "which plldb cannot carry back to Lambda"
 )
 
 
-class MarshalError(Exception):
-    """The handler's result cannot be encoded (Runtime.MarshalError)."""
+def encode_response(response: Any) -> str:
+    """The result's JSON text as the runtime marshals it; FaultException(Runtime.MarshalError) if it cannot.
 
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if value == math.inf:
-        return "Infinity"
-    if value == -math.inf:
-        return "-Infinity"
-    return float.__repr__(value)
-
-
-def _call_method(value: Any, name: str) -> tuple[Any] | None:
-    """simplejson's probe for ``_asdict``: a callable attribute that accepts no arguments."""
-    method = getattr(value, name, None)
-    if callable(method):
-        try:
-            return (method(),)
-        except TypeError:
-            pass
-    return None
-
-
-class _ResponseEncoder:
-    """Turns a handler's result into the JSON text the Python runtime would produce.
-
-    The runtime encodes with simplejson (namedtuples become objects, bytes become text, Decimals are
-    written verbatim, NaN is allowed, dictionary keys are coerced). The worker cannot rely on
-    simplejson being importable, so it normalises the value to what the standard library encodes
-    identically, and splices Decimals in verbatim afterwards.
+    Unlike the runtime (which hands bytes to Lambda untouched), the protocol carries the result as
+    text, so bytes must be UTF-8. ``lambda_compat.marshal_response`` is not used: it also encodes the
+    text to UTF-8 bytes, which the protocol does not need and which fails on a lone surrogate.
     """
-
-    def __init__(self) -> None:
-        self._decimals: list[str] = []
-        self._marker = ""
-        self._active: set[int] = set()
-
-    def encode(self, value: Any, ensure_ascii: bool) -> str:
-        text = json.dumps(self._plain(value), ensure_ascii=ensure_ascii, allow_nan=True)
-        if not self._decimals:
-            return text
-        return re.sub('"' + self._marker + r'(\d+)"', lambda match: self._decimals[int(match.group(1))], text)
-
-    def _decimal(self, value: decimal.Decimal) -> Any:
-        if value.is_nan():
-            return math.nan
-        if not self._marker:
-            self._marker = "plldb-decimal-" + uuid.uuid4().hex + "-"
-        self._decimals.append(str(value))
-        return self._marker + str(len(self._decimals) - 1)
-
-    def _key(self, key: Any) -> str:
-        if isinstance(key, str):
-            return str(key)
-        if isinstance(key, bytes):
-            return str(key, "utf-8")
-        if isinstance(key, float):
-            return _float_text(key)
-        if key is True:
-            return "true"
-        if key is False:
-            return "false"
-        if key is None:
-            return "null"
-        if isinstance(key, int):
-            return str(int(key))
-        raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
-
-    def _container(self, value: Any, convert: Callable[[], Any]) -> Any:
-        marker = id(value)
-        if marker in self._active:
-            raise ValueError("Circular reference detected")
-        self._active.add(marker)
-        try:
-            return convert()
-        finally:
-            self._active.discard(marker)
-
-    def _plain(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bytes):
-            return str(value, "utf-8")
-        if value is None or value is True or value is False:
-            return value
-        if isinstance(value, int):
-            return int(value)
-        if isinstance(value, float):
-            return float(value)
-        as_dict = _call_method(value, "_asdict")
-        if as_dict is not None:
-            mapping = as_dict[0]
-            if not isinstance(mapping, dict):
-                raise TypeError(f"_asdict() must return a dict, not {type(mapping).__name__}")
-            return self._container(value, lambda: self._dict(mapping))
-        if isinstance(value, (list, tuple)):
-            return self._container(value, lambda: [self._plain(item) for item in value])
-        if isinstance(value, dict):
-            return self._container(value, lambda: self._dict(value))
-        if isinstance(value, decimal.Decimal):
-            return self._decimal(value)
-        raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
-
-    def _dict(self, mapping: dict[Any, Any]) -> dict[str, Any]:
-        return {self._key(key): self._plain(item) for key, item in mapping.items()}
-
-
-def encode_response(response: Any, execution_env: str | None = None) -> str:
-    """The JSON text Lambda would return for ``response``; MarshalError with the runtime's message."""
     if isinstance(response, bytes):
         try:
             return response.decode("utf-8")
         except UnicodeDecodeError:
-            raise MarshalError(
-                "Unable to marshal response: the handler returned bytes that are not UTF-8 text, "
-                "which plldb cannot carry back to Lambda"
-            )
-    if execution_env is None:
-        execution_env = os.environ.get("AWS_EXECUTION_ENV")
+            raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, _NOT_UTF8_BYTES)
     try:
-        return _ResponseEncoder().encode(response, ensure_ascii=execution_env not in UNICODE_RUNTIMES)
+        return lambda_compat.to_json(response)
     except Exception as exc:
-        raise MarshalError(f"Unable to marshal response: {exc}")
-
-
-# --- Errors, as awslambdaric reports them ----------------------------------------------------------
-MARSHAL_ERROR = "Runtime.MarshalError"
-UNMARSHAL_ERROR = "Runtime.UnmarshalError"
-USER_CODE_SYNTAX_ERROR = "Runtime.UserCodeSyntaxError"
-HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
-IMPORT_MODULE_ERROR = "Runtime.ImportModuleError"
-BUILT_IN_MODULE_CONFLICT = "Runtime.BuiltInModuleConflict"
-MALFORMED_HANDLER_NAME = "Runtime.MalformedHandlerName"
-CONTEXT_UNMARSHAL_ERROR = "Runtime.LambdaContextUnmarshalError"
-
-
-class FaultError(Exception):
-    """A runtime fault with its Lambda error type (awslambdaric's FaultException)."""
-
-    def __init__(self, error_type: str, message: str, trace: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.trace = trace
-
-
-def make_error(
-    message: str | None, error_type: str | None, stack_trace: list[str] | None, request_id: str | None = None
-) -> dict[str, Any]:
-    return {
-        "errorMessage": message if message else "",
-        "errorType": error_type if error_type else "",
-        "requestId": request_id if request_id is not None else "",
-        "stackTrace": stack_trace if stack_trace else [],
-    }
-
-
-def error_from_exception(exc: BaseException, request_id: str | None = None) -> dict[str, Any]:
-    """errorMessage/errorType/stackTrace of an exception, with this module's own frames cut off the top."""
-    frames = [
-        (frame.filename, frame.lineno, frame.name, frame.line)
-        for frame in traceback.extract_tb(exc.__traceback__)
-    ]
-    for index, frame in enumerate(frames):
-        if frame[0] != __file__:
-            frames = frames[index:]
-            break
-    stack_trace = traceback.format_list(cast(list[tuple[str, int, str, str | None]], frames))
-    return make_error(str(exc), type(exc).__name__, stack_trace, request_id)
-
-
-def load_handler(handler: str) -> Callable[..., Any]:
-    """Import the handler as the runtime does, raising FaultError with the runtime's messages."""
-    try:
-        module_name, function_name = handler.rsplit(".", 1)
-    except ValueError as exc:
-        raise FaultError(MALFORMED_HANDLER_NAME, f"Bad handler '{handler}': {exc}")
-    try:
-        if module_name.split(".")[0] in sys.builtin_module_names:
-            raise FaultError(
-                BUILT_IN_MODULE_CONFLICT, f"Cannot use built-in module {module_name} as a handler module"
-            )
-        module = importlib.import_module(module_name.replace("/", "."))
-    except ImportError as exc:
-        raise FaultError(IMPORT_MODULE_ERROR, f"Unable to import module '{module_name}': {exc}")
-    except SyntaxError as exc:
-        trace = [f'  File "{exc.filename}" Line {exc.lineno}\n    {exc.text}']
-        raise FaultError(USER_CODE_SYNTAX_ERROR, f"Syntax error in module '{module_name}': {exc}", trace)
-    try:
-        return getattr(module, function_name)
-    except AttributeError:
-        raise FaultError(HANDLER_NOT_FOUND, f"Handler '{function_name}' missing on module '{module_name}'")
+        raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, f"Unable to marshal response: {exc}")
 
 
 def log_error(error: dict[str, Any]) -> None:
-    """The runtime's "[ERROR] Type: message" log entry, with the traceback on the following lines."""
-    description = "[ERROR]"
-    if error.get("errorType"):
-        description += " " + error["errorType"]
-    if error.get("errorMessage"):
-        if error.get("errorType"):
-            description += ":"
-        description += " " + error["errorMessage"]
-    lines = [description]
-    if error.get("stackTrace") is not None:
-        lines.append("Traceback (most recent call last):")
-        for element in error["stackTrace"]:
-            lines.extend(element.splitlines() or [""])
-    sys.stdout.write("\n".join(lines) + "\n")
+    """The runtime's log entry for an error, one line per line of text as CloudWatch shows it.
+
+    Writing to stdout, the runtime joins the lines of one entry with carriage returns (a terminal
+    would overwrite them on screen); in Lambda, its telemetry log sink joins them with newlines,
+    which is what CloudWatch displays and what the developer's console shows here.
+    """
+    entry = io.StringIO()
+    with contextlib.redirect_stdout(entry):
+        lambda_compat.log_error(error)
+    sys.stdout.write(entry.getvalue().replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n"))
 
 
-# --- Logging, as the runtime configures it ---------------------------------------------------------
 _current_request_id: str | None = None
 _current_tenant_id: str | None = None
-TEXT_LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n"
-_RESERVED_LOG_FIELDS = frozenset(
-    {
-        "name",
-        "msg",
-        "args",
-        "levelname",
-        "levelno",
-        "pathname",
-        "filename",
-        "module",
-        "exc_info",
-        "exc_text",
-        "stack_info",
-        "lineno",
-        "funcName",
-        "created",
-        "msecs",
-        "relativeCreated",
-        "thread",
-        "threadName",
-        "processName",
-        "process",
-        "aws_request_id",
-        "tenant_id",
-        "_frame_type",
-        "taskName",
-    }
-)
 
 
-class _StdoutSink:
-    """Where the runtime's log handler writes: the current sys.stdout, so redirections are honoured."""
-
-    def log(self, message: str) -> None:
-        sys.stdout.write(message)
-
-
-class _LambdaLogHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_sink = _StdoutSink()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.log_sink.log(self.format(record))
-        except Exception:
-            self.handleError(record)
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.aws_request_id = _current_request_id or ""
-        record.tenant_id = _current_tenant_id
-        return True
-
-
-class _JsonLogFormatter(logging.Formatter):
-    """AWS_LAMBDA_LOG_FORMAT=JSON: one JSON object per record with the runtime's keys."""
-
-    def __init__(self) -> None:
-        super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
-
-    def format(self, record: logging.LogRecord) -> str:
-        record.levelno = min(50, max(0, record.levelno)) // 10 * 10
-        record.levelname = logging.getLevelName(record.levelno)
-        exc_info = record.exc_info
-        result: dict[str, Any] = {
-            "timestamp": self.formatTime(record, self.datefmt),
-            "level": record.levelname,
-            "message": record.msg
-            if isinstance(record.msg, dict) and not record.args
-            else record.getMessage(),
-            "logger": record.name,
-            "stackTrace": traceback.format_tb(exc_info[2]) if exc_info else None,
-            "errorType": exc_info[0].__name__ if exc_info and exc_info[0] else None,
-            "errorMessage": str(exc_info[1]) if exc_info else None,
-            "requestId": getattr(record, "aws_request_id", None),
-            "location": f"{record.pathname}:{record.funcName}:{record.lineno}" if exc_info else None,
-        }
-        if getattr(record, "tenant_id", None) is not None:
-            result["tenantId"] = getattr(record, "tenant_id", None)
-        result.update(
-            (key, value)
-            for key, value in record.__dict__.items()
-            if key not in _RESERVED_LOG_FIELDS and key not in result
-        )
-        result = {key: value for key, value in result.items() if value is not None}
-        return json.dumps(result, ensure_ascii=False, default=str) + "\n"
-
-
-def configure_logging(environ: Mapping[str, str]) -> None:
-    """Root logger as in the runtime: UTC timestamps, request id on each line, level only if configured."""
-    logging.Formatter.converter = time.gmtime
-    root = logging.getLogger()
-    handler = _LambdaLogHandler()
-    if (environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON":
-        handler.setFormatter(_JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT, "%Y-%m-%dT%H:%M:%S"))
-    level = environ.get("AWS_LAMBDA_LOG_LEVEL")
-    level = {None: "", "TRACE": "DEBUG"}.get(level, level or "").upper()
-    if level in logging.getLevelNamesMapping():
-        root.setLevel(level)
-    handler.addFilter(_RequestIdFilter())
-    root.addHandler(handler)
+def _current_request() -> tuple[str, str | None]:
+    """What the runtime's log filter stamps on each record: the request id ("" between invocations)."""
+    return _current_request_id or "", _current_tenant_id
 
 
 # --- sys.path --------------------------------------------------------------------------------------
@@ -470,11 +192,9 @@ class Worker:
     def initialize(self) -> dict[str, Any] | None:
         """The init phase: import the handler; the error object when that fails."""
         try:
-            self.handler = load_handler(self.handler_name)
-        except FaultError as exc:
-            return make_error(exc.message, exc.error_type, exc.trace)
+            self.handler = lambda_compat.load_handler(self.handler_name)
         except Exception as exc:
-            return error_from_exception(exc)
+            return lambda_compat.error_from_exception(exc, None, RUNTIME_FILES)
         return None
 
     def serve(self) -> None:
@@ -501,10 +221,8 @@ class Worker:
         payload = None
         try:
             payload = self.run_handler(request_id, message.get("event", "null"), context_fields)
-        except FaultError as exc:
-            error = make_error(exc.message, exc.error_type, exc.trace, request_id)
         except Exception as exc:
-            error = error_from_exception(exc, request_id)
+            error = lambda_compat.error_from_exception(exc, request_id, RUNTIME_FILES)
         duration_ms = (time.perf_counter() - started) * 1000
         if error is not None:
             log_error(error)
@@ -517,20 +235,12 @@ class Worker:
         return result
 
     def run_handler(self, request_id: str, event_json: str, context_fields: dict[str, Any]) -> str:
-        try:
-            context = LambdaContext(request_id, context_fields)
-        except ContextUnmarshalError as exc:
-            raise FaultError(CONTEXT_UNMARSHAL_ERROR, str(exc))
-        try:
-            event = json.loads(event_json)
-        except ValueError as exc:
-            raise FaultError(UNMARSHAL_ERROR, f"Unable to unmarshal input: {exc}")
+        """The runtime's steps in its order: context, event, handler, result; each fault as it reports it."""
+        context = local_context.lambda_context(request_id, context_fields)
+        event = lambda_compat.unmarshal_event(event_json.encode("utf-8", "surrogatepass"))
         assert self.handler is not None
         response = self.handler(event, context)
-        try:
-            return encode_response(response)
-        except MarshalError as exc:
-            raise FaultError(MARSHAL_ERROR, str(exc))
+        return encode_response(response)
 
     def flush_output(self) -> None:
         """Everything the invocation printed reaches the pipes before the marker that closes it."""
@@ -563,7 +273,7 @@ def main(argv: list[str]) -> int:
         return 0
     worker = Worker(channel, start)
     sys.path[:] = function_sys_path(start["codeDir"], start.get("layerPaths", []), start.get("siteDirs", []))
-    configure_logging(os.environ)
+    lambda_compat.setup_logging(_current_request)
     try:
         _attach_debugger(start.get("debugger"))
     except Exception as exc:

@@ -29,8 +29,9 @@ from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plldb.bootstrap.cloudformation.layer import lambda_compat
 from plldb.errors import PlldbError
-from plldb.local.context import LambdaContext
+from plldb.local.context import lambda_context
 from plldb.local.template import LocalFunction
 from plldb.local.worker import (
     Invocation,
@@ -40,7 +41,7 @@ from plldb.local.worker import (
     source_fingerprint,
     worker_environment,
 )
-from plldb.local.worker_main import MarshalError, encode_response, sync_marker
+from plldb.local.worker_main import encode_response, sync_marker
 
 ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders-fn"
 PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
@@ -184,18 +185,31 @@ class RuntimeApi:
         self.server.server_close()
 
 
-def run_under_awslambdaric(code_dir: Path, handler: str, events: list[str], execution_env: str | None = None):
-    """(kind, body) per event, kind being "response" or "error"; or ("init", body) when init fails."""
+def run_under_awslambdaric(
+    code_dir: Path,
+    handler: str,
+    events: list[str],
+    execution_env: str | None = None,
+    log_format: str | None = None,
+    stdout_path: Path | None = None,
+):
+    """(kind, body) per event, kind being "response" or "error"; or ("init", body) when init fails.
+
+    The runtime's stdout goes to ``stdout_path`` when one is given.
+    """
     api = RuntimeApi()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     environment["AWS_LAMBDA_RUNTIME_API"] = api.address
     if execution_env:
         environment["AWS_EXECUTION_ENV"] = execution_env
+    if log_format:
+        environment["AWS_LAMBDA_LOG_FORMAT"] = log_format
+    stdout_file = stdout_path.open("wb") if stdout_path else None
     process = subprocess.Popen(
         [sys.executable, "-m", "awslambdaric", handler],
         cwd=code_dir,
         env=environment,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout_file or subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -213,6 +227,8 @@ def run_under_awslambdaric(code_dir: Path, handler: str, events: list[str], exec
         process.kill()
         process.wait()
         api.close()
+        if stdout_file:
+            stdout_file.close()
 
 
 BEHAVIOURS = {
@@ -392,12 +408,36 @@ def test_error_is_logged_like_the_runtime_logs_it(tmp_path, pool, output):
     invocation = make_invocation({"action": "raise"})
     pool.run(function, invocation)
     app = function.code_dir / "app.py"
+    indent = lambda_compat.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
     assert output.of(invocation.request_id) == [
         "[ERROR] ValueError: bad value: 42",
         "Traceback (most recent call last):",
-        f'  File "{app}", line 17, in lambda_handler',
-        '    raise ValueError("bad value: 42")',
+        f'{indent * 2}File "{app}", line 17, in lambda_handler',
+        f'{indent * 4}raise ValueError("bad value: 42")',
     ]
+
+
+@pytest.mark.parametrize("log_format", ["Text", "JSON"])
+def test_error_log_entry_matches_the_real_runtimes(tmp_path, pool, output, log_format):
+    """The same entry as awslambdaric's, whose lines its stdout joins with carriage returns."""
+    function = write_function(tmp_path, BEHAVIOURS)
+    event = json.dumps({"action": "unicode_error"})
+    runtime_stdout = tmp_path / "runtime-stdout"
+    [(kind, body)] = run_under_awslambdaric(
+        function.code_dir, "app.lambda_handler", [event], log_format=log_format, stdout_path=runtime_stdout
+    )
+    assert kind == "error"
+    runtime_request_id = json.loads(body)["requestId"]
+    invocation = make_invocation(event_json=event, environment={"AWS_LAMBDA_LOG_FORMAT": log_format})
+    pool.run(function, invocation)
+    expected = runtime_stdout.read_text().replace(runtime_request_id, invocation.request_id)
+    ours = "\n".join(output.of(invocation.request_id)) + "\n"
+    if log_format == "JSON":
+        timestamp = re.compile(r'^\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ')
+        assert timestamp.match(ours) and timestamp.match(expected)
+        ours, expected = timestamp.sub("", ours), timestamp.sub("", expected)
+    assert ours == expected.replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n")
+    assert ours.count("\n") == (1 if log_format == "JSON" else 4)
 
 
 # --- Encoding, property-checked against the runtime's marshaller -----------------------------------
@@ -432,29 +472,39 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
         try:
             expected, _ = marshaller.marshal_response(value)
         except FaultException as exc:
-            with pytest.raises(MarshalError) as error:
-                encode_response(value, execution_env)
-            assert str(error.value) == exc.msg
+            with pytest.raises(lambda_compat.FaultException) as error:
+                encode_response(value)
+            assert (error.value.exception_type, error.value.msg) == (exc.exception_type, exc.msg)
             return
-    if isinstance(value, bytes):
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            with pytest.raises(MarshalError):
-                encode_response(value, execution_env)
+        if isinstance(value, bytes):
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                with pytest.raises(lambda_compat.FaultException) as error:
+                    encode_response(value)
+                assert error.value.exception_type == "Runtime.MarshalError"
+                return
+            assert encode_response(value) == text
             return
-        assert encode_response(value, execution_env) == text
-        return
-    assert encode_response(value, execution_env) == expected
+        assert encode_response(value) == expected
 
 
 def test_circular_result_is_a_marshal_error():
     value: list = [1]
     value.append(value)
-    with pytest.raises(MarshalError) as error:
-        encode_response(value, None)
-    assert str(error.value) == "Unable to marshal response: Circular reference detected"
-    assert encode_response({"d": decimal.Decimal("3.140")}, None) == '{"d": 3.140}'
+    with pytest.raises(lambda_compat.FaultException) as error:
+        encode_response(value)
+    assert (error.value.exception_type, error.value.msg) == (
+        "Runtime.MarshalError",
+        "Unable to marshal response: Circular reference detected",
+    )
+    assert encode_response({"d": decimal.Decimal("3.140")}) == '{"d": 3.140}'
+
+
+def test_keys_written_as_the_same_text_are_all_kept_as_the_runtime_keeps_them():
+    value = {1: "int", "1": "text", None: "none", "null": "text"}
+    expected, _ = LambdaMarshaller().marshal_response(value)
+    assert encode_response(value) == expected == '{"1": "int", "1": "text", "null": "none", "null": "text"}'
 
 
 # --- Line splitting --------------------------------------------------------------------------------
@@ -884,7 +934,7 @@ def test_context_matches_the_runtime_context(monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     runtime = RuntimeLambdaContext("req-1", dict(client_context), identity, deadline, ARN, "tenant")
-    ours = LambdaContext(
+    ours = lambda_context(
         "req-1",
         {
             "functionName": "fn",
