@@ -39,15 +39,6 @@ DEFAULT_PARAMETERS = {
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's TemplateBody quota; larger templates go through S3
 STACK_WAIT_SECONDS = 1800.0
 BUSY_SUFFIX = "_IN_PROGRESS"
-FAILED_STATUSES = {
-    "CREATE_FAILED",
-    "ROLLBACK_COMPLETE",
-    "ROLLBACK_FAILED",
-    "DELETE_FAILED",
-    "UPDATE_ROLLBACK_COMPLETE",
-    "UPDATE_ROLLBACK_FAILED",
-    "UPDATE_FAILED",
-}
 NO_UPDATES = "No updates are to be performed"
 
 
@@ -89,6 +80,22 @@ def asset_bucket_name(account_id: str, region: str) -> str:
     return f"plldb-assets-{account_id}-{region}"
 
 
+def _account_assets(session: boto3.Session) -> tuple[str, str, str]:
+    """(region, account id, asset bucket): the bucket is per account and region, shared by helper stacks."""
+    region = str(session.region_name)
+    account_id = session.client("sts").get_caller_identity()["Account"]
+    return region, account_id, asset_bucket_name(account_id, region)
+
+
+def _refuse_busy(stack_name: str, stack: dict[str, Any]) -> None:
+    """Nothing may start while CloudFormation is still working on the stack."""
+    status = str(stack["StackStatus"])
+    if status.endswith(BUSY_SUFFIX):
+        raise PlldbError(
+            f"The helper stack {stack_name!r} is busy ({status}).", "Wait until it settles and run again."
+        )
+
+
 def _error(exc: botocore.exceptions.ClientError) -> tuple[str, str]:
     error = exc.response.get("Error", {})
     return str(error.get("Code", "")), str(error.get("Message", ""))
@@ -104,9 +111,7 @@ def setup(
     poll_seconds: float = 2.0,
 ) -> SetupResult:
     """Create or update the helper stack; a no-op when the template, code and parameters are unchanged."""
-    region = str(session.region_name)
-    account_id = session.client("sts").get_caller_identity()["Account"]
-    bucket = asset_bucket_name(account_id, region)
+    region, account_id, bucket = _account_assets(session)
     s3 = session.client("s3")
     ensure_asset_bucket(s3, bucket, region, account_id, on_event)
 
@@ -125,17 +130,18 @@ def setup(
     body = packaging.template_body()
     wanted = {**DEFAULT_PARAMETERS, **(parameters or {})}
     wanted.update({"AssetsBucket": bucket, "HandlersKey": handlers_key, "LayerKey": layer_key})
-    stack_parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(wanted.items())]
-    template_argument = _template_argument(s3, bucket, body, account_id)
+    stack_arguments = {
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(wanted.items())],
+        "Capabilities": ["CAPABILITY_IAM"],
+        "Tags": [{"Key": HELPER_STACK_TAG, "Value": "true"}],
+        **_template_argument(s3, bucket, body, account_id),
+    }
     cloudformation = session.client("cloudformation")
 
     existing = describe_helper_stack(session, stack_name)
     if existing is not None:
+        _refuse_busy(stack_name, existing)
         status = str(existing["StackStatus"])
-        if status.endswith(BUSY_SUFFIX):
-            raise PlldbError(
-                f"The helper stack {stack_name!r} is busy ({status}).", "Wait until it settles and run again."
-            )
         if status in {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"}:
             on_event(f"Removing the failed helper stack {stack_name} ({status}) before creating it again")
             cloudformation.delete_stack(StackName=existing["StackId"])
@@ -148,13 +154,7 @@ def setup(
             )
     if existing is None:
         on_event(f"Creating the helper stack {stack_name}")
-        created = cloudformation.create_stack(
-            StackName=stack_name,
-            Parameters=stack_parameters,
-            Capabilities=["CAPABILITY_IAM"],
-            Tags=[{"Key": HELPER_STACK_TAG, "Value": "true"}],
-            **template_argument,
-        )
+        created = cloudformation.create_stack(StackName=stack_name, **stack_arguments)
         wait_for_stack(cloudformation, created["StackId"], "CREATE", on_event, poll_seconds)
         action = "created"
     elif _unchanged(cloudformation, existing, body, wanted):
@@ -162,13 +162,7 @@ def setup(
     else:
         on_event(f"Updating the helper stack {stack_name}")
         try:
-            cloudformation.update_stack(
-                StackName=existing["StackId"],
-                Parameters=stack_parameters,
-                Capabilities=["CAPABILITY_IAM"],
-                Tags=[{"Key": HELPER_STACK_TAG, "Value": "true"}],
-                **template_argument,
-            )
+            cloudformation.update_stack(StackName=existing["StackId"], **stack_arguments)
             wait_for_stack(cloudformation, existing["StackId"], "UPDATE", on_event, poll_seconds)
             action = "updated"
         except botocore.exceptions.ClientError as exc:
@@ -349,17 +343,12 @@ def destroy(
     poll_seconds: float = 2.0,
 ) -> DestroyResult:
     """Restore every instrumented function, delete the stack, then empty and delete the asset bucket."""
-    region = str(session.region_name)
-    account_id = session.client("sts").get_caller_identity()["Account"]
-    bucket = asset_bucket_name(account_id, region)
+    region, _account_id, bucket = _account_assets(session)
     cloudformation = session.client("cloudformation")
     stack = describe_helper_stack(session, stack_name)
     restored: list[dict[str, Any]] = []
-    if stack is not None and str(stack["StackStatus"]).endswith(BUSY_SUFFIX):
-        raise PlldbError(
-            f"The helper stack {stack_name!r} is busy ({stack['StackStatus']}).",
-            "Wait until it settles and run again.",
-        )
+    if stack is not None:
+        _refuse_busy(stack_name, stack)
     if stack is not None and _manager_usable(stack):
         helper = load_helper_stack(session, stack_name)
         restored = _restore_everything(session, helper, force, on_event)
@@ -390,7 +379,7 @@ def _restore_everything(
     sessions = report.get("activeSessions") or []
     if sessions and not force:
         described = "; ".join(
-            f"stack {s.get('stackName')} by {s.get('owner') or 'someone'} since {_when(s.get('createdAt'))}"
+            f"stack {s.get('stackName')} by {s.get('owner') or 'someone'} since {utc_time_text(s.get('createdAt'))}"
             for s in sessions
         )
         raise PlldbError(
@@ -474,7 +463,8 @@ def status(session: boto3.Session, stack_name: str = DEFAULT_STACK_NAME) -> Stat
     )
 
 
-def _when(epoch: Any) -> str:
+def utc_time_text(epoch: Any) -> str:
+    """An epoch time as people read it (sessions' createdAt), or "an unknown time" when it is none."""
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(epoch)))
     except (TypeError, ValueError, OverflowError):

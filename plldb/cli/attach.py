@@ -12,6 +12,7 @@ import json
 import signal
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,32 @@ from plldb.errors import PlldbError
 DEFAULT_TEMPLATE = Path("template.yaml")
 DEFAULT_HELPER_STACK = "plldb"
 MAX_FUNCTION_TIMEOUT = 900
+
+HELPER_STACK_OPTION = click.option(
+    "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
+)
+JSON_OPTION = click.option(
+    "--json", "json_output", is_flag=True, help="Machine-readable events, one JSON object per line."
+)
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    """What `plldb attach` was asked to do, once the options and samconfig.toml are resolved."""
+
+    stack_name: str
+    template_path: Path
+    function_patterns: tuple[str, ...]
+    function_timeout: int
+    fallback: str
+    take_over: bool
+    profile: str | None
+    region: str | None
+    helper_stack: str
+    local_credentials: bool
+    write_vscode: bool
+    keepalive_seconds: float
+    max_connection_age: float
 
 
 def _resolve_target(
@@ -80,12 +107,8 @@ def _resolve_target(
 )
 @click.option("--take-over", is_flag=True, help="End another developer's session on this stack first.")
 @aws_options
-@click.option(
-    "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
-)
-@click.option(
-    "--json", "json_output", is_flag=True, help="Machine-readable events, one JSON object per line."
-)
+@HELPER_STACK_OPTION
+@JSON_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="Only the handlers' output, warnings and errors.")
 @click.option(
     "--local-credentials",
@@ -142,9 +165,7 @@ def attach(
         pycharm_address=pycharm_address,
     )
     stack_name, template_path, profile, region = _resolve_target(stack_name, template, profile, region)
-    console = Console(choose_mode(json_output), quiet=quiet)
-    exit_code = translate_aws_errors(_attach)(
-        console=console,
+    request = AttachRequest(
         stack_name=stack_name,
         template_path=template_path,
         function_patterns=function_patterns,
@@ -155,12 +176,12 @@ def attach(
         region=region,
         helper_stack=helper_stack,
         local_credentials=local_credentials,
-        debugger=debugger,
         write_vscode=write_vscode,
         keepalive_seconds=keepalive_seconds,
         max_connection_age=max_connection_age,
     )
-    ctx.exit(exit_code)
+    console = Console(choose_mode(json_output), quiet=quiet)
+    ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
 
 
 def _debugger_config(
@@ -186,26 +207,9 @@ def _debugger_config(
     return None
 
 
-def _attach(
-    *,
-    console: Any,
-    stack_name: str,
-    template_path: Path,
-    function_patterns: tuple[str, ...],
-    function_timeout: int,
-    fallback: str,
-    take_over: bool,
-    profile: str | None,
-    region: str | None,
-    helper_stack: str,
-    local_credentials: bool,
-    debugger: Any,
-    write_vscode: bool,
-    keepalive_seconds: float,
-    max_connection_age: float,
-) -> int:
+def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     from plldb.aws import make_session
-    from plldb.bootstrap.helper_stack import invoke_manager, load_helper_stack
+    from plldb.bootstrap.helper_stack import load_helper_stack
     from plldb.local.session import (
         ConnectionSettings,
         DebuggerTableChunks,
@@ -217,23 +221,24 @@ def _attach(
     )
     from plldb.local.worker import WorkerPool
 
+    stack_name, function_patterns = request.stack_name, request.function_patterns
     # Everything that can be wrong is checked before anything changes.
-    session = make_session(profile, region)
-    helper = load_helper_stack(session, helper_stack)
-    stack_map = _map_selected_functions(console, session, stack_name, template_path, function_patterns)
+    session = make_session(request.profile, request.region)
+    helper = load_helper_stack(session, request.helper_stack)
+    stack_map = _map_selected_functions(
+        console, session, stack_name, request.template_path, function_patterns
+    )
     if debugger is not None:
-        _start_debugger(console, debugger, stack_map, function_patterns, write_vscode)
+        _start_debugger(console, debugger, stack_map, function_patterns, request.write_vscode)
 
     def take_over_other_session() -> None:
         console.info(f"Ending the other session on {stack_name} (--take-over)...", event="take_over")
-        _report_restore(
-            console, invoke_manager(session, helper, {"action": "restore_stack", "stackName": stack_name})
-        )
+        _restore_stack(console, session, helper, stack_name)
 
     pool = WorkerPool(
         output=console.handler_output,
         debugger=debugger,
-        local_credentials=local_credentials,
+        local_credentials=request.local_credentials,
         warn=console.warning,
     )
     try:
@@ -244,10 +249,10 @@ def _attach(
             SessionRequest(
                 stack_name=stack_name,
                 function_patterns=function_patterns,
-                function_timeout=function_timeout,
-                fallback=fallback,
+                function_timeout=request.function_timeout,
+                fallback=request.fallback,
             ),
-            take_over=take_over_other_session if take_over else None,
+            take_over=take_over_other_session if request.take_over else None,
         )
         debug_session = DebugSession(
             websocket_url=protocol.execute_api_url(helper.websocket_url),
@@ -258,7 +263,8 @@ def _attach(
             chunks=DebuggerTableChunks(created.debugger_session, helper.debugger_table_name),
             observer=console,
             settings=ConnectionSettings(
-                keepalive_seconds=keepalive_seconds, max_connection_age_seconds=max_connection_age
+                keepalive_seconds=request.keepalive_seconds,
+                max_connection_age_seconds=request.max_connection_age,
             ),
         )
         console.info(
@@ -395,6 +401,15 @@ def _runner(stack_map: Any, pool: Any) -> Callable[[Any], Any]:
     return run
 
 
+def _restore_stack(console: Any, session: Any, helper: Any, stack_name: str) -> bool:
+    """Have the manager restore every function of the stack (ending its session); True when none failed."""
+    from plldb.bootstrap.helper_stack import invoke_manager
+
+    return _report_restore(
+        console, invoke_manager(session, helper, {"action": "restore_stack", "stackName": stack_name})
+    )
+
+
 def _report_restore(console: Any, result: dict[str, Any]) -> bool:
     """Print the manager's per-function restore result; True when no function failed."""
     entries = [entry for entry in result.get("functions") or [] if isinstance(entry, dict)]
@@ -417,12 +432,8 @@ def _report_restore(console: Any, result: dict[str, Any]) -> bool:
 @click.command("detach")
 @click.option("--stack-name", "-s", default=None, help="The stack to restore (default: from samconfig.toml).")
 @aws_options
-@click.option(
-    "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
-)
-@click.option(
-    "--json", "json_output", is_flag=True, help="Machine-readable events, one JSON object per line."
-)
+@HELPER_STACK_OPTION
+@JSON_OPTION
 @click.pass_context
 def detach(
     ctx: click.Context,
@@ -435,7 +446,7 @@ def detach(
 ) -> None:
     """Restore a stack's functions when its session was lost (works from any machine)."""
     from plldb.aws import make_session, translate_aws_errors
-    from plldb.bootstrap.helper_stack import invoke_manager, load_helper_stack
+    from plldb.bootstrap.helper_stack import load_helper_stack
     from plldb.local.console import Console, choose_mode
 
     stack_name, _template, profile, region = _resolve_target(stack_name, None, profile, region)
@@ -446,8 +457,7 @@ def detach(
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
         console.info(f"Restoring the functions of {stack_name}...", event="restoring", stack=stack_name)
-        result = invoke_manager(session, helper, {"action": "restore_stack", "stackName": stack_name})
-        return _report_restore(console, result)
+        return _restore_stack(console, session, helper, stack_name)
 
     if not restore():
         raise PlldbError(

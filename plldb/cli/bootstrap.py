@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore.exceptions
 import click
@@ -14,6 +14,9 @@ from plldb.aws import make_session, translate_aws_errors, validate_stack_name
 from plldb.bootstrap.helper_stack import DEFAULT_STACK_NAME
 from plldb.cli.common import aws_options
 from plldb.errors import PlldbError
+
+if TYPE_CHECKING:
+    import boto3
 
 T = TypeVar("T")
 
@@ -50,29 +53,50 @@ def _console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
-@click.group("bootstrap")
-def bootstrap() -> None:
-    """Deploy, inspect or remove the plldb helper stack (once per account and region)."""
-
-
-@bootstrap.command("setup")
-@STACK_NAME_OPTION
-@aws_options
-@aws_failures_as_one_line
-@translate_aws_errors
-def setup_command(stack_name: str, profile: str | None, region: str | None) -> None:
-    """Create or update the helper stack; a no-op when nothing changed."""
-    from plldb.bootstrap import deploy
-
-    validate_stack_name(stack_name)
-    session = make_session(profile, region)
-    console = _console()
-    with console.status(f"Setting up the plldb helper stack {stack_name}...") as spinner:
+@contextmanager
+def _progress(console: Any, title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner showing the latest step of a long operation; every step also stays printed, dimmed."""
+    with console.status(title) as spinner:
 
         def report(message: str) -> None:
             spinner.update(message)
             console.print(f"  {message}", style="dim")
 
+        yield report
+
+
+@click.group("bootstrap")
+def bootstrap() -> None:
+    """Deploy, inspect or remove the plldb helper stack (once per account and region)."""
+
+
+def _helper_stack_command(
+    name: str, *options: Callable[[Any], Any]
+) -> Callable[[Callable[..., None]], click.Command]:
+    """`plldb bootstrap NAME`: --stack-name, the given options and the AWS ones; the command gets a session
+    for the validated stack name, and any AWS failure reaches the user as one line."""
+
+    def decorate(run: Callable[..., None]) -> click.Command:
+        @wraps(run)
+        def command(stack_name: str, profile: str | None, region: str | None, **values: Any) -> None:
+            validate_stack_name(stack_name)
+            run(make_session(profile, region), stack_name, **values)
+
+        decorated: Any = aws_options(aws_failures_as_one_line(translate_aws_errors(command)))
+        for option in (STACK_NAME_OPTION, *options)[::-1]:
+            decorated = option(decorated)
+        return bootstrap.command(name)(decorated)
+
+    return decorate
+
+
+@_helper_stack_command("setup")
+def setup_command(session: boto3.Session, stack_name: str) -> None:
+    """Create or update the helper stack; a no-op when nothing changed."""
+    from plldb.bootstrap import deploy
+
+    console = _console()
+    with _progress(console, f"Setting up the plldb helper stack {stack_name}...") as report:
         result = deploy.setup(session, stack_name, on_event=report)
     verdict = {
         "created": "created",
@@ -84,29 +108,19 @@ def setup_command(stack_name: str, profile: str | None, region: str | None) -> N
         click.echo(f"{key}: {result.outputs[key]}")
 
 
-@bootstrap.command("destroy")
-@STACK_NAME_OPTION
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Also when developers are attached: restore their functions and end their sessions first.",
+@_helper_stack_command(
+    "destroy",
+    click.option(
+        "--force",
+        is_flag=True,
+        help="Also when developers are attached: restore their functions and end their sessions first.",
+    ),
 )
-@aws_options
-@aws_failures_as_one_line
-@translate_aws_errors
-def destroy_command(stack_name: str, force: bool, profile: str | None, region: str | None) -> None:
+def destroy_command(session: boto3.Session, stack_name: str, force: bool) -> None:
     """Restore instrumented functions, delete the helper stack and its asset bucket."""
     from plldb.bootstrap import deploy
 
-    validate_stack_name(stack_name)
-    session = make_session(profile, region)
-    console = _console()
-    with console.status(f"Destroying the plldb helper stack {stack_name}...") as spinner:
-
-        def report(message: str) -> None:
-            spinner.update(message)
-            console.print(f"  {message}", style="dim")
-
+    with _progress(_console(), f"Destroying the plldb helper stack {stack_name}...") as report:
         result = deploy.destroy(session, stack_name, force=force, on_event=report)
     if result.stack_deleted:
         click.echo(f"Deleted the helper stack {result.stack_name}.")
@@ -120,17 +134,11 @@ def destroy_command(stack_name: str, force: bool, profile: str | None, region: s
         click.echo(f"Restored {len(result.restored)} function(s) first.")
 
 
-@bootstrap.command("status")
-@STACK_NAME_OPTION
-@aws_options
-@aws_failures_as_one_line
-@translate_aws_errors
-def status_command(stack_name: str, profile: str | None, region: str | None) -> None:
+@_helper_stack_command("status")
+def status_command(session: boto3.Session, stack_name: str) -> None:
     """Show the helper stack's state, template version and active sessions."""
     from plldb.bootstrap import deploy
 
-    validate_stack_name(stack_name)
-    session = make_session(profile, region)
     report = deploy.status(session, stack_name)
     click.echo(f"Stack:            {report.stack_name} ({report.region})")
     click.echo(f"Status:           {report.stack_status}")
@@ -143,7 +151,7 @@ def status_command(stack_name: str, profile: str | None, region: str | None) -> 
     else:
         click.echo("Active sessions:")
         for item in report.active_sessions:
-            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(item.get("createdAt") or 0)))
+            since = deploy.utc_time_text(item.get("createdAt"))
             click.echo(f"  {item.get('stackName')}  {item.get('owner') or 'unknown owner'}  since {since}")
     if report.instrumented_functions:
         click.echo("Instrumented functions:")

@@ -77,52 +77,47 @@ _SIGNAL_DESCRIPTIONS = {
 }
 
 
-class RequestEntityTooLargeException(LambdaClientError):
+class _LambdaApiError(LambdaClientError):
+    """A refusal of Lambda's API; like Lambda's own, its error type is the exception's class name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(type(self).__name__, message)
+
+
+class RequestEntityTooLargeException(_LambdaApiError):
     """Lambda's refusal of an invocation payload over the synchronous or asynchronous quota."""
 
     code = 413
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            "RequestEntityTooLargeException",
-            f"Request must be smaller than {limit} bytes for the InvokeFunction operation",
-        )
+        super().__init__(f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
 
 
-class InvalidRequestContentException(LambdaClientError):
+class InvalidRequestContentException(_LambdaApiError):
     """Lambda's refusal of a payload or client context that is not JSON."""
 
     code = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__("InvalidRequestContentException", message)
 
-
-class InvalidRuntimeException(LambdaClientError):
+class InvalidRuntimeException(_LambdaApiError):
     """A function the local cloud cannot run (not a Zip-packaged Python function)."""
 
     code = 502
 
-    def __init__(self, message: str) -> None:
-        super().__init__("InvalidRuntimeException", message)
 
-
-class ValidationException(LambdaClientError):
+class ValidationException(_LambdaApiError):
     """Lambda's refusal of an invocation type outside Event, RequestResponse and DryRun."""
 
     code = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__("ValidationException", message)
 
-
-class TooManyRequestsException(LambdaClientError):
+class TooManyRequestsException(_LambdaApiError):
     """Lambda's throttle when a function's reserved concurrency is already in use."""
 
     code = 429
 
     def __init__(self) -> None:
-        super().__init__("TooManyRequestsException", "Rate Exceeded.")
+        super().__init__("Rate Exceeded.")
         self.description = json.dumps(
             {
                 "__type": "TooManyRequestsException",

@@ -19,11 +19,11 @@ import re
 import string
 import threading
 import weakref
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import boto3
-import cfn_flip
 from moto.apigateway import models as apigateway_models
 from moto.apigatewayv2 import models as apigatewayv2_models
 from moto.apigatewayv2 import responses as apigatewayv2_responses
@@ -42,7 +42,7 @@ from moto.moto_api._internal import mock_random
 from moto.stepfunctions import models as stepfunctions_models
 from moto.utilities.utils import get_partition
 
-from plldb.localcloud.sam_deploy import plain_data
+from plldb.localcloud.sam_deploy import parse_json_or_yaml, plain_data
 
 LOG = logging.getLogger(__name__)
 
@@ -123,15 +123,12 @@ def parse_template_text(template: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(template, dict):
         return template
     try:
-        data = json.loads(template)
-    except ValueError:
-        try:
-            data = cfn_flip.load_yaml(template)
-        except Exception as exc:
-            raise ValidationError(message=f"Template format error: {exc}")
+        data = parse_json_or_yaml(template)
+    except Exception as exc:
+        raise ValidationError(message=f"Template format error: {exc}")
     if not isinstance(data, dict):
         raise ValidationError(message="Template format error: a template must be a JSON or YAML object")
-    return cast(dict[str, Any], plain_data(data))
+    return cast(dict[str, Any], data)
 
 
 def declared_transforms(template: Mapping[str, Any]) -> list[str]:
@@ -909,8 +906,16 @@ def _patch_no_op_update() -> None:
 
 
 # =========================================================================================================
-# Helpers shared by the resource patches
+# Helpers shared by the resource patches and models
 # =========================================================================================================
+Properties = dict[str, Any]
+# (resource, new properties, account id, region) -> whether it must be replaced / the updated resource
+ReplacementCheck = Callable[[Any, Properties, str, str], bool]
+InPlaceUpdate = Callable[[Any, Properties, str, str], Any]
+# (model class, physical name, properties, account id, region) -> the new resource
+Creation = Callable[[Any, str, Properties, str, str], Any]
+
+
 def _classmethod(function: Callable[..., Any]) -> classmethod:  # type: ignore[type-arg]
     return classmethod(function)
 
@@ -935,11 +940,11 @@ def _environment_text(value: Any) -> str:
     return str(value)
 
 
-def _properties(cloudformation_json: Mapping[str, Any]) -> dict[str, Any]:
+def _properties(cloudformation_json: Mapping[str, Any]) -> Properties:
     return dict(cloudformation_json.get("Properties") or {})
 
 
-def _replace(
+def _update_or_replace(
     resource_class: Any,
     original: Any,
     *,
@@ -947,8 +952,16 @@ def _replace(
     cloudformation_json: dict[str, Any],
     account_id: str,
     region_name: str,
+    update_in_place: InPlaceUpdate,
+    replaced_when: ReplacementCheck | None = None,
 ) -> Any:
-    """Create the replacement, then delete the original (what AWS does when a property needs replacement)."""
+    """Update a resource as CloudFormation does: when a property that cannot change in place changed,
+    create the replacement and then delete the original; otherwise update it in place
+    (update_in_place returns the updated resource, or None when that is the original itself)."""
+    properties = _properties(cloudformation_json)
+    if replaced_when is None or not replaced_when(original, properties, account_id, region_name):
+        updated = update_in_place(original, properties, account_id, region_name)
+        return original if updated is None else updated
     replacement = resource_class.create_from_cloudformation_json(
         new_name, cloudformation_json, account_id, region_name
     )
@@ -962,8 +975,121 @@ def _replace(
     return replacement
 
 
+def _updated_or_replaced(
+    update_in_place: InPlaceUpdate, replaced_when: ReplacementCheck | None = None
+) -> classmethod:  # type: ignore[type-arg]
+    """A patched moto class's update_from_cloudformation_json, from its two halves."""
+
+    def update_from_cloudformation_json(
+        cls: Any,
+        *,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        return _update_or_replace(
+            cls,
+            original_resource,
+            new_name=new_resource_name,
+            cloudformation_json=cloudformation_json,
+            account_id=account_id,
+            region_name=region_name,
+            update_in_place=update_in_place,
+            replaced_when=replaced_when,
+        )
+
+    return classmethod(update_from_cloudformation_json)
+
+
+def _created_from_properties(create: Creation) -> classmethod:  # type: ignore[type-arg]
+    """A patched moto class's create_from_cloudformation_json, from a function of the resource's Properties."""
+
+    def create_from_cloudformation_json(
+        cls: Any,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> Any:
+        return create(cls, resource_name, _properties(cloudformation_json), account_id, region_name)
+
+    return classmethod(create_from_cloudformation_json)
+
+
 def _cfn_attribute_error() -> Exception:
     return UnformattedGetAttTemplateException()
+
+
+def _get_attribute(resource: Any, attributes: Mapping[str, str], attribute_name: str) -> str:
+    """Fn::GetAtt through a map of attribute name -> the instance attribute holding its value."""
+    if attribute_name in attributes:
+        return str(getattr(resource, attributes[attribute_name]))
+    raise _cfn_attribute_error()
+
+
+def _patch_attributes(target: Any, attributes: Mapping[str, str]) -> None:
+    """Fn::GetAtt of a patched moto class: exactly these attributes (name -> instance attribute)."""
+    _patch(target, "has_cfn_attr", _classmethod(lambda cls, attr: attr in attributes))
+    _patch(target, "get_cfn_attribute", lambda self, name: _get_attribute(self, attributes, name))
+
+
+class _LocalModel:
+    """What every CloudFormation model defined here shares: its type, name property, Ref and GetAtt.
+
+    A mixin, not a CloudFormationModel: moto finds models through CloudFormationModel.__subclasses__(),
+    so each model subclasses CloudFormationModel directly (`class M(_LocalModel, CloudFormationModel)`).
+    """
+
+    RESOURCE_TYPE: ClassVar[str]
+    NAME_PROPERTY: ClassVar[str] = ""  # the property that names the resource, if it has one
+    PHYSICAL_ID: ClassVar[str]  # the instance attribute Ref gives
+    ATTRIBUTES: ClassVar[Mapping[str, str]] = {}  # Fn::GetAtt name -> instance attribute
+
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.RESOURCE_TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.NAME_PROPERTY
+
+    @property
+    def physical_resource_id(self) -> str:
+        return str(getattr(self, self.PHYSICAL_ID))
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr in cls.ATTRIBUTES
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return _get_attribute(self, self.ATTRIBUTES, attribute_name)
+
+    create_from_cloudformation_json = _created_from_properties(lambda cls, *settings: cls._create(*settings))
+
+    @classmethod
+    @abstractmethod
+    def _create(cls, resource_name: str, properties: Properties, account_id: str, region_name: str) -> Any:
+        """Create the resource from its resolved Properties."""
+
+
+class _UpdatableModel(_LocalModel):
+    """A model updated in place, or replaced when a property that cannot change in place changed."""
+
+    update_from_cloudformation_json = _updated_or_replaced(
+        update_in_place=lambda model, *changes: model._update_in_place(*changes),
+        replaced_when=lambda model, *changes: model._needs_replacement(*changes),
+    )
+
+    @abstractmethod
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        """Whether a property changed that the resource cannot take in place."""
+
+    @abstractmethod
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        """Give the existing resource its new properties."""
 
 
 # =========================================================================================================
@@ -1024,39 +1150,16 @@ def _patch_lambda() -> None:
 
     # --- AWS::Lambda::Function: Layers, Architectures, Tags... were dropped; updates could not remove them.
     def function_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         spec = _function_spec(properties, properties.get("FunctionName") or resource_name)
         return lambda_models.lambda_backends[account_id][region_name].create_function(spec)
 
-    def function_update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
-        name = properties.get("FunctionName") or original_resource.function_name
-        if name != original_resource.function_name:
-            return _replace(
-                cls,
-                original_resource,
-                new_name=name,
-                cloudformation_json=cloudformation_json,
-                account_id=account_id,
-                region_name=region_name,
-            )
-        spec = _function_spec(properties, name)
-        function = original_resource
+    def function_renamed(function: Any, properties: Properties, account_id: str, region_name: str) -> bool:
+        return bool((properties.get("FunctionName") or function.function_name) != function.function_name)
+
+    def function_update(function: Any, properties: Properties, account_id: str, region_name: str) -> Any:
+        spec = _function_spec(properties, function.function_name)
         # Properties left out of the template go back to Lambda's defaults, as on AWS.
         layers = function._get_layers_data(spec.get("Layers", []))  # validates before anything changes
         function.architectures = spec.get("Architectures", ["x86_64"])
@@ -1074,26 +1177,24 @@ def _patch_lambda() -> None:
         function.reserved_concurrency = spec.get("ReservedConcurrentExecutions")
         function.kms_key_arn = spec.get("KmsKeyArn")
         function.tags = spec["Tags"]
-        previous_code = (getattr(original_resource, "plldb_properties", None) or {}).get("Code")
+        previous_code = (getattr(function, "plldb_properties", None) or {}).get("Code")
         if spec["Code"] and spec["Code"] != previous_code:
             function.update_function_code(spec["Code"])
         function.last_modified = lambda_models.iso_8601_datetime_with_nanoseconds()
         function.code_or_config_updated = True
         return function
 
-    _patch(LambdaFunction, "create_from_cloudformation_json", _classmethod(function_create))
-    _patch(LambdaFunction, "update_from_cloudformation_json", _classmethod(function_update))
+    _patch(LambdaFunction, "create_from_cloudformation_json", _created_from_properties(function_create))
+    _patch(
+        LambdaFunction,
+        "update_from_cloudformation_json",
+        _updated_or_replaced(function_update, function_renamed),
+    )
 
     # --- AWS::Lambda::LayerVersion: Ref gave the object's repr, LayerName was ignored, deletes left it behind.
     def layer_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         spec = {"Content": properties["Content"], "LayerName": properties.get("LayerName") or resource_name}
         for name in ("Description", "CompatibleRuntimes", "CompatibleArchitectures", "LicenseInfo"):
             if name in properties:
@@ -1103,27 +1204,15 @@ def _patch_lambda() -> None:
     def layer_delete(self: Any, account_id: str, region_name: str) -> None:
         lambda_models.lambda_backends[account_id][region_name].delete_layer_version(self.name, self.version)
 
-    def layer_attribute(self: Any, attribute_name: str) -> str:
-        if attribute_name == "LayerVersionArn":
-            return str(self.arn)
-        raise _cfn_attribute_error()
-
-    _patch(LayerVersion, "create_from_cloudformation_json", _classmethod(layer_create))
+    _patch(LayerVersion, "create_from_cloudformation_json", _created_from_properties(layer_create))
     _patch(LayerVersion, "physical_resource_id", property(lambda self: self.arn))
     _patch(LayerVersion, "delete", layer_delete)
-    _patch(LayerVersion, "get_cfn_attribute", layer_attribute)
-    _patch(LayerVersion, "has_cfn_attr", _classmethod(lambda cls, attr: attr == "LayerVersionArn"))
+    _patch_attributes(LayerVersion, {"LayerVersionArn": "arn"})
 
     # --- AWS::Lambda::Permission: the statement had no id, the resource no physical id, deletes kept it.
     def permission_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         function_name, qualifier = _split_function_reference(properties["FunctionName"])
         backend = lambda_models.lambda_backends[account_id][region_name]
         function = backend.get_function(function_name)
@@ -1156,20 +1245,14 @@ def _patch_lambda() -> None:
             # The function may already be gone, which takes its policy with it.
             LOG.debug("permission %s of %s was already gone: %s", self.statement_id, self.function_name, exc)
 
-    _patch(Permission, "create_from_cloudformation_json", _classmethod(permission_create))
+    _patch(Permission, "create_from_cloudformation_json", _created_from_properties(permission_create))
     _patch(Permission, "physical_resource_id", property(lambda self: self.statement_id))
     _patch(Permission, "delete", permission_delete)
 
     # --- AWS::Lambda::Version (AutoPublishAlias): Ref gave the logical id, GetAtt Version failed.
     def version_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         backend = lambda_models.lambda_backends[account_id][region_name]
         function_name, _ = _split_function_reference(properties["FunctionName"])
         function = backend.get_function(function_name)
@@ -1184,20 +1267,14 @@ def _patch_lambda() -> None:
         version.arn = f"{function.function_arn}:{published.version}"
         return version
 
-    def version_attribute(self: Any, attribute_name: str) -> str:
-        if attribute_name == "Version":
-            return str(self.version)
-        raise _cfn_attribute_error()
-
     def version_delete(self: Any, account_id: str, region_name: str) -> None:
         lambda_models.lambda_backends[account_id][region_name].delete_function(
             self.function_name, str(self.version)
         )
 
-    _patch(LambdaVersion, "create_from_cloudformation_json", _classmethod(version_create))
+    _patch(LambdaVersion, "create_from_cloudformation_json", _created_from_properties(version_create))
     _patch(LambdaVersion, "physical_resource_id", property(lambda self: self.arn))
-    _patch(LambdaVersion, "get_cfn_attribute", version_attribute)
-    _patch(LambdaVersion, "has_cfn_attr", _classmethod(lambda cls, attr: attr == "Version"))
+    _patch_attributes(LambdaVersion, {"Version": "version"})
     _patch(LambdaVersion, "delete", version_delete)
 
 
@@ -1274,46 +1351,18 @@ def _patch_dynamodb() -> None:
             table.ttl = {"TimeToLiveStatus": "DISABLED"}
 
     def table_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
-        table = original_create(
-            cls,
-            properties.get("TableName") or resource_name,
-            cloudformation_json,
-            account_id,
-            region_name,
-            **kwargs,
-        )
+        table_name = properties.get("TableName") or resource_name
+        table = original_create(cls, table_name, {"Properties": properties}, account_id, region_name)
         apply_time_to_live(table, properties, account_id, region_name)
         return table
 
-    def table_update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
-        name = properties.get("TableName") or original_resource.name
-        if name != original_resource.name or properties.get("KeySchema") != original_resource.schema:
-            return _replace(
-                cls,
-                original_resource,
-                new_name=name,
-                cloudformation_json=cloudformation_json,
-                account_id=account_id,
-                region_name=region_name,
-            )
-        table = original_resource
+    def table_replaced(table: Any, properties: Properties, account_id: str, region_name: str) -> bool:
+        renamed = (properties.get("TableName") or table.name) != table.name
+        return renamed or properties.get("KeySchema") != table.schema
+
+    def table_update(table: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         wanted = {index["IndexName"]: index for index in properties.get("GlobalSecondaryIndexes") or []}
         current = {index.name for index in table.global_indexes}
         changes = [{"Delete": {"IndexName": index}} for index in sorted(current - set(wanted))]
@@ -1335,8 +1384,8 @@ def _patch_dynamodb() -> None:
         table.tags = list(properties.get("Tags") or [])
         return table
 
-    _patch(Table, "create_from_cloudformation_json", _classmethod(table_create))
-    _patch(Table, "update_from_cloudformation_json", _classmethod(table_update))
+    _patch(Table, "create_from_cloudformation_json", _created_from_properties(table_create))
+    _patch(Table, "update_from_cloudformation_json", _updated_or_replaced(table_update, table_replaced))
 
 
 # =========================================================================================================
@@ -1400,15 +1449,18 @@ def _patch_iam() -> None:
     ManagedPolicy = iam_models.ManagedPolicy
     original_policy_create = ManagedPolicy.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
+    def renamed_or_moved(name_property: str) -> ReplacementCheck:
+        """IAM cannot rename a role or policy, nor move it to another path: both mean a replacement."""
+
+        def replaced(entity: Any, properties: Properties, account_id: str, region_name: str) -> bool:
+            renamed = (properties.get(name_property) or entity.name) != entity.name
+            return renamed or properties.get("Path", "/") != entity.path
+
+        return replaced
+
     def role_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         role = _iam(account_id, region_name).create_role(
             role_name=properties.get("RoleName") or resource_name,
             assume_role_policy_document=_policy_text(properties["AssumeRolePolicyDocument"]),
@@ -1421,27 +1473,7 @@ def _patch_iam() -> None:
         _attach_role_policies(role, properties, account_id, region_name)
         return role
 
-    def role_update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
-        name = properties.get("RoleName") or original_resource.name
-        if name != original_resource.name or properties.get("Path", "/") != original_resource.path:
-            return _replace(
-                cls,
-                original_resource,
-                new_name=name,
-                cloudformation_json=cloudformation_json,
-                account_id=account_id,
-                region_name=region_name,
-            )
-        role = original_resource
+    def role_update(role: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         role.assume_role_policy_document = _policy_text(properties["AssumeRolePolicyDocument"])
         role.description = properties.get("Description", "")
         role.max_session_duration = properties.get("MaxSessionDuration", 3600)
@@ -1462,51 +1494,24 @@ def _patch_iam() -> None:
             profile.roles = [r for r in profile.roles if r.name != resource_name]
         iam_backend.delete_role(resource_name)
 
-    _patch(Role, "create_from_cloudformation_json", _classmethod(role_create))
-    _patch(Role, "update_from_cloudformation_json", _classmethod(role_update))
+    _patch(Role, "create_from_cloudformation_json", _created_from_properties(role_create))
+    _patch(
+        Role,
+        "update_from_cloudformation_json",
+        _updated_or_replaced(role_update, renamed_or_moved("RoleName")),
+    )
     _patch(Role, "delete_from_cloudformation_json", _classmethod(role_delete))
 
     def policy_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
-        cloudformation_json = {
-            **cloudformation_json,
-            "Properties": {**properties, "Tags": _tags_as_list(properties.get("Tags"))},
-        }
-        policy = original_policy_create(
-            cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
-        )
+        policy_json = {"Properties": {**properties, "Tags": _tags_as_list(properties.get("Tags"))}}
+        policy = original_policy_create(cls, resource_name, policy_json, account_id, region_name)
         policy.plldb_roles = set(properties.get("Roles") or [])  # the roles this stack attached it to
         return policy
 
-    def policy_update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
-        name = properties.get("ManagedPolicyName") or original_resource.name
-        if name != original_resource.name or properties.get("Path", "/") != original_resource.path:
-            return _replace(
-                cls,
-                original_resource,
-                new_name=new_resource_name,
-                cloudformation_json=cloudformation_json,
-                account_id=account_id,
-                region_name=region_name,
-            )
+    def policy_update(policy: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         iam_backend = _iam(account_id, region_name)
-        policy = original_resource
         document = _policy_text(properties.get("PolicyDocument"))
         if document != next(v.document for v in policy.versions if v.is_default):
             for version in [v for v in policy.versions if not v.is_default][
@@ -1536,8 +1541,12 @@ def _patch_iam() -> None:
                 self.detach_from(holder)
         iam_backend.delete_policy(self.arn)
 
-    _patch(ManagedPolicy, "create_from_cloudformation_json", _classmethod(policy_create))
-    _patch(ManagedPolicy, "update_from_cloudformation_json", _classmethod(policy_update))
+    _patch(ManagedPolicy, "create_from_cloudformation_json", _created_from_properties(policy_create))
+    _patch(
+        ManagedPolicy,
+        "update_from_cloudformation_json",
+        _updated_or_replaced(policy_update, renamed_or_moved("ManagedPolicyName")),
+    )
     _patch(ManagedPolicy, "delete", policy_delete)
 
 
@@ -1590,22 +1599,16 @@ def _patch_apigateway() -> None:
         return apigateway_models.apigateway_backends[account_id][region_name]
 
     def rest_api_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         document = _api_document(properties, account_id, region_name)
-        name = properties.get("Name") or ((document or {}).get("info") or {}).get("title")
-        if not name:
+        api_name = properties.get("Name") or ((document or {}).get("info") or {}).get("title")
+        if not api_name:
             raise ValueError(
                 "BadRequestException", "A RestApi needs a Name, or a Body whose info.title names it"
             )
         api = backend(account_id, region_name).create_rest_api(
-            name=str(name),
+            name=str(api_name),
             description=properties.get("Description", ""),
             endpoint_configuration=properties.get("EndpointConfiguration"),
             tags=_tags_as_list(properties.get("Tags")) or None,
@@ -1619,18 +1622,8 @@ def _patch_apigateway() -> None:
             _import_rest_api_paths(backend(account_id, region_name), api.id, document)
         return api
 
-    def rest_api_update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
+    def rest_api_update(api: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         document = _api_document(properties, account_id, region_name)
-        api = original_resource
         api.name = properties.get("Name") or ((document or {}).get("info") or {}).get("title") or api.name
         api.description = properties.get("Description", "")
         if document is not None:
@@ -1640,19 +1633,13 @@ def _patch_apigateway() -> None:
     def rest_api_delete(self: Any, account_id: str, region_name: str) -> None:
         backend(account_id, region_name).delete_rest_api(self.id)
 
-    _patch(RestAPI, "create_from_cloudformation_json", _classmethod(rest_api_create))
-    _patch(RestAPI, "update_from_cloudformation_json", _classmethod(rest_api_update))
+    _patch(RestAPI, "create_from_cloudformation_json", _created_from_properties(rest_api_create))
+    _patch(RestAPI, "update_from_cloudformation_json", _updated_or_replaced(rest_api_update))
     _patch(RestAPI, "delete", rest_api_delete)
 
     def deployment_create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         deployment = backend(account_id, region_name).create_deployment(
             function_id=properties["RestApiId"],
             name=properties.get("StageName"),
@@ -1672,13 +1659,17 @@ def _patch_apigateway() -> None:
             )
         api.deployments.pop(self.id, None)
 
-    _patch(Deployment, "create_from_cloudformation_json", _classmethod(deployment_create))
+    _patch(Deployment, "create_from_cloudformation_json", _created_from_properties(deployment_create))
     _patch(Deployment, "physical_resource_id", property(lambda self: self.id))
     _patch(Deployment, "delete", deployment_delete)
 
 
-class RestApiStage(CloudFormationModel):
+class RestApiStage(_UpdatableModel, CloudFormationModel):
     """AWS::ApiGateway::Stage (gap 6: missing, so SAM's ServerlessRestApiProdStage was skipped)."""
+
+    RESOURCE_TYPE = "AWS::ApiGateway::Stage"
+    NAME_PROPERTY = "StageName"
+    PHYSICAL_ID = "stage_name"
 
     def __init__(self, rest_api_id: str, stage_name: str, account_id: str, region_name: str) -> None:
         self.rest_api_id = rest_api_id
@@ -1686,27 +1677,10 @@ class RestApiStage(CloudFormationModel):
         self.account_id = account_id
         self.region_name = region_name
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGateway::Stage"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "StageName"
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.stage_name
-
     @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return False
-
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> RestApiStage:
-        properties = _properties(cloudformation_json)
         backend = apigateway_models.apigateway_backends[account_id][region_name]
         stage_name = properties.get("StageName") or resource_name
         backend.create_stage(
@@ -1722,37 +1696,19 @@ class RestApiStage(CloudFormationModel):
         )
         return cls(properties["RestApiId"], stage_name, account_id, region_name)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> RestApiStage:
-        properties = _properties(cloudformation_json)
-        if (properties.get("StageName") or original_resource.stage_name) != original_resource.stage_name or (
-            properties["RestApiId"] != original_resource.rest_api_id
-        ):
-            return cast(
-                RestApiStage,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        return bool(
+            (properties.get("StageName") or self.stage_name) != self.stage_name
+            or properties["RestApiId"] != self.rest_api_id
+        )
+
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
         backend = apigateway_models.apigateway_backends[account_id][region_name]
-        stage = backend.get_stage(original_resource.rest_api_id, original_resource.stage_name)
+        stage = backend.get_stage(self.rest_api_id, self.stage_name)
         stage.deployment_id = properties.get("DeploymentId")
         stage.variables = properties.get("Variables") or {}
         stage.description = properties.get("Description", "")
         stage.tracing_enabled = properties.get("TracingEnabled")
-        return cast(RestApiStage, original_resource)
 
     def delete(self, account_id: str, region_name: str) -> None:
         backend = apigateway_models.apigateway_backends[account_id][region_name]
@@ -1789,54 +1745,42 @@ def _random_id(length: int = 6) -> str:
     return "".join(mock_random.choice(string.ascii_lowercase + string.digits) for _ in range(length))
 
 
-class GatewayApi(CloudFormationModel):
+class GatewayApi(_UpdatableModel, CloudFormationModel):
     """AWS::ApiGatewayV2::Api. Ref = ApiId; GetAtt ApiEndpoint (wss:// for WebSocket APIs) and ApiId."""
+
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Api"
+    NAME_PROPERTY = "Name"
+    PHYSICAL_ID = "api_id"
+    ATTRIBUTES = {"ApiEndpoint": "api_endpoint", "ApiId": "api_id"}
 
     def __init__(self, api_id: str, endpoint: str) -> None:
         self.api_id = api_id
         self.api_endpoint = endpoint
 
     @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Api"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "Name"
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.api_id
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr in ("ApiEndpoint", "ApiId")
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "ApiEndpoint":
-            return self.api_endpoint
-        if attribute_name == "ApiId":
-            return self.api_id
-        raise _cfn_attribute_error()
+    def _settings(properties: Properties) -> dict[str, Any]:
+        """The keyword arguments CreateApi and UpdateApi share."""
+        return {
+            "api_key_selection_expression": properties.get("ApiKeySelectionExpression"),
+            "cors_configuration": _camel(properties.get("CorsConfiguration")),
+            "description": properties.get("Description"),
+            "disable_schema_validation": properties.get("DisableSchemaValidation"),
+            "disable_execute_api_endpoint": properties.get("DisableExecuteApiEndpoint"),
+            "route_selection_expression": properties.get("RouteSelectionExpression"),
+            "version": properties.get("Version"),
+        }
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> GatewayApi:
-        properties = _properties(cloudformation_json)
         document = _api_document(properties, account_id, region_name)
         backend = _v2(account_id, region_name)
         api = backend.create_api(
-            api_key_selection_expression=properties.get("ApiKeySelectionExpression"),
-            cors_configuration=_camel(properties.get("CorsConfiguration")),
-            description=properties.get("Description"),
-            disable_schema_validation=properties.get("DisableSchemaValidation"),
-            disable_execute_api_endpoint=properties.get("DisableExecuteApiEndpoint"),
+            **cls._settings(properties),
             name=properties.get("Name") or ((document or {}).get("info") or {}).get("title") or resource_name,
             protocol_type=properties.get("ProtocolType") or "HTTP",
-            route_selection_expression=properties.get("RouteSelectionExpression"),
             tags=_tags_as_dict(properties.get("Tags")),
-            version=properties.get("Version"),
         )
         if document is not None:
             backend.reimport_api(api.api_id, json.dumps(document), bool(properties.get("FailOnWarnings")))
@@ -1867,77 +1811,65 @@ class GatewayApi(CloudFormationModel):
         )
         backend.create_stage(api_id, {"stageName": "$default", "autoDeploy": True})
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayApi:
-        properties = _properties(cloudformation_json)
-        backend = _v2(account_id, region_name)
-        api = backend.get_api(original_resource.api_id)
-        if (properties.get("ProtocolType") or "HTTP") != api.protocol_type:
-            return cast(
-                GatewayApi,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        api = _v2(account_id, region_name).get_api(self.api_id)
+        return bool((properties.get("ProtocolType") or "HTTP") != api.protocol_type)
+
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
         document = _api_document(properties, account_id, region_name)
-        backend.update_api(
-            api.api_id,
-            api_key_selection_expression=properties.get("ApiKeySelectionExpression"),
-            cors_configuration=_camel(properties.get("CorsConfiguration")),
-            description=properties.get("Description"),
-            disable_schema_validation=properties.get("DisableSchemaValidation"),
-            disable_execute_api_endpoint=properties.get("DisableExecuteApiEndpoint"),
-            name=properties.get("Name"),
-            route_selection_expression=properties.get("RouteSelectionExpression"),
-            version=properties.get("Version"),
-        )
+        backend = _v2(account_id, region_name)
+        backend.update_api(self.api_id, **self._settings(properties), name=properties.get("Name"))
         if document is not None:
-            backend.reimport_api(api.api_id, json.dumps(document), bool(properties.get("FailOnWarnings")))
-        return cast(GatewayApi, original_resource)
+            backend.reimport_api(self.api_id, json.dumps(document), bool(properties.get("FailOnWarnings")))
 
     def delete(self, account_id: str, region_name: str) -> None:
         _v2(account_id, region_name).delete_api(self.api_id)
 
 
-class GatewayRoute(CloudFormationModel):
-    """AWS::ApiGatewayV2::Route. Ref = RouteId."""
+class _ApiChild(_UpdatableModel):
+    """A resource of one API (its ApiId), replaced when the ApiId changes. By default it is created,
+    read and deleted through the apigatewayv2 backend's create_/get_/delete_<BACKEND_NOUN> operations
+    with the keyword arguments of _arguments, and updated by setting those on the backend's object."""
 
-    def __init__(self, api_id: str, route_id: str) -> None:
+    PHYSICAL_ID = "resource_id"
+    BACKEND_NOUN: ClassVar[str]
+    CREATED_ID: ClassVar[str] = "id"  # the attribute holding the id of what create_<noun> returns
+
+    def __init__(self, api_id: str, resource_id: str) -> None:
         self.api_id = api_id
-        self.route_id = route_id
+        self.resource_id = resource_id
 
     @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Route"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.route_id
+    @abstractmethod
+    def _arguments(properties: Mapping[str, Any]) -> dict[str, Any]:
+        """The backend's keyword arguments (besides api_id) for these properties."""
 
     @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "RouteId"
+    def _create(cls, resource_name: str, properties: Properties, account_id: str, region_name: str) -> Any:
+        create = getattr(_v2(account_id, region_name), f"create_{cls.BACKEND_NOUN}")
+        created = create(api_id=properties["ApiId"], **cls._arguments(properties))
+        return cls(properties["ApiId"], getattr(created, cls.CREATED_ID))
 
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "RouteId":
-            return self.route_id
-        raise _cfn_attribute_error()
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        return bool(properties["ApiId"] != self.api_id)
+
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        get = getattr(_v2(account_id, region_name), f"get_{self.BACKEND_NOUN}")
+        current = get(self.api_id, self.resource_id)
+        for name, value in self._arguments(properties).items():
+            setattr(current, name, value)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        getattr(_v2(account_id, region_name), f"delete_{self.BACKEND_NOUN}")(self.api_id, self.resource_id)
+
+
+class GatewayRoute(_ApiChild, CloudFormationModel):
+    """AWS::ApiGatewayV2::Route. Ref = RouteId."""
+
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Route"
+    ATTRIBUTES = {"RouteId": "resource_id"}
+    BACKEND_NOUN = "route"
+    CREATED_ID = "route_id"
 
     @staticmethod
     def _arguments(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -1955,81 +1887,25 @@ class GatewayRoute(CloudFormationModel):
             "target": properties.get("Target"),
         }
 
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-    ) -> GatewayRoute:
-        properties = _properties(cloudformation_json)
-        route = _v2(account_id, region_name).create_route(
-            api_id=properties["ApiId"], **cls._arguments(properties)
-        )
-        return cls(properties["ApiId"], route.route_id)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayRoute:
-        properties = _properties(cloudformation_json)
-        if properties["ApiId"] != original_resource.api_id:
-            return cast(
-                GatewayRoute,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        route = _v2(account_id, region_name).get_route(original_resource.api_id, original_resource.route_id)
-        for name, value in cls._arguments(properties).items():
-            _patch(route, name, value if name != "request_parameters" else value or {})
-        return cast(GatewayRoute, original_resource)
+class GatewayRouteResponse(_LocalModel, CloudFormationModel):
+    """AWS::ApiGatewayV2::RouteResponse (two-way WebSocket routes). Ref = RouteResponseId.
 
-    def delete(self, account_id: str, region_name: str) -> None:
-        _v2(account_id, region_name).delete_route(self.api_id, self.route_id)
+    It has no update: CloudFormation's updates replace it (create the new one, delete the old)."""
 
-
-class GatewayRouteResponse(CloudFormationModel):
-    """AWS::ApiGatewayV2::RouteResponse (two-way WebSocket routes). Ref = RouteResponseId."""
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::RouteResponse"
+    PHYSICAL_ID = "route_response_id"
+    ATTRIBUTES = {"RouteResponseId": "route_response_id"}
 
     def __init__(self, api_id: str, route_id: str, route_response_id: str) -> None:
         self.api_id = api_id
         self.route_id = route_id
         self.route_response_id = route_response_id
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::RouteResponse"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.route_response_id
-
     @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "RouteResponseId"
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "RouteResponseId":
-            return self.route_response_id
-        raise _cfn_attribute_error()
-
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> GatewayRouteResponse:
-        properties = _properties(cloudformation_json)
         response = _v2(account_id, region_name).create_route_response(
             api_id=properties["ApiId"],
             route_id=properties["RouteId"],
@@ -2048,33 +1924,12 @@ class GatewayRouteResponse(CloudFormationModel):
             LOG.debug("route response %s was already gone with its route: %s", self.route_response_id, exc)
 
 
-class GatewayIntegration(CloudFormationModel):
+class GatewayIntegration(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Integration. Ref = IntegrationId."""
 
-    def __init__(self, api_id: str, integration_id: str) -> None:
-        self.api_id = api_id
-        self.integration_id = integration_id
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Integration"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.integration_id
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "IntegrationId"
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "IntegrationId":
-            return self.integration_id
-        raise _cfn_attribute_error()
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Integration"
+    ATTRIBUTES = {"IntegrationId": "resource_id"}
+    BACKEND_NOUN = "integration"
 
     @staticmethod
     def _arguments(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -2098,78 +1953,22 @@ class GatewayIntegration(CloudFormationModel):
             "tls_config": _camel(properties.get("TlsConfig")),
         }
 
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-    ) -> GatewayIntegration:
-        properties = _properties(cloudformation_json)
-        integration = _v2(account_id, region_name).create_integration(
-            api_id=properties["ApiId"], **cls._arguments(properties)
-        )
-        return cls(properties["ApiId"], integration.id)
-
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayIntegration:
-        properties = _properties(cloudformation_json)
-        if properties["ApiId"] != original_resource.api_id:
-            return cast(
-                GatewayIntegration,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        api = _v2(account_id, region_name).get_api(original_resource.api_id)
-        previous = api.get_integration(original_resource.integration_id)
-        integration = apigatewayv2_models.Integration(**cls._arguments(properties))
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        api = _v2(account_id, region_name).get_api(self.api_id)
+        previous = api.get_integration(self.resource_id)
+        integration = apigatewayv2_models.Integration(**self._arguments(properties))
         # Keep the id (routes target "integrations/{id}") and the integration responses.
         integration.id = previous.id
         integration.responses = previous.responses
         api.integrations[integration.id] = integration
-        return cast(GatewayIntegration, original_resource)
-
-    def delete(self, account_id: str, region_name: str) -> None:
-        _v2(account_id, region_name).delete_integration(self.api_id, self.integration_id)
 
 
-class GatewayAuthorizer(CloudFormationModel):
+class GatewayAuthorizer(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Authorizer. Ref = AuthorizerId."""
 
-    def __init__(self, api_id: str, authorizer_id: str) -> None:
-        self.api_id = api_id
-        self.authorizer_id = authorizer_id
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Authorizer"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.authorizer_id
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "AuthorizerId"
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "AuthorizerId":
-            return self.authorizer_id
-        raise _cfn_attribute_error()
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Authorizer"
+    ATTRIBUTES = {"AuthorizerId": "resource_id"}
+    BACKEND_NOUN = "authorizer"
 
     @staticmethod
     def _arguments(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -2186,76 +1985,12 @@ class GatewayAuthorizer(CloudFormationModel):
             "name": properties["Name"],
         }
 
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-    ) -> GatewayAuthorizer:
-        properties = _properties(cloudformation_json)
-        authorizer = _v2(account_id, region_name).create_authorizer(
-            api_id=properties["ApiId"], **cls._arguments(properties)
-        )
-        return cls(properties["ApiId"], authorizer.id)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayAuthorizer:
-        properties = _properties(cloudformation_json)
-        if properties["ApiId"] != original_resource.api_id:
-            return cast(
-                GatewayAuthorizer,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        authorizer = _v2(account_id, region_name).get_authorizer(
-            original_resource.api_id, original_resource.authorizer_id
-        )
-        for name, value in cls._arguments(properties).items():
-            _patch(authorizer, name, value)
-        return cast(GatewayAuthorizer, original_resource)
-
-    def delete(self, account_id: str, region_name: str) -> None:
-        _v2(account_id, region_name).delete_authorizer(self.api_id, self.authorizer_id)
-
-
-class GatewayDeployment(CloudFormationModel):
+class GatewayDeployment(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Deployment. Ref = DeploymentId. moto's apigatewayv2 has no deployments: kept on the API."""
 
-    def __init__(self, api_id: str, deployment_id: str) -> None:
-        self.api_id = api_id
-        self.deployment_id = deployment_id
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Deployment"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.deployment_id
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "DeploymentId"
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "DeploymentId":
-            return self.deployment_id
-        raise _cfn_attribute_error()
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Deployment"
+    ATTRIBUTES = {"DeploymentId": "resource_id"}
 
     @staticmethod
     def _record(
@@ -2272,71 +2007,30 @@ class GatewayDeployment(CloudFormationModel):
             api.stages[stage_name].deployment_id = deployment_id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> GatewayDeployment:
-        properties = _properties(cloudformation_json)
         deployment_id = _random_id()
         cls._record(account_id, region_name, properties["ApiId"], deployment_id, properties)
         return cls(properties["ApiId"], deployment_id)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayDeployment:
-        properties = _properties(cloudformation_json)
-        if properties["ApiId"] != original_resource.api_id:
-            return cast(
-                GatewayDeployment,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        cls._record(
-            account_id, region_name, original_resource.api_id, original_resource.deployment_id, properties
-        )
-        return cast(GatewayDeployment, original_resource)
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        self._record(account_id, region_name, self.api_id, self.resource_id, properties)
 
     def delete(self, account_id: str, region_name: str) -> None:
         try:
             api = _v2(account_id, region_name).get_api(self.api_id)
         except Exception:
             return  # deleted with its API
-        api.__dict__.get("deployments", {}).pop(self.deployment_id, None)
+        api.__dict__.get("deployments", {}).pop(self.resource_id, None)
 
 
-class GatewayStage(CloudFormationModel):
+class GatewayStage(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Stage. Ref = StageName."""
 
-    def __init__(self, api_id: str, stage_name: str) -> None:
-        self.api_id = api_id
-        self.stage_name = stage_name
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Stage"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "StageName"
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.stage_name
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return False
+    RESOURCE_TYPE = "AWS::ApiGatewayV2::Stage"
+    NAME_PROPERTY = "StageName"
+    BACKEND_NOUN = "stage"
 
     @staticmethod
     def _config(properties: Mapping[str, Any], stage_name: str) -> dict[str, Any]:
@@ -2356,10 +2050,9 @@ class GatewayStage(CloudFormationModel):
         return config
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> GatewayStage:
-        properties = _properties(cloudformation_json)
         stage_name = properties.get("StageName") or resource_name
         stage = _v2(account_id, region_name).create_stage(
             properties["ApiId"], cls._config(properties, stage_name)
@@ -2367,41 +2060,22 @@ class GatewayStage(CloudFormationModel):
         stage.deployment_id = properties.get("DeploymentId")
         return cls(properties["ApiId"], stage_name)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> GatewayStage:
-        properties = _properties(cloudformation_json)
-        stage_name = properties.get("StageName") or original_resource.stage_name
-        if properties["ApiId"] != original_resource.api_id or stage_name != original_resource.stage_name:
-            return cast(
-                GatewayStage,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        api = _v2(account_id, region_name).get_api(original_resource.api_id)
-        stage: Any = apigatewayv2_models.Stage(api, cls._config(properties, stage_name))
-        stage.created = api.stages[stage_name].created
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        renamed = (properties.get("StageName") or self.resource_id) != self.resource_id
+        return renamed or super()._needs_replacement(properties, account_id, region_name)
+
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        api = _v2(account_id, region_name).get_api(self.api_id)
+        stage: Any = apigatewayv2_models.Stage(api, self._config(properties, self.resource_id))
+        stage.created = api.stages[self.resource_id].created
         stage.deployment_id = properties.get("DeploymentId")
-        api.stages[stage_name] = stage
-        return cast(GatewayStage, original_resource)
+        api.stages[self.resource_id] = stage
 
     def delete(self, account_id: str, region_name: str) -> None:
         try:
-            _v2(account_id, region_name).delete_stage(self.api_id, self.stage_name)
+            super().delete(account_id, region_name)
         except Exception as exc:
-            LOG.debug("stage %s was already gone with its API: %s", self.stage_name, exc)
+            LOG.debug("stage %s was already gone with its API: %s", self.resource_id, exc)
 
 
 def _patch_apigatewayv2_backend() -> None:
@@ -2441,8 +2115,12 @@ def _patch_apigatewayv2_backend() -> None:
     _patch(Stage, "to_json", stage_json)
 
 
-class FunctionAlias(CloudFormationModel):
+class FunctionAlias(_UpdatableModel, CloudFormationModel):
     """AWS::Lambda::Alias (SAM's AutoPublishAlias). Ref = the alias ARN."""
+
+    RESOURCE_TYPE = "AWS::Lambda::Alias"
+    PHYSICAL_ID = "arn"
+    ATTRIBUTES = {"AliasArn": "arn"}
 
     def __init__(self, function_name: str, name: str, arn: str) -> None:
         self.function_name = function_name
@@ -2450,77 +2128,38 @@ class FunctionAlias(CloudFormationModel):
         self.arn = arn
 
     @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::Lambda::Alias"
+    def _settings(properties: Properties) -> dict[str, Any]:
+        """The keyword arguments CreateAlias and UpdateAlias share."""
+        return {
+            "function_version": str(properties["FunctionVersion"]),
+            "description": properties.get("Description", ""),
+            "routing_config": _camel(properties.get("RoutingConfig")),
+        }
 
     @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.arn
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "AliasArn"
-
-    def get_cfn_attribute(self, attribute_name: str) -> str:
-        if attribute_name == "AliasArn":
-            return self.arn
-        raise _cfn_attribute_error()
-
-    @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-    ) -> FunctionAlias:
-        properties = _properties(cloudformation_json)
-        backend = lambda_models.lambda_backends[account_id][region_name]
+    def _function(properties: Properties, account_id: str, region_name: str) -> Any:
         function_name, _ = _split_function_reference(properties["FunctionName"])
-        function = backend.get_function(function_name)
-        alias = backend.create_alias(
-            name=properties["Name"],
-            function_name=function.function_name,
-            function_version=str(properties["FunctionVersion"]),
-            description=properties.get("Description", ""),
-            routing_config=_camel(properties.get("RoutingConfig")),
+        return lambda_models.lambda_backends[account_id][region_name].get_function(function_name)
+
+    @classmethod
+    def _create(
+        cls, resource_name: str, properties: Properties, account_id: str, region_name: str
+    ) -> FunctionAlias:
+        function = cls._function(properties, account_id, region_name)
+        alias = lambda_models.lambda_backends[account_id][region_name].create_alias(
+            name=properties["Name"], function_name=function.function_name, **cls._settings(properties)
         )
         return cls(function.function_name, properties["Name"], alias.arn)
 
-    @classmethod
-    def update_from_cloudformation_json(  # type: ignore[override]
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> FunctionAlias:
-        properties = _properties(cloudformation_json)
-        backend = lambda_models.lambda_backends[account_id][region_name]
-        function_name, _ = _split_function_reference(properties["FunctionName"])
-        if properties["Name"] != original_resource.name or backend.get_function(
-            function_name
-        ).function_name != (original_resource.function_name):
-            return cast(
-                FunctionAlias,
-                _replace(
-                    cls,
-                    original_resource,
-                    new_name=new_resource_name,
-                    cloudformation_json=cloudformation_json,
-                    account_id=account_id,
-                    region_name=region_name,
-                ),
-            )
-        backend.update_alias(
-            name=original_resource.name,
-            function_name=original_resource.function_name,
-            function_version=str(properties["FunctionVersion"]),
-            description=properties.get("Description", ""),
-            routing_config=_camel(properties.get("RoutingConfig")),
+    def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
+        if properties["Name"] != self.name:
+            return True
+        return bool(self._function(properties, account_id, region_name).function_name != self.function_name)
+
+    def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
+        lambda_models.lambda_backends[account_id][region_name].update_alias(
+            name=self.name, function_name=self.function_name, **self._settings(properties)
         )
-        return cast(FunctionAlias, original_resource)
 
     def delete(self, account_id: str, region_name: str) -> None:
         lambda_models.lambda_backends[account_id][region_name].delete_alias(self.name, self.function_name)
@@ -2559,14 +2198,8 @@ def _patch_stepfunctions() -> None:
         return stepfunctions_models.stepfunctions_backends[account_id][region_name]
 
     def create(
-        cls: Any,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+        cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> Any:
-        properties = _properties(cloudformation_json)
         return backend(account_id, region_name).create_state_machine(
             properties.get("StateMachineName") or resource_name,
             _state_machine_definition(properties, account_id, region_name),
@@ -2579,28 +2212,12 @@ def _patch_stepfunctions() -> None:
             sm_type=properties.get("StateMachineType"),
         )
 
-    def update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
-        name = properties.get("StateMachineName") or original_resource.name
-        if name != original_resource.name:
-            return _replace(
-                cls,
-                original_resource,
-                new_name=name,
-                cloudformation_json=cloudformation_json,
-                account_id=account_id,
-                region_name=region_name,
-            )
+    def renamed(machine: Any, properties: Properties, account_id: str, region_name: str) -> bool:
+        return bool((properties.get("StateMachineName") or machine.name) != machine.name)
+
+    def update(machine: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         return backend(account_id, region_name).update_state_machine(
-            original_resource.arn,
+            machine.arn,
             definition=_state_machine_definition(properties, account_id, region_name),
             role_arn=properties.get("RoleArn"),
             logging_configuration=_camel(properties.get("LoggingConfiguration")),
@@ -2612,8 +2229,8 @@ def _patch_stepfunctions() -> None:
             return self.arn
         return original_attribute(self, attribute_name)
 
-    _patch(StateMachine, "create_from_cloudformation_json", _classmethod(create))
-    _patch(StateMachine, "update_from_cloudformation_json", _classmethod(update))
+    _patch(StateMachine, "create_from_cloudformation_json", _created_from_properties(create))
+    _patch(StateMachine, "update_from_cloudformation_json", _updated_or_replaced(update, renamed))
     _patch(StateMachine, "get_cfn_attribute", attribute)
     _patch(
         StateMachine,
@@ -2675,30 +2292,21 @@ def _patch_nested_stacks() -> None:
             raise ValueError("InvalidStackStatus", failure(nested))
         return nested
 
-    def update(
-        cls: Any,
-        *,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        properties = _properties(cloudformation_json)
+    def update(nested: Any, properties: Properties, account_id: str, region_name: str) -> Any:
         body = template_body(properties, account_id, region_name)
         parameters = nested_parameters(properties)
-        if original_resource.has_template(body) and dict(original_resource.parameters or {}) == parameters:
-            return original_resource
-        nested = backend(account_id, region_name).update_stack(
-            name=original_resource.stack_id,
+        if nested.has_template(body) and dict(nested.parameters or {}) == parameters:
+            return nested
+        updated = backend(account_id, region_name).update_stack(
+            name=nested.stack_id,
             template=body,
             role_arn=None,
             parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
             tags=_tags_as_dict(properties.get("Tags")) or None,
         )
-        if nested.status != "UPDATE_COMPLETE":
-            raise ValueError("InvalidStackStatus", failure(nested).replace("created", "updated"))
-        return nested
+        if updated.status != "UPDATE_COMPLETE":
+            raise ValueError("InvalidStackStatus", failure(updated).replace("created", "updated"))
+        return updated
 
     def delete(
         cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
@@ -2718,7 +2326,7 @@ def _patch_nested_stacks() -> None:
         raise _cfn_attribute_error()
 
     _patch(Stack, "create_from_cloudformation_json", _classmethod(create))
-    _patch(Stack, "update_from_cloudformation_json", _classmethod(update))
+    _patch(Stack, "update_from_cloudformation_json", _updated_or_replaced(update))
     _patch(Stack, "delete_from_cloudformation_json", _classmethod(delete))
     _patch(Stack, "physical_resource_id", property(lambda self: self.stack_id))
     _patch(Stack, "get_cfn_attribute", attribute)

@@ -290,9 +290,9 @@ class _RuntimeHttpServer(socketserver.ThreadingMixIn, HTTPServer):
         super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A runtime killed mid-request only drops its connection; anything else is a bug worth logging."""
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
+        """A runtime killed while connected only resets its connection (socketserver would print that
+        traceback); anything else is a bug worth logging."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
             return
         logger.exception("Runtime API request from %s failed", client_address)
 

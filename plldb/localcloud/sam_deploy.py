@@ -16,6 +16,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,48 @@ FAILED_STATUSES = frozenset(
 EventCallback = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class ArtifactProperty:
+    """A property that may name a local file or folder, and how its uploaded location is written."""
+
+    name: str
+    zipped: bool  # a file, or a folder that is zipped; False: it must be a file
+    location: Callable[[str, str], Any]  # (bucket, key) -> the property's new value
+    default: str | None = None  # what an absent property means
+
+
+def _s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def _code_location(bucket: str, key: str) -> dict[str, str]:
+    return {"S3Bucket": bucket, "S3Key": key}
+
+
+def _s3_location(bucket: str, key: str) -> dict[str, str]:
+    return {"Bucket": bucket, "Key": key}
+
+
+# What `sam package` uploads, by resource type (the same property names CloudFormation's package uses).
+ARTIFACT_PROPERTIES = {
+    "AWS::Serverless::Function": ArtifactProperty("CodeUri", True, _s3_uri, default="."),
+    "AWS::Serverless::LayerVersion": ArtifactProperty("ContentUri", True, _s3_uri),
+    "AWS::Serverless::Api": ArtifactProperty("DefinitionUri", False, _s3_uri),
+    "AWS::Serverless::HttpApi": ArtifactProperty("DefinitionUri", False, _s3_uri),
+    "AWS::Serverless::StateMachine": ArtifactProperty("DefinitionUri", False, _s3_uri),
+    "AWS::Lambda::Function": ArtifactProperty("Code", True, _code_location),
+    "AWS::Lambda::LayerVersion": ArtifactProperty("Content", True, _code_location),
+    "AWS::StepFunctions::StateMachine": ArtifactProperty("DefinitionS3Location", False, _s3_location),
+    "AWS::ApiGateway::RestApi": ArtifactProperty("BodyS3Location", False, _s3_location),
+    "AWS::ApiGatewayV2::Api": ArtifactProperty("BodyS3Location", False, _s3_location),
+}
+# Nested templates are packaged themselves, then uploaded; the property gets the template's URL.
+NESTED_TEMPLATE_PROPERTIES = {
+    "AWS::Serverless::Application": "Location",
+    "AWS::CloudFormation::Stack": "TemplateURL",
+}
+
+
 # --- Templates -------------------------------------------------------------------------------------------
 def load_template(path: Path) -> dict[str, Any]:
     """A CloudFormation/SAM template (JSON, or YAML with short-form tags such as !Ref) as plain data."""
@@ -60,16 +103,22 @@ def load_template(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise PlldbError(f"Cannot read template {path}: {exc.strerror}.", "Check the --template path.")
     try:
-        data = json.loads(text)
-    except ValueError:
-        try:
-            data = cfn_flip.load_yaml(text)
-        except Exception as exc:
-            raise PlldbError(f"Template {path} is neither valid JSON nor YAML: {exc}")
-    data = plain_data(data)
+        data = parse_json_or_yaml(text)
+    except Exception as exc:
+        raise PlldbError(f"Template {path} is neither valid JSON nor YAML: {exc}")
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise PlldbError(f"Template {path} has no Resources section.")
     return data
+
+
+def parse_json_or_yaml(text: str) -> Any:
+    """Template text as plain data: JSON, else YAML with CloudFormation's short-form tags in long form
+    (cfn-flip splits `!GetAtt Child.Outputs.Name` at the first dot, as CloudFormation does)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = cfn_flip.load_yaml(text)
+    return plain_data(data)
 
 
 def plain_data(value: Any) -> Any:
@@ -174,7 +223,7 @@ class Packager:
         if isinstance(globals_function, dict) and "CodeUri" in globals_function:
             key = self._zip_artifact(globals_function["CodeUri"], base, "Globals CodeUri")
             if key is not None:
-                globals_function["CodeUri"] = f"s3://{self.bucket}/{key}"
+                globals_function["CodeUri"] = _s3_uri(self.bucket, key)
         for logical_id, resource in packaged["Resources"].items():
             if isinstance(resource, dict):
                 self._package_resource(logical_id, resource, base, globals_function)
@@ -188,6 +237,14 @@ class Packager:
         if not isinstance(properties, dict):
             return
         label = f"{logical_id} ({kind})"
+        if kind in NESTED_TEMPLATE_PROPERTIES:
+            name = NESTED_TEMPLATE_PROPERTIES[kind]
+            if isinstance(properties.get(name), str):
+                properties[name] = self._nested_template(properties[name], base, label)
+            return
+        artifact = ARTIFACT_PROPERTIES.get(str(kind))
+        if artifact is None:
+            return
         if kind == "AWS::Serverless::Function":
             uses_image = properties.get("PackageType") == "Image"
             if uses_image or "InlineCode" in properties:
@@ -195,41 +252,13 @@ class Packager:
             has_global_code = isinstance(globals_function, dict) and "CodeUri" in globals_function
             if "CodeUri" not in properties and has_global_code:
                 return
-            key = self._zip_artifact(properties.get("CodeUri", "."), base, label)
-            if key is not None:
-                properties["CodeUri"] = f"s3://{self.bucket}/{key}"
-        elif kind == "AWS::Serverless::LayerVersion":
-            key = self._zip_artifact(properties.get("ContentUri"), base, label)
-            if key is not None:
-                properties["ContentUri"] = f"s3://{self.bucket}/{key}"
-        elif kind in {"AWS::Serverless::Api", "AWS::Serverless::HttpApi", "AWS::Serverless::StateMachine"}:
-            key = self._file_artifact(properties.get("DefinitionUri"), base, label)
-            if key is not None:
-                properties["DefinitionUri"] = f"s3://{self.bucket}/{key}"
-        elif kind == "AWS::Serverless::Application":
-            location = properties.get("Location")
-            if isinstance(location, str):
-                properties["Location"] = self._nested_template(location, base, label)
-        elif kind == "AWS::CloudFormation::Stack":
-            location = properties.get("TemplateURL")
-            if isinstance(location, str):
-                properties["TemplateURL"] = self._nested_template(location, base, label)
-        elif kind == "AWS::Lambda::Function":
-            key = self._zip_artifact(properties.get("Code"), base, label)
-            if key is not None:
-                properties["Code"] = {"S3Bucket": self.bucket, "S3Key": key}
-        elif kind == "AWS::Lambda::LayerVersion":
-            key = self._zip_artifact(properties.get("Content"), base, label)
-            if key is not None:
-                properties["Content"] = {"S3Bucket": self.bucket, "S3Key": key}
-        elif kind == "AWS::StepFunctions::StateMachine":
-            key = self._file_artifact(properties.get("DefinitionS3Location"), base, label)
-            if key is not None:
-                properties["DefinitionS3Location"] = {"Bucket": self.bucket, "Key": key}
-        elif kind in {"AWS::ApiGateway::RestApi", "AWS::ApiGatewayV2::Api"}:
-            key = self._file_artifact(properties.get("BodyS3Location"), base, label)
-            if key is not None:
-                properties["BodyS3Location"] = {"Bucket": self.bucket, "Key": key}
+        value = properties.get(artifact.name, artifact.default)
+        if artifact.zipped:
+            key = self._zip_artifact(value, base, label)
+        else:
+            key = self._file_artifact(value, base, label)
+        if key is not None:
+            properties[artifact.name] = artifact.location(self.bucket, key)
 
     def _nested_template(self, location: str, base: Path, label: str) -> str:
         path = self._local_path(location, base)
