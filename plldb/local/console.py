@@ -408,7 +408,8 @@ class Console(SessionObserver):
     ) -> None:
         if self.mode == MODE_JSON:
             if event:
-                self._emit(event, message=text, **fields)
+                # The line's text is the record's message unless the caller gives a message field itself.
+                self._emit(event, **{"message": text, **fields})
             return
         if self.mode == MODE_LIVE:
             self._print_rich(Text(text, style=style or ""), to_err=to_err)

@@ -27,6 +27,7 @@ LAMBDA_LAYER = "AWS::Lambda::LayerVersion"
 SERVERLESS_APPLICATION = "AWS::Serverless::Application"
 CLOUDFORMATION_STACK = "AWS::CloudFormation::Stack"
 MAX_NESTING = 10
+TEMPLATE_FIX = "Correct the template and run the command again."
 REMOTE_PREFIXES = ("s3://", "http://", "https://")
 
 
@@ -98,7 +99,9 @@ def read_template(path: Path) -> dict[str, Any]:
         try:
             data = load_json(text)
         except json.JSONDecodeError as exc:
-            raise PlldbError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno}).")
+            raise PlldbError(
+                f"{path}, line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno}).", TEMPLATE_FIX
+            )
     else:
         try:
             data = load_yaml(text)
@@ -106,11 +109,14 @@ def read_template(path: Path) -> dict[str, Any]:
             mark = exc.problem_mark or exc.context_mark
             line = f", line {mark.line + 1}" if mark is not None else ""
             problem = exc.problem or exc.context or "invalid YAML"
-            raise PlldbError(f"{path}{line}: invalid YAML: {problem}.")
+            raise PlldbError(f"{path}{line}: invalid YAML: {problem}.", TEMPLATE_FIX)
         except Exception as exc:
-            raise PlldbError(f"{path}: invalid YAML: {exc}.")
+            raise PlldbError(f"{path}: invalid YAML: {exc}.", TEMPLATE_FIX)
     if not isinstance(data, dict):
-        raise PlldbError(f"{path} is not a CloudFormation template: its top level is not a mapping.")
+        raise PlldbError(
+            f"{path} is not a CloudFormation template: its top level is not a mapping.",
+            "Point --template at your SAM template.",
+        )
     return data
 
 
@@ -144,7 +150,7 @@ def _merge_globals(template: dict[str, Any], path: Path) -> dict[str, Any]:
                 str(resource["Type"]), properties, logical_id, resource.get("IgnoreGlobals")
             )
     except ExceptionWithMessage as exc:
-        raise PlldbError(f"{path}: {exc.message}")
+        raise PlldbError(f"{path}: {exc.message.rstrip('.')}.", TEMPLATE_FIX)
     return resources
 
 

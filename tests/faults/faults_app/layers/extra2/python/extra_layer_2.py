@@ -1,0 +1,3 @@
+"""Extra layer 2: one of the five that fill FaultsCrowded's layer slots."""
+
+LAYER_NUMBER = 2
