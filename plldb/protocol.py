@@ -107,21 +107,26 @@ A_RESPONSE_CHUNKS = "ResponseChunks"
 A_RESPONSE_SHA256 = "ResponseSha256"
 A_ERROR = "Error"  # JSON text {errorMessage, errorType, stackTrace}
 A_ACKED_AT = "AckedAt"  # epoch milliseconds when the local side acknowledged
+A_DELIVERY_ID = "DeliveryId"  # the layer's current round for this RequestId (the messages' deliveryId)
 A_FUNCTION_NAME = "FunctionName"
 A_DATA = "Data"  # bytes of one chunk item
 
 # --- Messages -------------------------------------------------------------------------------------
-# invoke: {"type": "invoke", "v": 1, "requestId", "sessionId", "handler": "app.lambda_handler",
+# Each round of the layer for a request id (Lambda retries an invocation under the same request id)
+# has its own random deliveryId. The invoke message carries it, ack and response echo it, and $default
+# stores an ack or a response only while it is the item's DeliveryId. A re-post keeps its round's id.
+# invoke: {"type": "invoke", "v": 1, "requestId", "deliveryId", "sessionId", "handler": "app.lambda_handler",
 #          "context": {"functionName", "functionVersion", "invokedFunctionArn", "memoryLimitInMB",
 #                      "logGroupName", "logStreamName", "deadlineMs", "traceId", "clientContext",
 #                      "cognitoIdentity"},
 #          "event": "<event JSON text>"  |  "eventChunks": n, "eventSha256": hex,
 #          "environment": {...without credentials...},
 #          "credentials": {"accessKeyId", "secretAccessKey", "sessionToken"} | null}
-# response: {"type": "response", "requestId", "statusCode": 200, "payload": "<result JSON text>"}
-#         | {"type": "response", "requestId", "statusCode": 200, "payloadChunks": n, "payloadSha256": hex}
-#         | {"type": "response", "requestId", "statusCode": 500,
-#            "error": {"errorMessage", "errorType", "stackTrace": [...]}}
+# ack: {"type": "ack", "requestId", "deliveryId"}
+# response: {"type": "response", "requestId", "deliveryId", "statusCode": 200, "payload": "<result JSON text>"}
+#         | {... "statusCode": 200, "payloadChunks": n, "payloadSha256": hex}
+#         | {... "statusCode": 500, "error": {"errorMessage", "errorType", "stackTrace": [...]}}
+# stored / error replies of $default name the requestId and deliveryId they are about.
 # Cloud -> local (post_to_connection)
 MSG_INVOKE = "invoke"  # an invocation to run locally (layer)
 MSG_PROGRESS = "progress"  # instrumentation / restore progress (manager)
@@ -142,8 +147,12 @@ ERR_MALFORMED = "MalformedMessage"
 ERR_UNKNOWN_TYPE = "UnknownMessageType"
 ERR_TOO_LARGE = "MessageTooLarge"
 ERR_UNKNOWN_REQUEST = "UnknownRequest"  # no such RequestId, or it belongs to another session
-ERR_ALREADY_ANSWERED = "AlreadyAnswered"
+ERR_ALREADY_ANSWERED = "AlreadyAnswered"  # this round already has the debugger's answer (200/500)
+ERR_REQUEST_CLOSED = "RequestClosed"  # the layer stopped waiting for this round (503/504): too late
+ERR_STALE_DELIVERY = "StaleDelivery"  # the message is for an earlier round; Lambda delivered it again since
 ERR_SESSION_CLOSED = "SessionClosed"
+
+MAX_DELIVERY_ID_LENGTH = 64
 
 
 class ProtocolError(ValueError):
@@ -165,11 +174,11 @@ def message_size(message: Mapping[str, Any]) -> int:
 
 
 _REQUIRED_FIELDS: Dict[str, Dict[str, type]] = {
-    MSG_ACK: {"requestId": str},
-    MSG_RESPONSE: {"requestId": str, "statusCode": int},
+    MSG_ACK: {"requestId": str, "deliveryId": str},
+    MSG_RESPONSE: {"requestId": str, "deliveryId": str, "statusCode": int},
     MSG_PING: {},
     MSG_DETACH: {},
-    MSG_INVOKE: {"requestId": str, "context": dict, "environment": dict},
+    MSG_INVOKE: {"requestId": str, "deliveryId": str, "context": dict, "environment": dict},
     MSG_PROGRESS: {"phase": str, "status": str},
     MSG_STORED: {"requestId": str},
     MSG_ERROR: {"code": str, "message": str},
@@ -204,6 +213,12 @@ def decode(text: Any, allowed_types: Optional[tuple] = None) -> Dict[str, Any]:
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ProtocolError(
                 ERR_MALFORMED, "%r message needs %r of type %s" % (kind, field, expected.__name__)
+            )
+    if "deliveryId" in message:
+        delivery_id = message["deliveryId"]
+        if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= MAX_DELIVERY_ID_LENGTH:
+            raise ProtocolError(
+                ERR_MALFORMED, "'deliveryId' must be a string of 1 to %d characters" % MAX_DELIVERY_ID_LENGTH
             )
     if kind == MSG_RESPONSE:
         _validate_response(message)
@@ -240,11 +255,28 @@ def _validate_response(message: Dict[str, Any]) -> None:
 
 
 # --- Builders -------------------------------------------------------------------------------------
-def error_message(code: str, text: str, request_id: Optional[str] = None) -> Dict[str, Any]:
+def new_delivery_id() -> str:
+    """A fresh id for one round of the layer: 128 random bits, so rounds never collide."""
+    return os.urandom(16).hex()
+
+
+def error_message(
+    code: str, text: str, request_id: Optional[str] = None, delivery_id: Optional[str] = None
+) -> Dict[str, Any]:
     message: Dict[str, Any] = {"type": MSG_ERROR, "code": code, "message": text}
     if request_id is not None:
         message["requestId"] = request_id
+    if delivery_id is not None:
+        message["deliveryId"] = delivery_id
     return message
+
+
+def ack_message(request_id: str, delivery_id: str) -> Dict[str, Any]:
+    return {"type": MSG_ACK, "requestId": request_id, "deliveryId": delivery_id}
+
+
+def stored_message(request_id: str, delivery_id: str) -> Dict[str, Any]:
+    return {"type": MSG_STORED, "requestId": request_id, "deliveryId": delivery_id}
 
 
 def progress_message(
@@ -263,9 +295,16 @@ def max_chunks() -> int:
     return -(-MAX_PAYLOAD_BYTES // CHUNK_SIZE) + 1
 
 
-def chunk_request_id(request_id: str, kind: str, index: int) -> str:
-    """The correlation-table key of one chunk of a large payload (``kind``: event or response)."""
-    return "%s#%s#%d" % (request_id, kind, index)
+def chunk_request_id(request_id: str, kind: str, index: int, delivery_id: Optional[str] = None) -> str:
+    """The correlation-table key of one chunk of a large payload (``kind``: event or response).
+
+    Response chunks carry the round's delivery id, so a local run answering an earlier round can never
+    overwrite the chunks of the current one. Event chunks do not: every round of a request id carries
+    the same event.
+    """
+    if delivery_id is None:
+        return "%s#%s#%d" % (request_id, kind, index)
+    return "%s#%s#%s#%d" % (request_id, kind, delivery_id, index)
 
 
 def split_payload(data: bytes) -> List[bytes]:

@@ -1,9 +1,10 @@
 """The debug session: the developer's end of the WebSocket between the deployed functions and local code.
 
 It creates the session item, connects with the session id, keeps the connection alive across
-drops and API Gateway's two-hour limit, runs each invocation once (however often it is delivered),
-answers it inline, by chunk items or in fragments as the quotas require, and detaches by asking the
-manager to restore every function.
+drops and API Gateway's two-hour limit, runs each delivery of an invocation once (however often the
+layer re-posts it; a Lambda retry of the same request id is a new delivery and runs again), answers it
+inline, by chunk items or in fragments as the quotas require, and detaches by asking the manager to
+restore every function.
 """
 
 from __future__ import annotations
@@ -180,16 +181,19 @@ def read_event_json(invoke: Mapping[str, Any], chunks: ChunkStore) -> str:
         raise EventUnavailableError("the event is not UTF-8 text")
 
 
-def build_response_message(request_id: str, outcome: InvocationOutcome, chunks: ChunkStore) -> dict[str, Any]:
-    """The `response` message for an outcome; a payload too large to inline is written as chunk items."""
+def build_response_message(
+    request_id: str, delivery_id: str, outcome: InvocationOutcome, chunks: ChunkStore
+) -> dict[str, Any]:
+    """The `response` message answering one delivery; a payload too large to inline is written as chunks."""
     if outcome.ok:
         payload = clean_text(outcome.payload) if outcome.payload is not None else "null"
         data = payload.encode("utf-8")
         if len(data) > protocol.MAX_PAYLOAD_BYTES:
-            return build_response_message(request_id, response_too_large(len(data)), chunks)
+            return build_response_message(request_id, delivery_id, response_too_large(len(data)), chunks)
         message: dict[str, Any] = {
             "type": protocol.MSG_RESPONSE,
             "requestId": request_id,
+            "deliveryId": delivery_id,
             "statusCode": protocol.RESPONSE_CODE_OK,
             "payload": payload,
         }
@@ -197,10 +201,12 @@ def build_response_message(request_id: str, outcome: InvocationOutcome, chunks: 
             return message
         parts = protocol.split_payload(data)
         for index, part in enumerate(parts):
-            chunks.write(protocol.chunk_request_id(request_id, protocol.CHUNK_KIND_RESPONSE, index), part)
+            key = protocol.chunk_request_id(request_id, protocol.CHUNK_KIND_RESPONSE, index, delivery_id)
+            chunks.write(key, part)
         return {
             "type": protocol.MSG_RESPONSE,
             "requestId": request_id,
+            "deliveryId": delivery_id,
             "statusCode": protocol.RESPONSE_CODE_OK,
             "payloadChunks": len(parts),
             "payloadSha256": protocol.sha256_hex(data),
@@ -208,6 +214,7 @@ def build_response_message(request_id: str, outcome: InvocationOutcome, chunks: 
     return {
         "type": protocol.MSG_RESPONSE,
         "requestId": request_id,
+        "deliveryId": delivery_id,
         "statusCode": protocol.RESPONSE_CODE_ERROR,
         "error": fit_error(outcome.error or {}),
     }
@@ -498,6 +505,10 @@ REFUSED = "refused"
 
 @dataclass
 class _InvocationState:
+    """One delivery of an invocation (request id and the layer's delivery id) and how far it got."""
+
+    request_id: str
+    delivery_id: str
     function_name: str
     phase: str = RUNNING
     invocation: IncomingInvocation | None = None
@@ -505,7 +516,10 @@ class _InvocationState:
     sent_at: float = 0.0
     sends: int = 0
     finished_at: float = 0.0
-    gave_up: str | None = None  # why the cloud side refused our acknowledgement, if it did
+
+    @property
+    def ack(self) -> dict[str, Any]:
+        return protocol.ack_message(self.request_id, self.delivery_id)
 
 
 @dataclass(eq=False)
@@ -538,7 +552,9 @@ class DebugSession:
         self._chunks = chunks
         self._observer = observer or SessionObserver()
         self._settings = settings or ConnectionSettings()
-        self._invocations: dict[str, _InvocationState] = {}
+        # Keyed by (requestId, deliveryId): a re-post of a delivery finds its state, a retry does not.
+        self._invocations: dict[tuple[str, str], _InvocationState] = {}
+        self._latest_delivery: dict[str, str] = {}  # requestId -> its newest deliveryId seen
         self._current: _Connection | None = None
         self._connections: set[_Connection] = set()
         self._connection_count = 0
@@ -732,9 +748,9 @@ class DebugSession:
 
     async def _after_reconnect(self) -> None:
         """Nothing is lost across a reconnect: re-acknowledge, re-send unconfirmed answers and a detach."""
-        for request_id, state in list(self._invocations.items()):
+        for state in list(self._invocations.values()):
             if state.phase == RUNNING:
-                await self._send({"type": protocol.MSG_ACK, "requestId": request_id})
+                await self._send(state.ack)
             elif state.phase == ANSWERED and state.response is not None:
                 await self._send_response(state)
         if self._detaching:
@@ -790,7 +806,9 @@ class DebugSession:
         elif kind == protocol.MSG_PROGRESS:
             self._on_progress(message)
         elif kind == protocol.MSG_STORED:
-            self._on_stored(message["requestId"])
+            state = self._state_for(message)
+            if state is not None:
+                self._on_stored(state)
         elif kind == protocol.MSG_ERROR:
             self._on_error(message)
         elif kind == protocol.MSG_PONG:
@@ -800,22 +818,34 @@ class DebugSession:
             self._pong_waiters.clear()
 
     def _on_invoke(self, message: dict[str, Any]) -> None:
-        request_id = message["requestId"]
-        state = self._invocations.get(request_id)
+        request_id, delivery_id = message["requestId"], message["deliveryId"]
+        state = self._invocations.get((request_id, delivery_id))
         if state is not None:
-            # Delivered again (after a reconnect): never run twice; repeat what we already said.
+            # The same delivery posted again (after a reconnect): never run twice; repeat what we said.
             self._observer.on_duplicate_invoke(request_id)
             if state.phase == RUNNING:
-                self._spawn(self._send({"type": protocol.MSG_ACK, "requestId": request_id}))
+                self._spawn(self._send(state.ack))
             elif state.phase == ANSWERED:
                 self._spawn(self._send_response(state))
             return
+        # A new delivery: a first one, or Lambda retrying the request id. Either way it runs.
         self._forget_old_invocations()
         function_name = str(message["context"].get("functionName", "?"))
-        state = _InvocationState(function_name=function_name)
-        self._invocations[request_id] = state
-        self._spawn(self._send({"type": protocol.MSG_ACK, "requestId": request_id}))
+        state = _InvocationState(request_id, delivery_id, function_name)
+        self._invocations[(request_id, delivery_id)] = state
+        self._latest_delivery[request_id] = delivery_id
+        self._spawn(self._send(state.ack))
         self._spawn(self._execute(message, state))
+
+    def _state_for(self, message: Mapping[str, Any]) -> _InvocationState | None:
+        """The delivery a server reply is about: the one it names, else the request's newest one."""
+        request_id = message.get("requestId")
+        if not isinstance(request_id, str):
+            return None
+        delivery_id = message.get("deliveryId")
+        if not isinstance(delivery_id, str):
+            delivery_id = self._latest_delivery.get(request_id)
+        return self._invocations.get((request_id, delivery_id)) if delivery_id is not None else None
 
     async def _execute(self, message: dict[str, Any], state: _InvocationState) -> None:
         assert self._loop is not None
@@ -853,13 +883,13 @@ class DebugSession:
             )
         try:
             state.response = await self._loop.run_in_executor(
-                self._io_pool, build_response_message, request_id, outcome, self._chunks
+                self._io_pool, build_response_message, request_id, state.delivery_id, outcome, self._chunks
             )
         except Exception as exc:
             outcome = local_failure(
                 "PlldbResponseUnavailable", f"plldb could not send the response: {type(exc).__name__}: {exc}"
             )
-            state.response = build_response_message(request_id, outcome, self._chunks)
+            state.response = build_response_message(request_id, state.delivery_id, outcome, self._chunks)
         state.phase = ANSWERED
         if invocation is None:
             invocation = IncomingInvocation(
@@ -869,36 +899,35 @@ class DebugSession:
         self._observer.on_invocation_answered(invocation, outcome)
         await self._send_response(state)
 
-    def _on_stored(self, request_id: str) -> None:
-        state = self._invocations.get(request_id)
-        if state is None or state.phase != ANSWERED:
-            return  # an acknowledgement was stored, or a repeated confirmation
+    def _on_stored(self, state: _InvocationState) -> None:
+        if state.phase != ANSWERED:
+            return  # a repeated confirmation
         state.phase = CONFIRMED
         state.response = None
         state.finished_at = time.monotonic()
-        self._observer.on_invocation_stored(request_id)
+        self._observer.on_invocation_stored(state.request_id)
 
     def _on_error(self, message: dict[str, Any]) -> None:
         code = message["code"]
-        request_id = message.get("requestId")
-        state = self._invocations.get(request_id) if isinstance(request_id, str) else None
+        state = self._state_for(message)
         if code == protocol.ERR_SESSION_CLOSED and not self._detaching:
             self._finish(
                 1, f"The server closed this session: {message['message']}. Run 'plldb attach' again."
             )
             return
-        if state is not None and isinstance(request_id, str):
+        if state is not None:
             if state.phase == RUNNING:
-                # The acknowledgement was refused: the function already stopped waiting for us.
-                state.gave_up = f"{code}: {message['message']}"
-                self._observer.on_warning(f"Request {short_id(request_id)}: {message['message']}")
-            elif state.phase == ANSWERED and code == protocol.ERR_ALREADY_ANSWERED and not state.gave_up:
-                self._on_stored(request_id)  # an earlier send of this answer was stored
+                # The acknowledgement was refused: the function stopped waiting for this delivery.
+                self._observer.on_warning(f"Request {short_id(state.request_id)}: {message['message']}")
+            elif state.phase == ANSWERED and code == protocol.ERR_ALREADY_ANSWERED:
+                self._on_stored(state)  # an earlier send of this very answer was stored
             elif state.phase == ANSWERED:
+                # RequestClosed (the layer gave up on this delivery), StaleDelivery (Lambda delivered
+                # the request again since) or UnknownRequest: the answer reached no one.
                 state.phase = REFUSED
                 state.response = None
                 state.finished_at = time.monotonic()
-                self._observer.on_invocation_refused(request_id, code, message["message"])
+                self._observer.on_invocation_refused(state.request_id, code, message["message"])
             return
         self._observer.on_warning(f"The server refused a message: {code}: {message['message']}")
 
@@ -952,7 +981,7 @@ class DebugSession:
         while True:
             await asyncio.sleep(interval / 2)
             now = time.monotonic()
-            for request_id, state in list(self._invocations.items()):
+            for state in list(self._invocations.values()):
                 if state.phase != ANSWERED or now - state.sent_at < interval:
                     continue
                 if state.sends >= RESPONSE_RESEND_LIMIT:
@@ -960,7 +989,7 @@ class DebugSession:
                     state.response = None
                     state.finished_at = now
                     self._observer.on_invocation_refused(
-                        request_id,
+                        state.request_id,
                         "Unconfirmed",
                         f"the server did not confirm the answer after {state.sends} sends",
                     )
@@ -1007,11 +1036,13 @@ class DebugSession:
         self._finish(0, None)
 
     def _forget_old_invocations(self) -> None:
-        """Keep finished request ids as long as the layer could re-post them, then let them go."""
+        """Keep finished deliveries as long as the layer could re-post them, then let them go."""
         horizon = time.monotonic() - protocol.DEBUGGER_ITEM_TTL_SECONDS
-        for request_id, state in list(self._invocations.items()):
+        for key, state in list(self._invocations.items()):
             if state.phase in (CONFIRMED, REFUSED) and state.finished_at < horizon:
-                del self._invocations[request_id]
+                del self._invocations[key]
+                if self._latest_delivery.get(state.request_id) == state.delivery_id:
+                    del self._latest_delivery[state.request_id]
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def _spawn(self, coroutine: Any) -> None:

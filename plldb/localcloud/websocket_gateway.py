@@ -22,9 +22,17 @@ Behaviour chosen where AWS documents nothing precise (each checked against AWS's
 * Data messages in either direction (client messages, management-API posts, route responses) count as
   activity for the idle timeout; ping/pong control frames are answered but do not count. Idle timeout
   and maximum connection duration both close with 1001 "Going away".
-* API Gateway gives no ordering guarantee between a connection's messages. This emulator invokes one
-  connection's routes in arrival order, one at a time, while different connections run in parallel on a
-  thread pool, so one slow Lambda never delays other clients.
+* API Gateway invokes the integration of each message independently: it gives no ordering guarantee
+  between a connection's messages and does not wait for one message's integration before the next (AWS
+  re:Post answers say so; ordered processing takes an SQS FIFO queue behind the route). This emulator
+  hands each message to its route in arrival order without waiting for earlier ones to finish:
+  messages of one connection and of different connections run concurrently, at most
+  ``WebSocketLimits.messages_in_flight_per_connection`` per connection (a later one waits for a free
+  slot before its integration timeout starts).
+* ``$disconnect`` runs after the connection's in-flight messages have finished (each is bounded by the
+  integration timeout). AWS documents no order here, only that ``$disconnect`` is best-effort and comes
+  after the connection closed; the emulator picks the order in which a route never sees messages of a
+  connection whose ``$disconnect`` it has already handled.
 * A dropped transport (``cut``, ``restart`` or a client vanishing) reaches ``$disconnect`` as
   1006 "Connection closed abnormally"; a client close frame without a status as
   1005 "Client-side close frame status not set", as AWS reports it; DeleteConnection closes with 1000.
@@ -103,6 +111,10 @@ class WebSocketLimits:
     idle_timeout_seconds: float = 600.0  # no data message either way for this long closes (10 min)
     max_connection_seconds: float = 7200.0  # a connection lives at most this long (2 h)
     integration_timeout_seconds: float = 29.0  # API Gateway stops waiting for an integration after this
+    # Not an AWS quota but the emulator's bound: integrations of one connection's messages running at
+    # once. AWS runs each independently, limited only by Lambda concurrency; here a burst would start a
+    # Lambda environment per message, which a small machine cannot start quickly enough.
+    messages_in_flight_per_connection: int = 4
 
 
 class LambdaFunctionError(Exception):
@@ -384,6 +396,7 @@ class _Connection:
         stage_variables: Mapping[str, str],
         source_ip: str,
         user_agent: str | None,
+        message_slots: int,
     ) -> None:
         self.connection_id = _new_id()
         self.api_id = api_id
@@ -401,6 +414,8 @@ class _Connection:
         # ("message", text or bytes) | ("disconnect", (code, reason)) | ("end", None)
         self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.dispatcher: asyncio.Task[None] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()  # messages handed to their routes, not yet done
+        self.message_slots = asyncio.Semaphore(message_slots)  # its messages' integrations at once
         self.close_task: asyncio.Task[Any] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.lifetime_timer: asyncio.TimerHandle | None = None
@@ -580,10 +595,11 @@ class WebSocketGateway:
         closing = [conn.close_task for conn in connections if conn.close_task is not None]
         if closing:
             await asyncio.wait(closing, timeout=_SHUTDOWN_SECONDS)
-        dispatchers = [conn.dispatcher for conn in connections if conn.dispatcher is not None]
-        for dispatcher in dispatchers:
-            dispatcher.cancel()  # a Lambda call still running keeps its thread, not the loop
-        await asyncio.gather(*dispatchers, return_exceptions=True)
+        tasks = [conn.dispatcher for conn in connections if conn.dispatcher is not None]
+        tasks += [task for conn in connections for task in conn.in_flight]
+        for task in tasks:
+            task.cancel()  # a Lambda call still running keeps its thread, not the loop
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -689,6 +705,7 @@ class WebSocketGateway:
             stage_variables=stage.stage_variables or {},
             source_ip=request.remote or "127.0.0.1",
             user_agent=request.headers.get("User-Agent"),
+            message_slots=self._limits.messages_in_flight_per_connection,
         )
         try:
             handshake_headers = await self._run_connect(request, api, conn)
@@ -942,16 +959,28 @@ class WebSocketGateway:
         conn.inbox.put_nowait(("end", None))
 
     async def _dispatch(self, conn: _Connection) -> None:
-        """Deliver one connection's messages to their routes in order, then its ``$disconnect``."""
+        """Hand each of a connection's messages to its route as it arrives; ``$disconnect`` after them all."""
         while True:
             kind, payload = await conn.inbox.get()
-            try:
-                if kind == "message":
-                    await self._deliver(conn, payload)
-                elif kind == "disconnect":
+            if kind == "message":
+                task = asyncio.ensure_future(self._deliver_concurrently(conn, payload))
+                conn.in_flight.add(task)
+                task.add_done_callback(conn.in_flight.discard)
+            elif kind == "disconnect":
+                if conn.in_flight:
+                    await asyncio.wait(set(conn.in_flight))
+                try:
                     await self._disconnect(conn, *payload)
-                else:
-                    return
+                except Exception:
+                    logger.exception("$disconnect of connection %s failed", conn.connection_id)
+            else:
+                return
+
+    async def _deliver_concurrently(self, conn: _Connection, data: str | bytes) -> None:
+        """One message's route, in one of its connection's slots, independent of its other messages."""
+        async with conn.message_slots:
+            try:
+                await self._deliver(conn, data)
             except Exception:
                 logger.exception("route invocation for connection %s failed", conn.connection_id)
 

@@ -25,6 +25,15 @@ from plldb.local.session import (
 )
 
 SEED = "5eed" * 16
+DELIVERY = "d1" * 16  # the layer's delivery of an invocation
+RETRY = "d2" * 16  # Lambda delivering the same request id again
+
+
+def invoke(request_id: str, delivery_id: str = DELIVERY, **extra: Any) -> dict[str, Any]:
+    """An invoke message as the layer posts it, for one delivery of the request."""
+    return invoke_message(request_id, deliveryId=delivery_id, **extra)
+
+
 FAST = ConnectionSettings(
     keepalive_seconds=3600,
     pong_timeout_seconds=1,
@@ -164,7 +173,7 @@ def test_invocation_is_acknowledged_before_it_runs_then_answered_and_detach_rest
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         await until(lambda: events.kinds("instrumented") == [["hello-fn"]], what="instrumented")
-        await api.post(invoke_message("req-1"))
+        await api.post(invoke("req-1"))
         await until(lambda: len(api.messages("ack", "req-1")) == 1, what="ack")
         assert api.stored_responses == {}  # acknowledged while the handler is still running
         runner.gate.set()
@@ -172,6 +181,7 @@ def test_invocation_is_acknowledged_before_it_runs_then_answered_and_detach_rest
         assert api.stored_responses["req-1"] == {
             "type": "response",
             "requestId": "req-1",
+            "deliveryId": DELIVERY,
             "statusCode": 200,
             "payload": json.dumps({"echo": '{"name": "world"}'}),
         }
@@ -197,18 +207,18 @@ def test_invoke_delivered_twice_runs_once_and_repeats_ack_then_answer(chunks: De
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api.confirm_responses = False
-        await api.post(invoke_message("req-dup"))
+        await api.post(invoke("req-dup"))
         await until(lambda: runner.count("req-dup") == 1, what="first run")
-        await api.post(invoke_message("req-dup"))  # re-posted while running: ack again, do not run
+        await api.post(invoke("req-dup"))  # re-posted while running: ack again, do not run
         await until(lambda: len(api.messages("ack", "req-dup")) == 2, what="second ack")
         runner.gate.set()
         await until(lambda: len(api.messages("response", "req-dup")) == 1, what="response")
-        await api.post(invoke_message("req-dup"))  # answered, unconfirmed: send the answer again
+        await api.post(invoke("req-dup"))  # answered, unconfirmed: send the answer again
         await until(lambda: len(api.messages("response", "req-dup")) == 2, what="resent response")
         api.confirm_responses = True
-        await api.post({"type": "stored", "requestId": "req-dup"})
+        await api.post(protocol.stored_message("req-dup", DELIVERY))
         await until(lambda: events.kinds("stored") == ["req-dup"], what="stored")
-        await api.post(invoke_message("req-dup"))  # confirmed: ignore entirely
+        await api.post(invoke("req-dup"))  # confirmed: ignore entirely
         await until(lambda: events.kinds("duplicate") == ["req-dup"] * 3, what="third duplicate")
         await detach(session, task)
 
@@ -223,7 +233,7 @@ def test_already_answered_error_counts_as_stored(chunks: DebuggerTableChunks) ->
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api.confirm_responses = False
-        await api.post(invoke_message("req-aa"))
+        await api.post(invoke("req-aa"))
         await until(lambda: len(api.messages("response", "req-aa")) == 1, what="response")
         await api.post(
             protocol.error_message(protocol.ERR_ALREADY_ANSWERED, "stored before", request_id="req-aa")
@@ -240,7 +250,7 @@ def test_refused_answer_is_reported(chunks: DebuggerTableChunks) -> None:
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api.confirm_responses = False
-        await api.post(invoke_message("req-late"))
+        await api.post(invoke("req-late"))
         await until(lambda: len(api.messages("response", "req-late")) == 1, what="response")
         await api.post(
             protocol.error_message(protocol.ERR_UNKNOWN_REQUEST, "timed out", request_id="req-late")
@@ -262,11 +272,9 @@ def test_large_event_is_read_from_chunk_items_and_verified(chunks: DebuggerTable
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         await api.post(
-            invoke_message(
-                "req-big", event=None, eventChunks=len(parts), eventSha256=protocol.sha256_hex(data)
-            )
+            invoke("req-big", event=None, eventChunks=len(parts), eventSha256=protocol.sha256_hex(data))
         )
-        await api.post(invoke_message("req-bad", event=None, eventChunks=2, eventSha256="0" * 64))
+        await api.post(invoke("req-bad", event=None, eventChunks=2, eventSha256="0" * 64))
         await until(lambda: {"req-big", "req-bad"} <= set(api.stored_responses), what="answers")
         await detach(session, task)
 
@@ -282,9 +290,7 @@ def test_event_with_wrong_digest_is_answered_with_a_clear_error(chunks: Debugger
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api_holder.append(api)
         await api.post(
-            invoke_message(
-                "req-tampered", event=None, eventChunks=1, eventSha256=protocol.sha256_hex(b"other")
-            )
+            invoke("req-tampered", event=None, eventChunks=1, eventSha256=protocol.sha256_hex(b"other"))
         )
         await until(lambda: "req-tampered" in api.stored_responses, what="answer")
         await detach(session, task)
@@ -294,6 +300,7 @@ def test_event_with_wrong_digest_is_answered_with_a_clear_error(chunks: Debugger
     assert api_holder[0].stored_responses["req-tampered"] == {
         "type": "response",
         "requestId": "req-tampered",
+        "deliveryId": DELIVERY,
         "statusCode": 500,
         "error": {
             "errorMessage": "plldb could not read the event: the event's chunks do not match its SHA-256 digest",
@@ -313,8 +320,8 @@ def test_large_answer_goes_by_chunk_items_and_medium_answer_in_fragments(chunks:
     seen: dict[str, Any] = {}
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
-        await api.post(invoke_message("req-large"))
-        await api.post(invoke_message("req-medium"))
+        await api.post(invoke("req-large"))
+        await api.post(invoke("req-medium"))
         await until(lambda: set(answers) <= set(api.stored_responses), what="answers")
         seen["stored"] = dict(api.stored_responses)
         seen["frames"] = list(api.connections[api.current_connection_id or ""].frame_sizes)
@@ -326,12 +333,14 @@ def test_large_answer_goes_by_chunk_items_and_medium_answer_in_fragments(chunks:
     assert stored["req-large"] == {
         "type": "response",
         "requestId": "req-large",
+        "deliveryId": DELIVERY,
         "statusCode": 200,
         "payloadChunks": 2,
         "payloadSha256": protocol.sha256_hex(data),
     }
     reassembled = b"".join(
-        chunks.read(protocol.chunk_request_id("req-large", "response", index)) or b"" for index in range(2)
+        chunks.read(protocol.chunk_request_id("req-large", "response", index, DELIVERY)) or b""
+        for index in range(2)
     )
     assert reassembled == data
     assert stored["req-medium"]["payload"] == medium
@@ -346,7 +355,7 @@ def test_answer_too_large_for_lambda_becomes_its_error(chunks: DebuggerTableChun
     stored: dict[str, Any] = {}
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
-        await api.post(invoke_message("req-huge"))
+        await api.post(invoke("req-huge"))
         await until(lambda: "req-huge" in api.stored_responses, what="answer")
         stored.update(api.stored_responses)
         await detach(session, task)
@@ -370,7 +379,7 @@ def test_dropped_connection_reconnects_with_the_token_chain_and_loses_nothing(
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         await until(lambda: bool(events.kinds("instrumented")), what="instrumented")
-        await api.post(invoke_message("req-flight"))
+        await api.post(invoke("req-flight"))
         await until(lambda: runner.count("req-flight") == 1, what="running")
         api.cut("conn-1")
         await until(lambda: api.current_connection_id == "conn-2", what="reconnect")
@@ -379,7 +388,7 @@ def test_dropped_connection_reconnects_with_the_token_chain_and_loses_nothing(
             "reconnectToken": protocol.reconnect_token(SEED, protocol.RECONNECT_CHAIN_LENGTH - 1),
         }
         # The layer re-posts the invocation it could not deliver; it must not run again.
-        await api.post(invoke_message("req-flight"))
+        await api.post(invoke("req-flight"))
         runner.gate.set()
         await until(lambda: events.kinds("stored") == ["req-flight"], what="stored")
         # A second drop uses the next token of the chain.
@@ -388,7 +397,7 @@ def test_dropped_connection_reconnects_with_the_token_chain_and_loses_nothing(
         assert api.connect_queries[2]["reconnectToken"] == protocol.reconnect_token(
             SEED, protocol.RECONNECT_CHAIN_LENGTH - 2
         )
-        await api.post(invoke_message("req-after"))
+        await api.post(invoke("req-after"))
         await until(lambda: "req-after" in api.stored_responses, what="answer after reconnect")
         await detach(session, task)
         assert session.reconnect_count == 2
@@ -409,7 +418,7 @@ def test_answer_sent_on_a_dropped_connection_is_sent_again_after_reconnect(
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api.confirm_responses = False  # stored, but the confirmation is lost with the connection
-        await api.post(invoke_message("req-lost"))
+        await api.post(invoke("req-lost"))
         await until(lambda: len(api.messages("response", "req-lost")) == 1, what="response")
         api.confirm_responses = True
         api.cut("conn-1")
@@ -453,11 +462,11 @@ def test_connection_is_rotated_before_its_age_limit_and_the_old_one_still_answer
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         await until(lambda: api.current_connection_id == "conn-2", what="rotation")
         # During the drain period a layer with a cached connection id still posts to the old one.
-        await api.post(invoke_message("req-old"), connection_id="conn-1")
+        await api.post(invoke("req-old"), connection_id="conn-1")
         await until(lambda: "req-old" in api.stored_responses, what="answer via old connection")
         assert api.messages("response", "req-old")[0].connection_id == "conn-2"
         await until(lambda: api.connections["conn-1"].state.name == "CLOSED", what="old connection closed")
-        await api.post(invoke_message("req-new"), connection_id="conn-2")
+        await api.post(invoke("req-new"), connection_id="conn-2")
         await until(lambda: "req-new" in api.stored_responses, what="answer via new connection")
         session.interrupt()
         await asyncio.wait_for(asyncio.shield(task), 10)
@@ -562,7 +571,7 @@ def test_twenty_concurrent_invocations_all_run_at_once(chunks: DebuggerTableChun
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         for index in range(20):
-            await api.post(invoke_message(f"req-{index:02d}"))
+            await api.post(invoke(f"req-{index:02d}"))
         await until(lambda: len(api.stored_responses) == 20, what="twenty answers")
         await detach(session, task)
 
@@ -580,20 +589,96 @@ def test_answer_after_the_function_gave_up_is_reported_not_counted_as_delivered(
 
     async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
         api.confirm_responses = False
-        await api.post(invoke_message("req-slow"))
+        await api.post(invoke("req-slow"))
         await until(lambda: runner.count("req-slow") == 1, what="running")
         # The ack reached the item after the layer had answered 504 itself.
-        await api.post(protocol.error_message(protocol.ERR_ALREADY_ANSWERED, too_late, request_id="req-slow"))
+        closed = protocol.error_message(protocol.ERR_REQUEST_CLOSED, too_late, "req-slow", DELIVERY)
+        await api.post(closed)
         await until(lambda: len(api.received) >= 1, what="ack")
         runner.gate.set()
         await until(lambda: len(api.messages("response", "req-slow")) == 1, what="response")
-        await api.post(protocol.error_message(protocol.ERR_ALREADY_ANSWERED, too_late, request_id="req-slow"))
+        await api.post(closed)
         await until(lambda: bool(events.kinds("refused")), what="refused")
         await detach(session, task)
 
     assert scenario(body, runner, chunks, events).exit_code == 0
-    assert events.kinds("refused") == [("req-slow", "AlreadyAnswered")]
+    assert events.kinds("refused") == [("req-slow", "RequestClosed")]
     assert events.kinds("stored") == []
+
+
+def test_a_retried_request_id_is_a_new_delivery_that_runs_again_and_answers_with_its_own_id(
+    chunks: DebuggerTableChunks,
+) -> None:
+    runner = Runner(lambda inv: InvocationOutcome(200, json.dumps(len(runner.calls))))
+    events = Events()
+
+    async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
+        api.confirm_responses = False
+        await api.post(invoke("req-retry"))
+        await until(lambda: len(api.messages("response", "req-retry")) == 1, what="first answer")
+        await api.post(protocol.stored_message("req-retry", DELIVERY))
+        await until(lambda: events.kinds("stored") == ["req-retry"], what="first stored")
+        api.stored_responses.clear()  # the item starts a new round, as the layer's takeover does
+        await api.post(invoke("req-retry", RETRY))  # Lambda retries the request id: a new delivery
+        await until(lambda: len(api.messages("response", "req-retry")) == 2, what="second answer")
+        await api.post(invoke("req-retry", RETRY))  # re-posted within that delivery: answer again, no run
+        await until(lambda: len(api.messages("response", "req-retry")) == 3, what="repeated answer")
+        await api.post(protocol.stored_message("req-retry", RETRY))
+        await until(lambda: events.kinds("stored") == ["req-retry"] * 2, what="second stored")
+        await detach(session, task)
+        first, second, repeated = (record.message for record in api.messages("response", "req-retry"))
+        assert (first["deliveryId"], first["payload"]) == (DELIVERY, "1")
+        assert (second["deliveryId"], second["payload"]) == (RETRY, "2")
+        assert repeated == second
+        assert [r.message for r in api.messages("ack", "req-retry")] == [
+            protocol.ack_message("req-retry", DELIVERY),
+            protocol.ack_message("req-retry", RETRY),
+        ]
+
+    assert scenario(body, runner, chunks, events).exit_code == 0
+    assert runner.count("req-retry") == 2
+    assert events.kinds("duplicate") == ["req-retry"]
+
+
+def test_replies_about_an_earlier_delivery_never_settle_the_current_one(chunks: DebuggerTableChunks) -> None:
+    """Two deliveries of one request run at once: each reply goes to the delivery it names."""
+    gates = {DELIVERY: threading.Event(), RETRY: threading.Event()}
+    delivery_of_run: list[str] = []
+
+    def answer(invocation: IncomingInvocation) -> InvocationOutcome:
+        delivery = DELIVERY if not delivery_of_run else RETRY
+        delivery_of_run.append(delivery)
+        assert gates[delivery].wait(10)
+        return InvocationOutcome(200, json.dumps(delivery))
+
+    runner = Runner(answer)
+    events = Events()
+    stale = "this message is for an earlier delivery of the request"
+
+    async def body(api: FakeApi, session: DebugSession, task: asyncio.Task[SessionOutcome]) -> None:
+        api.confirm_responses = False
+        await api.post(invoke("req-both"))
+        await until(lambda: runner.count("req-both") == 1, what="first run")
+        await api.post(invoke("req-both", RETRY))
+        await until(lambda: runner.count("req-both") == 2, what="second run")
+        gates[DELIVERY].set()
+        await until(lambda: len(api.messages("response", "req-both")) == 1, what="old answer")
+        await api.post(protocol.error_message(protocol.ERR_STALE_DELIVERY, stale, "req-both", DELIVERY))
+        await until(lambda: bool(events.kinds("refused")), what="old answer refused")
+        gates[RETRY].set()
+        await until(lambda: len(api.messages("response", "req-both")) == 2, what="new answer")
+        # A confirmation naming the old delivery changes nothing; the current one's settles it.
+        await api.post(protocol.stored_message("req-both", DELIVERY))
+        await api.post(protocol.stored_message("req-both", RETRY))
+        await until(lambda: events.kinds("stored") == ["req-both"], what="stored")
+        await detach(session, task)
+        old, new = (record.message for record in api.messages("response", "req-both"))
+        assert (old["deliveryId"], old["payload"]) == (DELIVERY, json.dumps(DELIVERY))
+        assert (new["deliveryId"], new["payload"]) == (RETRY, json.dumps(RETRY))
+
+    assert scenario(body, runner, chunks, events).exit_code == 0
+    assert events.kinds("refused") == [("req-both", "StaleDelivery")]
+    assert events.kinds("stored") == ["req-both"]
 
 
 def test_restore_by_another_command_ends_the_session(chunks: DebuggerTableChunks) -> None:

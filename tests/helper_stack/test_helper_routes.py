@@ -48,12 +48,13 @@ class Debugger:
         return self.helper.capture.messages(self.connection_id)[before:]
 
     def pending_request(self, **extra: Any) -> str:
-        """A correlation item as the layer writes it before posting the invocation."""
+        """A correlation item as the layer writes it before posting the invocation (round DELIVERY)."""
         request_id = str(uuid.uuid4())
         item = {
             protocol.A_REQUEST_ID: {"S": request_id},
             protocol.A_SESSION_ID: {"S": self.session_id},
             protocol.A_CONNECTION_ID: {"S": self.connection_id},
+            protocol.A_DELIVERY_ID: {"S": DELIVERY},
             protocol.A_REQUEST: {"S": json.dumps({"type": "invoke", "requestId": request_id, "event": "{}"})},
             protocol.A_FUNCTION_NAME: {"S": "app-stack-HelloFunction-ABC"},
             protocol.A_TTL: {"N": str(int(time.time()) + 3600)},
@@ -61,6 +62,38 @@ class Debugger:
         item.update(extra)
         self.helper.dynamodb.put_item(TableName=self.helper.resources.debugger_table, Item=item)
         return request_id
+
+
+DELIVERY = "a1" * 16  # the round the layer recorded
+EARLIER_DELIVERY = "b2" * 16  # a round Lambda has retried since
+
+
+def response(request_id: str, payload: str = '"answer"', delivery_id: str = DELIVERY) -> dict[str, Any]:
+    return {
+        "type": "response",
+        "requestId": request_id,
+        "deliveryId": delivery_id,
+        "statusCode": 200,
+        "payload": payload,
+    }
+
+
+def ack(request_id: str, delivery_id: str = DELIVERY) -> dict[str, Any]:
+    return {"type": "ack", "requestId": request_id, "deliveryId": delivery_id}
+
+
+def stored(request_id: str) -> dict[str, Any]:
+    return {"type": "stored", "requestId": request_id, "deliveryId": DELIVERY}
+
+
+def refusal(code: str, message: str, request_id: str, delivery_id: str = DELIVERY) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "code": code,
+        "message": message,
+        "requestId": request_id,
+        "deliveryId": delivery_id,
+    }
 
 
 def _table(helper) -> list[dict[str, Any]]:
@@ -72,26 +105,17 @@ def test_a_response_is_stored_once_and_acknowledged_with_stored(helper, routes):
     debugger = Debugger(helper)
     request_id = debugger.pending_request()
 
-    replies = debugger.send(
-        routes, {"type": "response", "requestId": request_id, "statusCode": 200, "payload": '{"ok": true}'}
-    )
+    replies = debugger.send(routes, response(request_id, '{"ok": true}'))
 
-    assert replies == [{"type": "stored", "requestId": request_id}]
+    assert replies == [stored(request_id)]
     item = helper.debugger_item(request_id)
     assert item[protocol.A_RESPONSE_CODE] == 200
     assert item[protocol.A_RESPONSE] == '{"ok": true}'
     assert protocol.A_ERROR not in item
 
-    second = debugger.send(
-        routes, {"type": "response", "requestId": request_id, "statusCode": 200, "payload": '"again"'}
-    )
+    second = debugger.send(routes, response(request_id, '"again"'))
     assert second == [
-        {
-            "type": "error",
-            "code": protocol.ERR_ALREADY_ANSWERED,
-            "message": "this request already has a response",
-            "requestId": request_id,
-        }
+        refusal(protocol.ERR_ALREADY_ANSWERED, "this request already has a response", request_id)
     ]
     assert helper.debugger_item(request_id)[protocol.A_RESPONSE] == '{"ok": true}'
 
@@ -102,10 +126,17 @@ def test_an_error_response_stores_the_error_object_as_json_text(helper, routes):
     error = {"errorMessage": "asked to fail", "errorType": "ValueError", "stackTrace": ['  File "app.py"']}
 
     replies = debugger.send(
-        routes, {"type": "response", "requestId": request_id, "statusCode": 500, "error": error}
+        routes,
+        {
+            "type": "response",
+            "requestId": request_id,
+            "deliveryId": DELIVERY,
+            "statusCode": 500,
+            "error": error,
+        },
     )
 
-    assert replies == [{"type": "stored", "requestId": request_id}]
+    assert replies == [stored(request_id)]
     item = helper.debugger_item(request_id)
     assert item[protocol.A_RESPONSE_CODE] == 500
     assert json.loads(item[protocol.A_ERROR]) == error
@@ -122,13 +153,14 @@ def test_a_chunked_response_stores_the_chunk_count_and_digest(helper, routes):
         {
             "type": "response",
             "requestId": request_id,
+            "deliveryId": DELIVERY,
             "statusCode": 200,
             "payloadChunks": 3,
             "payloadSha256": digest,
         },
     )
 
-    assert replies == [{"type": "stored", "requestId": request_id}]
+    assert replies == [stored(request_id)]
     item = helper.debugger_item(request_id)
     assert (
         item[protocol.A_RESPONSE_CODE],
@@ -141,24 +173,51 @@ def test_a_chunked_response_stores_the_chunk_count_and_digest(helper, routes):
     )
 
 
-def test_a_late_answer_after_the_layer_gave_up_is_refused(helper, routes):
+@pytest.mark.parametrize(
+    ("given_up", "text"),
+    [
+        ("504", "the function stopped waiting at its deadline; this answer came too late"),
+        ("503", "the function stopped waiting because no debugger acknowledged the invocation in time"),
+    ],
+)
+def test_a_late_ack_or_answer_after_the_layer_gave_up_is_refused_as_request_closed(
+    helper, routes, given_up, text
+):
     debugger = Debugger(helper)
-    request_id = debugger.pending_request(**{protocol.A_RESPONSE_CODE: {"N": "504"}})
+    request_id = debugger.pending_request(**{protocol.A_RESPONSE_CODE: {"N": given_up}})
     before = _table(helper)
 
-    replies = debugger.send(
-        routes, {"type": "response", "requestId": request_id, "statusCode": 200, "payload": "1"}
+    assert debugger.send(routes, response(request_id, "1")) == [
+        refusal(protocol.ERR_REQUEST_CLOSED, text, request_id)
+    ]
+    assert debugger.send(routes, ack(request_id)) == [refusal(protocol.ERR_REQUEST_CLOSED, text, request_id)]
+    assert _table(helper) == before
+
+
+def test_an_ack_or_answer_for_an_earlier_delivery_is_refused_and_changes_nothing(helper, routes):
+    """Lambda retried the request: the item is in a newer round, which only its own answer may fill."""
+    debugger = Debugger(helper)
+    request_id = debugger.pending_request()
+    before = _table(helper)
+    stale = (
+        "this message is for an earlier delivery of the request; Lambda has delivered it again since, "
+        "and only the newest delivery can be answered"
     )
 
-    assert replies == [
-        {
-            "type": "error",
-            "code": protocol.ERR_ALREADY_ANSWERED,
-            "message": "the function stopped waiting at its deadline; this answer came too late",
-            "requestId": request_id,
-        }
+    assert debugger.send(routes, ack(request_id, EARLIER_DELIVERY)) == [
+        refusal(protocol.ERR_STALE_DELIVERY, stale, request_id, EARLIER_DELIVERY)
+    ]
+    assert debugger.send(routes, response(request_id, '"old"', EARLIER_DELIVERY)) == [
+        refusal(protocol.ERR_STALE_DELIVERY, stale, request_id, EARLIER_DELIVERY)
     ]
     assert _table(helper) == before
+
+    assert debugger.send(routes, response(request_id, '"new"')) == [stored(request_id)]
+    assert helper.debugger_item(request_id)[protocol.A_RESPONSE] == '"new"'
+    # An earlier round stays refused once the current one is answered, not mistaken for a duplicate.
+    assert debugger.send(routes, response(request_id, '"old"', EARLIER_DELIVERY))[0]["code"] == (
+        protocol.ERR_STALE_DELIVERY
+    )
 
 
 def test_forged_foreign_and_chunk_request_ids_are_refused_and_change_nothing(helper, routes):
@@ -170,19 +229,16 @@ def test_forged_foreign_and_chunk_request_ids_are_refused_and_change_nothing(hel
     before = _table(helper)
 
     for request_id in (forged, foreign, chunk_key):
-        replies = intruder.send(
-            routes, {"type": "response", "requestId": request_id, "statusCode": 200, "payload": '"forged"'}
-        )
+        replies = intruder.send(routes, response(request_id, '"forged"'))
         assert replies == [
-            {
-                "type": "error",
-                "code": protocol.ERR_UNKNOWN_REQUEST,
-                "message": f"no request {request_id!r} is waiting in this session",
-                "requestId": request_id,
-            }
+            refusal(
+                protocol.ERR_UNKNOWN_REQUEST,
+                f"no request {request_id!r} is waiting in this session",
+                request_id,
+            )
         ]
-        ack = intruder.send(routes, {"type": "ack", "requestId": request_id})
-        assert [m["code"] for m in ack] == [protocol.ERR_UNKNOWN_REQUEST]
+        acked = intruder.send(routes, ack(request_id))
+        assert [m["code"] for m in acked] == [protocol.ERR_UNKNOWN_REQUEST]
 
     assert _table(helper) == before
     assert helper.debugger_item(forged) is None
@@ -197,12 +253,22 @@ def test_forged_foreign_and_chunk_request_ids_are_refused_and_change_nothing(hel
         ('{"type": "shout"}', protocol.ERR_UNKNOWN_TYPE, "unknown message type 'shout'"),
         ('{"type": "invoke", "requestId": "r"}', protocol.ERR_UNKNOWN_TYPE, "unknown message type 'invoke'"),
         (
-            '{"type": "response", "requestId": "r"}',
+            '{"type": "response", "requestId": "r", "deliveryId": "d"}',
             protocol.ERR_MALFORMED,
             "'response' message needs 'statusCode'",
         ),
         (
-            '{"type": "response", "requestId": "r", "statusCode": 201, "payload": "1"}',
+            '{"type": "response", "requestId": "r", "statusCode": 200, "payload": "1"}',
+            protocol.ERR_MALFORMED,
+            "'response' message needs 'deliveryId'",
+        ),
+        (
+            '{"type": "ack", "requestId": "r"}',
+            protocol.ERR_MALFORMED,
+            "'ack' message needs 'deliveryId'",
+        ),
+        (
+            '{"type": "response", "requestId": "r", "deliveryId": "d", "statusCode": 201, "payload": "1"}',
             protocol.ERR_MALFORMED,
             "response statusCode must be 200 or 500",
         ),
@@ -219,6 +285,8 @@ def test_forged_foreign_and_chunk_request_ids_are_refused_and_change_nothing(hel
         "unknown-type",
         "server-type",
         "no-status",
+        "response-without-delivery",
+        "ack-without-delivery",
         "bad-status",
         "oversized",
     ],
@@ -275,13 +343,15 @@ def test_an_ack_records_acked_at_only_while_unanswered(helper, routes):
     request_id = debugger.pending_request()
     before_ms = int(time.time() * 1000)
 
-    assert debugger.send(routes, {"type": "ack", "requestId": request_id}) == []
+    assert debugger.send(routes, ack(request_id)) == []
     acked = helper.debugger_item(request_id)[protocol.A_ACKED_AT]
     assert before_ms <= acked <= int(time.time() * 1000)
 
     answered = debugger.pending_request(**{protocol.A_RESPONSE_CODE: {"N": "200"}})
-    replies = debugger.send(routes, {"type": "ack", "requestId": answered})
-    assert [m["code"] for m in replies] == [protocol.ERR_ALREADY_ANSWERED]
+    replies = debugger.send(routes, ack(answered))
+    assert replies == [
+        refusal(protocol.ERR_ALREADY_ANSWERED, "this request already has a response", answered)
+    ]
     assert protocol.A_ACKED_AT not in helper.debugger_item(answered)
 
 
@@ -315,13 +385,9 @@ def test_without_authorizer_context_the_session_is_found_by_its_connection(helpe
     debugger = Debugger(helper)
     request_id = debugger.pending_request()
 
-    replies = debugger.send(
-        routes,
-        {"type": "response", "requestId": request_id, "statusCode": 200, "payload": "7"},
-        authorized=False,
-    )
+    replies = debugger.send(routes, response(request_id, "7"), authorized=False)
 
-    assert replies == [{"type": "stored", "requestId": request_id}]
+    assert replies == [stored(request_id)]
     assert helper.debugger_item(request_id)[protocol.A_RESPONSE] == "7"
 
 

@@ -150,6 +150,7 @@ class LayerCloud:
             },
             self.endpoint_url,
         )
+        self._resources.warm_up("dynamodb", "connections")  # as the real function's init does
         return self
 
     def stop(self) -> None:
@@ -395,9 +396,9 @@ class ScriptedDebugger:
 
     def _reply(self, message: dict[str, Any]) -> None:
         reply = self.script(message, self.event(message))
-        request_id = message["requestId"]
+        request_id, delivery_id = message["requestId"], message["deliveryId"]
         if reply.ack:
-            self._send({"type": protocol.MSG_ACK, "requestId": request_id})
+            self._send(protocol.ack_message(request_id, delivery_id))
         if reply.delay:
             time.sleep(reply.delay)
         if reply.error is not None:
@@ -405,6 +406,7 @@ class ScriptedDebugger:
                 {
                     "type": protocol.MSG_RESPONSE,
                     "requestId": request_id,
+                    "deliveryId": delivery_id,
                     "statusCode": protocol.RESPONSE_CODE_ERROR,
                     "error": reply.error,
                 }
@@ -419,7 +421,9 @@ class ScriptedDebugger:
                     TableName=self.debugger_table,
                     Item={
                         protocol.A_REQUEST_ID: {
-                            "S": protocol.chunk_request_id(request_id, protocol.CHUNK_KIND_RESPONSE, index)
+                            "S": protocol.chunk_request_id(
+                                request_id, protocol.CHUNK_KIND_RESPONSE, index, delivery_id
+                            )
                         },
                         protocol.A_DATA: {"B": part},
                     },
@@ -428,26 +432,22 @@ class ScriptedDebugger:
                 {
                     "type": protocol.MSG_RESPONSE,
                     "requestId": request_id,
+                    "deliveryId": delivery_id,
                     "statusCode": protocol.RESPONSE_CODE_OK,
                     "payloadChunks": len(parts),
                     "payloadSha256": protocol.sha256_hex(data),
                 }
             )
         elif reply.payload is not None:
-            self._send(
-                {
-                    "type": protocol.MSG_RESPONSE,
-                    "requestId": request_id,
-                    "statusCode": protocol.RESPONSE_CODE_OK,
-                    "payload": reply.payload,
-                }
-            )
+            self.send_answer(message, reply.payload)
 
-    def send_late_answer(self, request_id: str, payload: str) -> None:
+    def send_answer(self, invoke: dict[str, Any], payload: str) -> None:
+        """A 200 response to the delivery ``invoke`` (also long after the layer stopped waiting for it)."""
         self._send(
             {
                 "type": protocol.MSG_RESPONSE,
-                "requestId": request_id,
+                "requestId": invoke["requestId"],
+                "deliveryId": invoke["deliveryId"],
                 "statusCode": protocol.RESPONSE_CODE_OK,
                 "payload": payload,
             }
@@ -528,11 +528,16 @@ class LambdaEnvironment:
                 self.api.condition.wait(min(left, 0.1))
 
     def submit(
-        self, payload: Any, timeout_seconds: float = 30.0, client_context: str | None = None
+        self,
+        payload: Any,
+        timeout_seconds: float = 30.0,
+        client_context: str | None = None,
+        request_id: str | None = None,
     ) -> Invocation:
+        """Hand Lambda's next invocation to the runtime; an old ``request_id`` is Lambda retrying it."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
         invocation = Invocation(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id or str(uuid.uuid4()),
             payload=body,
             invoked_function_arn=FUNCTION_ARN,
             timeout_seconds=timeout_seconds,
@@ -551,10 +556,14 @@ class LambdaEnvironment:
         )
 
     def invoke(
-        self, payload: Any, timeout_seconds: float = 30.0, client_context: str | None = None
+        self,
+        payload: Any,
+        timeout_seconds: float = 30.0,
+        client_context: str | None = None,
+        request_id: str | None = None,
     ) -> InvokeResult:
         started = time.monotonic()
-        invocation = self.submit(payload, timeout_seconds, client_context)
+        invocation = self.submit(payload, timeout_seconds, client_context, request_id)
         return self.result(invocation, started, timeout=timeout_seconds + 10)
 
     def logs(self) -> str:

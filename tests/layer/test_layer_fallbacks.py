@@ -136,13 +136,15 @@ def test_a_silent_debugger_is_given_up_after_the_ack_timeout_and_its_late_answer
     assert protocol.ACK_TIMEOUT_SECONDS <= result.seconds < protocol.ACK_TIMEOUT_SECONDS + 1.0
     assert layer_cloud.debugger_item(result.request_id)[protocol.A_RESPONSE_CODE] == {"N": "503"}  # type: ignore[index]
 
-    debugger.send_late_answer(result.request_id, '"too late"')
+    (invoke,) = debugger.invokes
+    debugger.send_answer(invoke, '"too late"')
     refusal = debugger.wait_for_server_message(lambda m: m.get("type") == protocol.MSG_ERROR)
     assert refusal == {
         "type": "error",
-        "code": protocol.ERR_ALREADY_ANSWERED,
+        "code": protocol.ERR_REQUEST_CLOSED,
         "message": "the function stopped waiting because no debugger acknowledged the invocation in time",
         "requestId": result.request_id,
+        "deliveryId": invoke["deliveryId"],
     }
     item = layer_cloud.debugger_item(result.request_id)
     assert item is not None
@@ -173,7 +175,10 @@ def test_a_debugger_answering_after_the_deadline_gets_a_clear_timeout_and_is_ref
     }
     assert 3 - protocol.DEADLINE_MARGIN_MS / 1000 - 0.1 <= result.seconds < 3
     refusal = debugger.wait_for_server_message(lambda m: m.get("type") == protocol.MSG_ERROR)
-    assert refusal["message"] == "the function stopped waiting at its deadline; this answer came too late"
+    assert (refusal["code"], refusal["message"]) == (
+        protocol.ERR_REQUEST_CLOSED,
+        "the function stopped waiting at its deadline; this answer came too late",
+    )
     item = layer_cloud.debugger_item(result.request_id)
     assert item is not None
     assert item[protocol.A_RESPONSE_CODE] == {"N": "504"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -130,10 +131,12 @@ def test_the_invoke_message_carries_the_invocation_and_its_context(
     assert protocol.decode(protocol.encode(message), protocol.SERVER_MESSAGE_TYPES) == message
     context = message["context"]
     assert 30_000 - 1_000 <= context["deadlineMs"] - before_ms <= 30_000 + 1_000
+    assert re.fullmatch(r"[0-9a-f]{32}", message["deliveryId"])
     assert {key: value for key, value in message.items() if key not in ("environment", "credentials")} == {
         "type": "invoke",
         "v": protocol.PROTOCOL_VERSION,
         "requestId": result.request_id,
+        "deliveryId": message["deliveryId"],
         "sessionId": session_id,
         "handler": "app.echo",
         "event": '{"order": 1}',

@@ -450,7 +450,10 @@ def test_messages_reach_default_with_the_authorizer_context(fake_lambda, create_
         client.send(b"\x00\xff")
         client.send(json.dumps({"action": "unknown-route"}))
         events = fake_lambda.wait_for_events(api.arn("$default"), 3)
-    text, binary, unrouted = events
+    by_body = {event["body"]: event for event in events}  # handed over concurrently: any order
+    text = by_body["not json"]
+    binary = by_body[base64.b64encode(b"\x00\xff").decode()]
+    unrouted = by_body[json.dumps({"action": "unknown-route"})]
     assert set(text) == {"requestContext", "body", "isBase64Encoded"}
     assert (text["body"], text["isBase64Encoded"]) == ("not json", False)
     assert (binary["body"], binary["isBase64Encoded"]) == (base64.b64encode(b"\x00\xff").decode(), True)
@@ -474,8 +477,12 @@ def test_route_selection_expression_picks_custom_routes(fake_lambda, create_api,
         client.send(json.dumps({"action": 5}))
         (ping,) = fake_lambda.wait_for_events(api.arn("ping"), 1)
         defaults = fake_lambda.wait_for_events(api.arn("$default"), 2)
+    fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
     assert ping["requestContext"]["routeKey"] == "ping"
-    assert [json.loads(event["body"]) for event in defaults] == [{"action": "$disconnect"}, {"action": 5}]
+    assert sorted(event["body"] for event in defaults) == [
+        json.dumps({"action": "$disconnect"}),
+        json.dumps({"action": 5}),
+    ]
     assert fake_lambda.events(api.arn("$disconnect"))[0]["requestContext"]["eventType"] == "DISCONNECT"
 
 
@@ -543,21 +550,72 @@ def test_route_response_body_may_be_binary(fake_lambda, create_api, start_gatewa
         assert client.recv(timeout=5) == b"\x01\x02"
 
 
-def test_a_connections_messages_are_invoked_in_order(fake_lambda, create_api, start_gateway):
-    api = create_api(authorized=False)
+def test_two_messages_of_one_connection_run_their_integrations_at_the_same_time(
+    fake_lambda, create_api, start_gateway
+):
+    """API Gateway invokes each message's integration independently: 2 x 1 s take about 1 s, not 2."""
+    api = create_api(two_way=("$default",), authorized=False)
 
-    def slow_first(event: dict) -> dict:
-        if event["body"] == "0":
-            time.sleep(0.2)
-        return {"statusCode": 200}
+    def one_second(event: dict) -> dict:
+        time.sleep(1.0)
+        return {"statusCode": 200, "body": "done " + event["body"]}
 
-    fake_lambda.handlers[api.arn("$default")] = slow_first
+    fake_lambda.handlers[api.arn("$default")] = one_second
     gateway = start_gateway()
     with open_client(gateway, api) as client:
-        for index in range(10):
-            client.send(str(index))
-        events = fake_lambda.wait_for_events(api.arn("$default"), 10)
-    assert [event["body"] for event in events] == [str(index) for index in range(10)]
+        started = time.monotonic()
+        client.send("a")
+        client.send("b")
+        answers = {client.recv(timeout=5), client.recv(timeout=5)}
+        elapsed = time.monotonic() - started
+    assert answers == {"done a", "done b"}
+    assert 1.0 <= elapsed < 1.8
+
+
+def test_a_slow_message_does_not_hold_the_next_one_of_its_connection(fake_lambda, create_api, start_gateway):
+    api = create_api(two_way=("$default",), authorized=False)
+    release = threading.Event()
+
+    def answer(event: dict) -> dict:
+        if event["body"] == "slow":
+            release.wait(5)
+        return {"statusCode": 200, "body": "answered " + event["body"]}
+
+    fake_lambda.handlers[api.arn("$default")] = answer
+    gateway = start_gateway()
+    try:
+        with open_client(gateway, api) as client:
+            client.send("slow")
+            fake_lambda.wait_for_events(api.arn("$default"), 1)
+            client.send("fast")
+            assert client.recv(timeout=5) == "answered fast"
+            release.set()
+            assert client.recv(timeout=5) == "answered slow"
+    finally:
+        release.set()
+
+
+def test_integrations_of_a_connections_messages_run_in_a_bounded_pool(fake_lambda, create_api, start_gateway):
+    """Beyond the pool's size a message waits for a free slot (its integration timeout not yet running)."""
+    api = create_api(two_way=("$default",), authorized=False)
+    release = threading.Event()
+    fake_lambda.handlers[api.arn("$default")] = lambda event: (
+        release.wait(5) and {"statusCode": 200, "body": event["body"]}
+    )
+    gateway = start_gateway(
+        WebSocketLimits(integration_timeout_seconds=2.0, messages_in_flight_per_connection=2)
+    )
+    try:
+        with open_client(gateway, api) as client:
+            for body in ("1", "2", "3"):
+                client.send(body)
+            fake_lambda.wait_for_events(api.arn("$default"), 2)
+            time.sleep(0.3)
+            assert len(fake_lambda.events(api.arn("$default"))) == 2
+            release.set()
+            assert {client.recv(timeout=5) for _ in range(3)} == {"1", "2", "3"}
+    finally:
+        release.set()
 
 
 def test_a_slow_lambda_does_not_hold_other_connections(fake_lambda, create_api, start_gateway):
@@ -620,21 +678,27 @@ def test_close_frame_without_status_is_reported_as_1005(fake_lambda, create_api,
     )
 
 
-def test_pending_messages_are_delivered_before_disconnect(fake_lambda, create_api, start_gateway):
+def test_disconnect_runs_after_the_connections_messages_in_flight_have_finished(
+    fake_lambda, create_api, start_gateway
+):
     api = create_api(authorized=False)
+    finished: list[str] = []
 
     def slow(event: dict) -> dict:
-        time.sleep(0.1)
+        time.sleep(0.3)
+        finished.append(event["body"])
         return {"statusCode": 200}
 
     fake_lambda.handlers[api.arn("$default")] = slow
+    fake_lambda.handlers[api.arn("$disconnect")] = lambda event: finished.append("$disconnect") or {}
     gateway = start_gateway()
     with open_client(gateway, api) as client:
         client.send("a")
         client.send("b")
+        fake_lambda.wait_for_events(api.arn("$default"), 2)
     fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
-    order = [arn for arn, _ in fake_lambda.calls if arn != api.arn("$connect")]
-    assert order == [api.arn("$default"), api.arn("$default"), api.arn("$disconnect")]
+    assert sorted(finished[:2]) == ["a", "b"]
+    assert finished[2:] == ["$disconnect"]
 
 
 # --- the management API -------------------------------------------------------------------------------------

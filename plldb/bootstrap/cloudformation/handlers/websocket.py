@@ -175,7 +175,7 @@ def on_message(event: Mapping[str, Any], resources: Resources) -> Dict[str, Any]
             reason=exc.message,
             connectionId=connection_id,
         )
-        resources.post(connection_id, protocol.error_message(exc.code, exc.message, _request_id_of(body)))
+        resources.post(connection_id, protocol.error_message(exc.code, exc.message, *_ids_of(body)))
         return OK
     session_id = _session_for(event, resources)
     kind = message["type"]
@@ -186,6 +186,7 @@ def on_message(event: Mapping[str, Any], resources: Resources) -> Dict[str, Any]
                 protocol.ERR_SESSION_CLOSED,
                 "this connection has no plldb session; run 'plldb attach' again",
                 message.get("requestId"),
+                message.get("deliveryId"),
             ),
         )
         return OK
@@ -208,15 +209,12 @@ def _store_response(
     resources: Resources, connection_id: str, session_id: str, message: Mapping[str, Any]
 ) -> None:
     """ResponseCode with Response, Error or chunk references: one conditional update, or nothing."""
-    request_id = message["requestId"]
+    request_id, delivery_id = message["requestId"], message["deliveryId"]
     if not _valid_request_id(request_id):
-        resources.post(connection_id, _unknown_request(request_id))
+        resources.post(connection_id, _unknown_request(request_id, delivery_id))
         return
-    names = {"#rid": protocol.A_REQUEST_ID, "#sid": protocol.A_SESSION_ID, "#code": protocol.A_RESPONSE_CODE}
-    values: Dict[str, Any] = {
-        ":sid": {"S": session_id},
-        ":code": {"N": str(message["statusCode"])},
-    }
+    names = {"#code": protocol.A_RESPONSE_CODE}
+    values: Dict[str, Any] = {":code": {"N": str(message["statusCode"])}}
     assignments = ["#code = :code"]
     if "payload" in message:
         names["#response"] = protocol.A_RESPONSE
@@ -232,7 +230,15 @@ def _store_response(
         names["#error"] = protocol.A_ERROR
         values[":error"] = {"S": json.dumps(message["error"], separators=(",", ":"), ensure_ascii=False)}
         assignments.append("#error = :error")
-    refusal = _conditional_update(resources, request_id, "SET " + ", ".join(assignments), names, values)
+    refusal = _conditional_update(
+        resources,
+        session_id=session_id,
+        request_id=request_id,
+        delivery_id=delivery_id,
+        update="SET " + ", ".join(assignments),
+        names=names,
+        values=values,
+    )
     if refusal is not None:
         resources.post(connection_id, refusal)
         return
@@ -244,25 +250,22 @@ def _store_response(
         statusCode=message["statusCode"],
         session=redact(session_id),
     )
-    resources.post(connection_id, {"type": protocol.MSG_STORED, "requestId": request_id})
+    resources.post(connection_id, protocol.stored_message(request_id, delivery_id))
 
 
 def _store_ack(resources: Resources, connection_id: str, session_id: str, message: Mapping[str, Any]) -> None:
-    request_id = message["requestId"]
+    request_id, delivery_id = message["requestId"], message["deliveryId"]
     if not _valid_request_id(request_id):
-        resources.post(connection_id, _unknown_request(request_id))
+        resources.post(connection_id, _unknown_request(request_id, delivery_id))
         return
     refusal = _conditional_update(
         resources,
-        request_id,
-        "SET #acked = :acked",
-        {
-            "#rid": protocol.A_REQUEST_ID,
-            "#sid": protocol.A_SESSION_ID,
-            "#code": protocol.A_RESPONSE_CODE,
-            "#acked": protocol.A_ACKED_AT,
-        },
-        {":sid": {"S": session_id}, ":acked": {"N": str(now_millis())}},
+        session_id=session_id,
+        request_id=request_id,
+        delivery_id=delivery_id,
+        update="SET #acked = :acked",
+        names={"#acked": protocol.A_ACKED_AT},
+        values={":acked": {"N": str(now_millis())}},
     )
     if refusal is not None:
         resources.post(connection_id, refusal)
@@ -270,21 +273,37 @@ def _store_ack(resources: Resources, connection_id: str, session_id: str, messag
 
 def _conditional_update(
     resources: Resources,
+    *,
+    session_id: str,
     request_id: str,
+    delivery_id: str,
     update: str,
     names: Dict[str, str],
     values: Dict[str, Any],
 ) -> Optional[Dict[str, Any]]:
-    """Apply ``update`` to the request's item only if it is this session's and unanswered.
+    """Apply ``update`` to the request's item only if it is this session's, in this round, and unanswered.
 
-    Returns None on success, else the error message to send back (the item is unchanged).
+    Returns None on success, else the error message to send back (the item is unchanged): the item as
+    it was when the condition failed says why.
     """
+    names = dict(
+        names,
+        **{
+            "#rid": protocol.A_REQUEST_ID,
+            "#sid": protocol.A_SESSION_ID,
+            "#did": protocol.A_DELIVERY_ID,
+            "#code": protocol.A_RESPONSE_CODE,
+        },
+    )
+    values = dict(values, **{":sid": {"S": session_id}, ":did": {"S": delivery_id}})
     try:
         resources.dynamodb.update_item(
             TableName=resources.debugger_table,
             Key={protocol.A_REQUEST_ID: {"S": request_id}},
             UpdateExpression=update,
-            ConditionExpression="attribute_exists(#rid) AND #sid = :sid AND attribute_not_exists(#code)",
+            ConditionExpression=(
+                "attribute_exists(#rid) AND #sid = :sid AND #did = :did AND attribute_not_exists(#code)"
+            ),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -302,23 +321,40 @@ def _conditional_update(
                 ConsistentRead=True,
             ).get("Item")
         )
-    if old is None or old.get(protocol.A_SESSION_ID) != values[":sid"]["S"]:
-        return _unknown_request(request_id)
+    return _refusal(old, session_id, request_id, delivery_id)
+
+
+def _refusal(
+    old: Optional[Mapping[str, Any]], session_id: str, request_id: str, delivery_id: str
+) -> Dict[str, Any]:
+    """Why an ack or response for (request_id, delivery_id) cannot change the item ``old``."""
+    if old is None or old.get(protocol.A_SESSION_ID) != session_id:
+        return _unknown_request(request_id, delivery_id)
+    if old.get(protocol.A_DELIVERY_ID) != delivery_id:
+        text = (
+            "this message is for an earlier delivery of the request; Lambda has delivered it again since, "
+            "and only the newest delivery can be answered"
+        )
+        return protocol.error_message(protocol.ERR_STALE_DELIVERY, text, request_id, delivery_id)
     code = old.get(protocol.A_RESPONSE_CODE)
     if code == protocol.RESPONSE_CODE_TIMEOUT:
         text = "the function stopped waiting at its deadline; this answer came too late"
-    elif code == protocol.RESPONSE_CODE_UNAVAILABLE:
+        return protocol.error_message(protocol.ERR_REQUEST_CLOSED, text, request_id, delivery_id)
+    if code == protocol.RESPONSE_CODE_UNAVAILABLE:
         text = "the function stopped waiting because no debugger acknowledged the invocation in time"
-    else:
+        return protocol.error_message(protocol.ERR_REQUEST_CLOSED, text, request_id, delivery_id)
+    if code is not None:
         text = "this request already has a response"
-    return protocol.error_message(protocol.ERR_ALREADY_ANSWERED, text, request_id)
+        return protocol.error_message(protocol.ERR_ALREADY_ANSWERED, text, request_id, delivery_id)
+    return _unknown_request(request_id, delivery_id)  # not reachable: the condition held after all
 
 
-def _unknown_request(request_id: Any) -> Dict[str, Any]:
+def _unknown_request(request_id: Any, delivery_id: Optional[str] = None) -> Dict[str, Any]:
     return protocol.error_message(
         protocol.ERR_UNKNOWN_REQUEST,
         "no request %r is waiting in this session" % (str(request_id)[:MAX_REQUEST_ID_LENGTH],),
         str(request_id)[:MAX_REQUEST_ID_LENGTH],
+        delivery_id,
     )
 
 
@@ -388,15 +424,22 @@ def _forget(connection_id: str) -> None:
         _connection_sessions.pop(connection_id, None)
 
 
-def _request_id_of(body: Any) -> Optional[str]:
-    """Best effort: the requestId of a refused message, so the sender can tell which one failed."""
+def _ids_of(body: Any) -> Tuple[Optional[str], Optional[str]]:
+    """Best effort: the requestId and deliveryId of a refused message, so the sender can tell which failed."""
     try:
         if isinstance(body, bytes):
             body = body.decode("utf-8")
         if not isinstance(body, str) or len(body) > protocol.WEBSOCKET_MESSAGE_LIMIT:
-            return None
+            return None, None
         parsed = json.loads(body)
     except ValueError:
-        return None
-    value = parsed.get("requestId") if isinstance(parsed, dict) else None
-    return value[:MAX_REQUEST_ID_LENGTH] if isinstance(value, str) else None
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    request_id, delivery_id = parsed.get("requestId"), parsed.get("deliveryId")
+    return (
+        request_id[:MAX_REQUEST_ID_LENGTH] if isinstance(request_id, str) else None,
+        delivery_id
+        if isinstance(delivery_id, str) and len(delivery_id) <= protocol.MAX_DELIVERY_ID_LENGTH
+        else None,
+    )

@@ -421,10 +421,11 @@ class DebuggerBridge:
         if reason is not None:
             return self._without_debugger(invocation, reason, session)
         message, chunks = self._invoke_message(invocation)
+        delivery_id: Optional[str] = message["deliveryId"]
         if self._store_request(invocation, message, chunks, session.connection_id or ""):
             reason = self._post(message, session)
             if reason is not None:
-                answered = self._give_up(invocation, protocol.RESPONSE_CODE_UNAVAILABLE)
+                answered = self._give_up(invocation, delivery_id, protocol.RESPONSE_CODE_UNAVAILABLE)
                 if answered is not None:
                     return answered
                 return self._without_debugger(invocation, reason, self.session(fresh=True))
@@ -433,7 +434,8 @@ class DebuggerBridge:
             )
         else:
             LOGGER.info("plldb: this request is already being answered elsewhere; waiting for that answer")
-        return self._await_answer(invocation)
+            delivery_id = None  # that round's id, learnt from the first read of the item
+        return self._await_answer(invocation, delivery_id)
 
     def _without_debugger(self, invocation: Invocation, reason: str, session: SessionView) -> Answer:
         if session.fallback == protocol.FALLBACK_PASSTHROUGH:
@@ -444,7 +446,11 @@ class DebuggerBridge:
         return Answer.failure(not_attached_error(reason, session.stack_name, invocation.request_id))
 
     def _invoke_message(self, invocation: Invocation) -> Tuple[Dict[str, Any], Optional[List[bytes]]]:
-        """The invoke message; an event too large to inline travels as chunk items (returned too)."""
+        """The invoke message of a new round; an event too large to inline travels as chunk items.
+
+        Each call draws a new deliveryId: Lambda may deliver the same request id again (a retry), and
+        the local side must tell that round from a re-post of this one.
+        """
         environ = os.environ
         credentials = None
         if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
@@ -457,6 +463,7 @@ class DebuggerBridge:
             "type": protocol.MSG_INVOKE,
             "v": protocol.PROTOCOL_VERSION,
             "requestId": invocation.request_id,
+            "deliveryId": protocol.new_delivery_id(),
             "sessionId": self._settings.session_id,
             "handler": self._settings.handler,
             "context": {
@@ -499,8 +506,9 @@ class DebuggerBridge:
     ) -> bool:
         """Write the correlation item (and event chunks); False when the request is already in flight.
 
-        A request id seen before is taken over only if it was answered (Lambda retrying an invocation);
-        one still waiting belongs to another environment, whose answer this one then shares.
+        A request id seen before is taken over only if it was answered (Lambda retrying an invocation):
+        the item then starts this round, with this message's DeliveryId. One still waiting belongs to
+        another environment, whose answer this one then shares.
         """
         dynamodb, _ = self._role.clients()
         expires = str(int(time.time()) + protocol.DEBUGGER_ITEM_TTL_SECONDS)
@@ -524,6 +532,7 @@ class DebuggerBridge:
             protocol.A_REQUEST_ID: {"S": request_id},
             protocol.A_SESSION_ID: {"S": self._settings.session_id},
             protocol.A_CONNECTION_ID: {"S": connection_id},
+            protocol.A_DELIVERY_ID: {"S": message["deliveryId"]},
             protocol.A_REQUEST: {"S": protocol.encode(stored)},
             protocol.A_ENVIRONMENT: {
                 "M": {key: {"S": value} for key, value in message["environment"].items()}
@@ -587,8 +596,12 @@ class DebuggerBridge:
             LOGGER.info("plldb: the debugger reconnected; sending to its new connection")
         return "the debugger's WebSocket connection is gone"
 
-    def _await_answer(self, invocation: Invocation) -> Answer:
-        """Poll the correlation item until an answer, the ack timeout or the deadline margin."""
+    def _await_answer(self, invocation: Invocation, delivery_id: Optional[str]) -> Answer:
+        """Poll the correlation item until an answer, the ack timeout or the deadline margin.
+
+        ``delivery_id`` is the round waited on; None when joining another environment's round, whose
+        id the first read tells.
+        """
         started = time.monotonic()
         ack_deadline = started + protocol.ACK_TIMEOUT_SECONDS
         deadline_ms = invocation.deadline_ms or int((time.time() + UNKNOWN_DEADLINE_SECONDS) * 1000)
@@ -600,7 +613,7 @@ class DebuggerBridge:
             if wait > 0:
                 time.sleep(wait)
             if deadline_ms - time.time() * 1000 <= protocol.DEADLINE_MARGIN_MS:
-                answered = self._give_up(invocation, protocol.RESPONSE_CODE_TIMEOUT)
+                answered = self._give_up(invocation, delivery_id, protocol.RESPONSE_CODE_TIMEOUT)
                 if answered is not None:
                     return answered
                 timeout = round((deadline_ms - invocation.received_at_ms) / 1000.0)
@@ -608,6 +621,15 @@ class DebuggerBridge:
             item = self._read_answer(invocation.request_id)
             if item is None:
                 return Answer.failure(layer_error("its correlation item disappeared", invocation.request_id))
+            round_id = _delivery_of(item)
+            if delivery_id is None:
+                delivery_id = round_id
+            elif round_id != delivery_id:
+                return Answer.failure(
+                    layer_error(
+                        "a newer delivery of this request replaced the one awaited", invocation.request_id
+                    )
+                )
             if protocol.A_RESPONSE_CODE in item:
                 LOGGER.info(
                     "plldb: answered with %s after %d ms (%d reads)",
@@ -619,7 +641,7 @@ class DebuggerBridge:
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
             if not acked and time.monotonic() >= ack_deadline:
-                answered = self._give_up(invocation, protocol.RESPONSE_CODE_UNAVAILABLE)
+                answered = self._give_up(invocation, delivery_id, protocol.RESPONSE_CODE_UNAVAILABLE)
                 if answered is not None:
                     return answered
                 reason = (
@@ -636,9 +658,10 @@ class DebuggerBridge:
             TableName=self._settings.debugger_table,
             Key={protocol.A_REQUEST_ID: {"S": request_id}},
             ConsistentRead=True,
-            ProjectionExpression="#rid, #code, #response, #error, #chunks, #sha, #acked",
+            ProjectionExpression="#rid, #did, #code, #response, #error, #chunks, #sha, #acked",
             ExpressionAttributeNames={
                 "#rid": protocol.A_REQUEST_ID,
+                "#did": protocol.A_DELIVERY_ID,
                 "#code": protocol.A_RESPONSE_CODE,
                 "#response": protocol.A_RESPONSE,
                 "#error": protocol.A_ERROR,
@@ -648,23 +671,34 @@ class DebuggerBridge:
             },
         ).get("Item")
 
-    def _give_up(self, invocation: Invocation, code: int) -> Optional[Answer]:
-        """Mark the item 503/504 so any later answer is refused; the answer instead if one just landed."""
+    def _give_up(self, invocation: Invocation, delivery_id: Optional[str], code: int) -> Optional[Answer]:
+        """Mark this round 503/504 so any later answer is refused; the answer instead if one just landed.
+
+        Only the round waited on is marked (``delivery_id``; any unanswered round when still unknown).
+        """
         dynamodb, _ = self._role.clients()
+        condition = "attribute_exists(#rid) AND attribute_not_exists(#code)"
+        names = {"#rid": protocol.A_REQUEST_ID, "#code": protocol.A_RESPONSE_CODE}
+        values: Dict[str, Any] = {":code": {"N": str(code)}}
+        if delivery_id is not None:
+            condition += " AND #did = :did"
+            names["#did"] = protocol.A_DELIVERY_ID
+            values[":did"] = {"S": delivery_id}
         try:
             dynamodb.update_item(
                 TableName=self._settings.debugger_table,
                 Key={protocol.A_REQUEST_ID: {"S": invocation.request_id}},
                 UpdateExpression="SET #code = :code",
-                ConditionExpression="attribute_exists(#rid) AND attribute_not_exists(#code)",
-                ExpressionAttributeNames={"#rid": protocol.A_REQUEST_ID, "#code": protocol.A_RESPONSE_CODE},
-                ExpressionAttributeValues={":code": {"N": str(code)}},
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _error_code(exc) != "ConditionalCheckFailedException":
                 raise
             item = self._read_answer(invocation.request_id)
-            if item is not None and protocol.A_RESPONSE_CODE in item:
+            same_round = item is not None and (delivery_id is None or _delivery_of(item) == delivery_id)
+            if item is not None and same_round and protocol.A_RESPONSE_CODE in item:
                 return self._answer_from_item(invocation, item)
         return None
 
@@ -677,7 +711,7 @@ class DebuggerBridge:
             if protocol.A_RESPONSE_CHUNKS in item and protocol.A_RESPONSE_SHA256 in item:
                 count = int(item[protocol.A_RESPONSE_CHUNKS]["N"])
                 digest = item[protocol.A_RESPONSE_SHA256]["S"]
-                body = self._read_response_chunks(request_id, count)
+                body = self._read_response_chunks(request_id, _delivery_of(item), count)
                 if body is None or protocol.sha256_hex(body) != digest:
                     problem = "missing chunks" if body is None else "a SHA-256 digest that does not match"
                     message = "The debugger's response arrived with {} ({} chunks expected).".format(
@@ -698,11 +732,16 @@ class DebuggerBridge:
             return Answer.failure(not_attached_error(reason, self._session.stack_name, request_id))
         return Answer.failure(layer_error("unknown ResponseCode %d" % code, request_id))
 
-    def _read_response_chunks(self, request_id: str, count: int) -> Optional[bytes]:
-        if not 1 <= count <= protocol.max_chunks():
+    def _read_response_chunks(
+        self, request_id: str, delivery_id: Optional[str], count: int
+    ) -> Optional[bytes]:
+        if not 1 <= count <= protocol.max_chunks() or delivery_id is None:
             return None
         dynamodb, _ = self._role.clients()
-        keys = [protocol.chunk_request_id(request_id, protocol.CHUNK_KIND_RESPONSE, i) for i in range(count)]
+        keys = [
+            protocol.chunk_request_id(request_id, protocol.CHUNK_KIND_RESPONSE, i, delivery_id)
+            for i in range(count)
+        ]
         parts: Dict[str, bytes] = {}
         for start in range(0, len(keys), _BATCH_GET_LIMIT):
             pending: Dict[str, Any] = {
@@ -727,6 +766,12 @@ class DebuggerBridge:
         if len(parts) != count:
             return None
         return b"".join(parts[key] for key in keys)
+
+
+def _delivery_of(item: Mapping[str, Any]) -> Optional[str]:
+    """The round a correlation item belongs to (its DeliveryId)."""
+    value = item.get(protocol.A_DELIVERY_ID)
+    return value.get("S") if isinstance(value, dict) else None
 
 
 def _local_error(error_json: Optional[str], request_id: str) -> Dict[str, Any]:
