@@ -150,19 +150,19 @@ class FakeApi:
         if kind == protocol.MSG_PING and self.answer_pings:
             await connection.send(protocol.encode({"type": protocol.MSG_PONG}))
         elif kind == protocol.MSG_RESPONSE:
-            request_id = message["requestId"]
+            request_id, delivery_id = message["requestId"], message["deliveryId"]
             if request_id in self.stored_responses:
                 await connection.send(
                     protocol.encode(
                         protocol.error_message(
-                            protocol.ERR_ALREADY_ANSWERED, "already answered", request_id=request_id
+                            protocol.ERR_ALREADY_ANSWERED, "already answered", request_id, delivery_id
                         )
                     )
                 )
                 return
             self.stored_responses[request_id] = message
             if self.confirm_responses:
-                await connection.send(protocol.encode({"type": protocol.MSG_STORED, "requestId": request_id}))
+                await connection.send(protocol.encode(protocol.stored_message(request_id, delivery_id)))
         elif kind == protocol.MSG_DETACH:
             for name in self.functions:
                 await connection.send(
@@ -206,11 +206,12 @@ def invoke_message(
     function_name: str = "hello-fn",
     **extra: Any,
 ) -> dict[str, Any]:
-    """An invoke message as the layer posts it."""
+    """An invoke message as the layer posts it: a fresh delivery unless ``deliveryId`` names one."""
     message: dict[str, Any] = {
         "type": protocol.MSG_INVOKE,
         "v": protocol.PROTOCOL_VERSION,
         "requestId": request_id,
+        "deliveryId": protocol.new_delivery_id(),
         "handler": "app.lambda_handler",
         "context": {
             "functionName": function_name,

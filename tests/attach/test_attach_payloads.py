@@ -72,9 +72,11 @@ def test_any_error_fits_one_inline_message(message: str, error_type: str, frames
         500,
         error={"errorMessage": message, "errorType": error_type, "stackTrace": frames, "requestId": "r-1"},
     )
-    response = build_response_message("r-1", outcome, DictChunks())
+    response = build_response_message("r-1", "d-1", outcome, DictChunks())
     assert protocol.message_size(response) <= protocol.INLINE_MESSAGE_LIMIT
-    assert protocol.decode(protocol.encode(response))["error"]["requestId"] == "r-1"
+    decoded = protocol.decode(protocol.encode(response))
+    assert (decoded["requestId"], decoded["deliveryId"]) == ("r-1", "d-1")
+    assert decoded["error"]["requestId"] == "r-1"
 
 
 def test_fitted_error_keeps_the_innermost_frames() -> None:
@@ -94,8 +96,14 @@ def test_fitted_error_keeps_the_innermost_frames() -> None:
 def test_answers_go_inline_up_to_the_limit_and_by_chunks_beyond(size: int, fill: str) -> None:
     payload = json.dumps(fill * (size // 6), ensure_ascii=False)
     chunks = DictChunks()
-    response = build_response_message("req", InvocationOutcome(200, payload), chunks)
-    inline = {"type": "response", "requestId": "req", "statusCode": 200, "payload": payload}
+    response = build_response_message("req", "d-1", InvocationOutcome(200, payload), chunks)
+    inline = {
+        "type": "response",
+        "requestId": "req",
+        "deliveryId": "d-1",
+        "statusCode": 200,
+        "payload": payload,
+    }
     if protocol.message_size(inline) <= protocol.INLINE_MESSAGE_LIMIT:
         assert response == inline
         assert chunks.items == {}
@@ -105,13 +113,16 @@ def test_answers_go_inline_up_to_the_limit_and_by_chunks_beyond(size: int, fill:
         assert response == {
             "type": "response",
             "requestId": "req",
+            "deliveryId": "d-1",
             "statusCode": 200,
             "payloadChunks": count,
             "payloadSha256": protocol.sha256_hex(data),
         }
+        # Response chunks are keyed by the delivery they answer, so an earlier round cannot overwrite them.
+        assert sorted(chunks.items) == sorted(f"req#response#d-1#{index}" for index in range(count))
         # The same reassembly the layer does gives back the exact payload.
         invoke = {"requestId": "req", "eventChunks": count, "eventSha256": protocol.sha256_hex(data)}
-        renamed = {key.replace("#response#", "#event#"): value for key, value in chunks.items.items()}
+        renamed = {key.replace("#response#d-1#", "#event#"): value for key, value in chunks.items.items()}
         chunks.items = renamed
         assert read_event_json(invoke, chunks) == payload
     protocol.decode(protocol.encode(response))

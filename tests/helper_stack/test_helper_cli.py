@@ -53,7 +53,7 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
             "WebSocketUrl",
         ]
     )
-    assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == "1"
+    assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == "1.1"
 
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
     assert code == 0, err

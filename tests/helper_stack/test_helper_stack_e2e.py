@@ -322,7 +322,7 @@ def test_two_racing_connects_with_one_session_id_let_exactly_one_in(
     session_id, _ = sessions.create(app_stack)
     url = _url(helper, sessionId=session_id)
 
-    async def race() -> list[Any]:
+    async def race() -> None:
         async def one() -> Any:
             try:
                 ws = await websockets.connect(url, open_timeout=MESSAGE_TIMEOUT)
@@ -337,7 +337,6 @@ def test_two_racing_connects_with_one_session_id_let_exactly_one_in(
         await _until_done(winners[0], "instrument")
         assert await _handshake_status(url) == 403, "a session id connects once"
         await winners[0].close()
-        return results
 
     asyncio.run(race())
 
@@ -370,18 +369,28 @@ def test_attach_instruments_every_function_invocations_reach_the_debugger_and_de
             )
             invoke = await _reply(ws)
             assert invoke["type"] == "invoke" and json.loads(invoke["event"]) == {"n": 1}
-            await ws.send(json.dumps({"type": "ack", "requestId": invoke["requestId"]}))
+            assert len(invoke["deliveryId"]) == 32
+            await ws.send(
+                json.dumps(
+                    {"type": "ack", "requestId": invoke["requestId"], "deliveryId": invoke["deliveryId"]}
+                )
+            )
             await ws.send(
                 json.dumps(
                     {
                         "type": "response",
                         "requestId": invoke["requestId"],
+                        "deliveryId": invoke["deliveryId"],
                         "statusCode": 200,
                         "payload": '{"local": true}',
                     }
                 )
             )
-            assert await _reply(ws) == {"type": "stored", "requestId": invoke["requestId"]}
+            assert await _reply(ws) == {
+                "type": "stored",
+                "requestId": invoke["requestId"],
+                "deliveryId": invoke["deliveryId"],
+            }
             result = await invocation
             assert result["Payload"].read() == b'{"local": true}'
 
@@ -409,6 +418,17 @@ def test_refused_messages_over_the_websocket_change_nothing(
             protocol.A_TTL: {"N": str(int(time.time()) + 600)},
         },
     )
+    retried_request = str(uuid.uuid4())
+    sessions.dynamodb.put_item(
+        TableName=helper.debugger_table_name,
+        Item={
+            protocol.A_REQUEST_ID: {"S": retried_request},
+            protocol.A_SESSION_ID: {"S": session_id},
+            protocol.A_DELIVERY_ID: {"S": "second-round"},
+            protocol.A_REQUEST: {"S": "{}"},
+            protocol.A_TTL: {"N": str(int(time.time()) + 600)},
+        },
+    )
 
     def table() -> list[Any]:
         return sorted(
@@ -429,6 +449,18 @@ def test_refused_messages_over_the_websocket_change_nothing(
                     json.dumps(
                         {"type": "response", "requestId": other_request, "statusCode": 200, "payload": "1"}
                     ),
+                    protocol.ERR_MALFORMED,
+                ),
+                (
+                    json.dumps(
+                        {
+                            "type": "response",
+                            "requestId": other_request,
+                            "deliveryId": "first-round",
+                            "statusCode": 200,
+                            "payload": "1",
+                        }
+                    ),
                     protocol.ERR_UNKNOWN_REQUEST,
                 ),
                 (
@@ -436,11 +468,24 @@ def test_refused_messages_over_the_websocket_change_nothing(
                         {
                             "type": "response",
                             "requestId": str(uuid.uuid4()),
+                            "deliveryId": "first-round",
                             "statusCode": 200,
                             "payload": "1",
                         }
                     ),
                     protocol.ERR_UNKNOWN_REQUEST,
+                ),
+                (
+                    json.dumps(
+                        {
+                            "type": "response",
+                            "requestId": retried_request,
+                            "deliveryId": "first-round",
+                            "statusCode": 200,
+                            "payload": "1",
+                        }
+                    ),
+                    protocol.ERR_STALE_DELIVERY,
                 ),
             ]
             for body, code in cases:
@@ -454,6 +499,7 @@ def test_refused_messages_over_the_websocket_change_nothing(
                     {
                         "type": "response",
                         "requestId": other_request,
+                        "deliveryId": "first-round",
                         "statusCode": 200,
                         "payload": "x" * 140_000,
                     }

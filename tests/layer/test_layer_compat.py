@@ -7,6 +7,7 @@ import decimal
 import enum
 import importlib
 import json
+import logging
 import math
 import os
 import sys
@@ -18,6 +19,7 @@ import pytest
 from awslambdaric import bootstrap as ric_bootstrap
 from awslambdaric.lambda_context import LambdaContext as RicLambdaContext
 from awslambdaric.lambda_runtime_exception import FaultException as RicFaultException
+from awslambdaric.lambda_runtime_log_utils import JsonFormatter as RicJsonFormatter
 from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 from awslambdaric.lambda_runtime_marshaller import to_json as ric_to_json
 from hypothesis import HealthCheck, given, settings
@@ -392,4 +394,85 @@ def test_error_logs_look_like_awslambdaric_error_logs(
     ours = capsys.readouterr().out
     ric_bootstrap.log_error(error, ric_bootstrap.StandardLogSink())
     theirs = capsys.readouterr().out
+    assert ours == theirs
+
+
+# --- JSON log lines (AWS_LAMBDA_LOG_FORMAT=JSON) -------------------------------------------------------------
+def _log_record(extra: dict[str, Any] | None, exc_info: Any = None, msg: Any = "order %s stored") -> Any:
+    """One record as a handler's logging call makes it, with the request the runtime is serving."""
+    record = logging.getLogger("orders").makeRecord(
+        "orders",
+        logging.INFO,
+        "/var/task/app.py",
+        12,
+        msg,
+        ("o-1",) if isinstance(msg, str) else (),
+        exc_info,
+        func="handler",
+        extra=extra,
+    )
+    record.aws_request_id = "8f5c5b3e-6a4b-4d0e-9f51-3c3c8f0d7a11"
+    record.tenant_id = None
+    return record
+
+
+def _both_json_lines(extra: dict[str, Any] | None, **kwargs: Any) -> tuple[str, str]:
+    ours = lambda_compat._JsonFormatter().format(_log_record(extra, **kwargs))
+    theirs = RicJsonFormatter().format(_log_record(extra, **kwargs))
+    return ours, theirs
+
+
+def test_json_log_lines_carry_extra_fields_as_awslambdaric_does() -> None:
+    ours, theirs = _both_json_lines({"orderId": 7})
+    assert ours == theirs
+    line = json.loads(ours)
+    assert (line["orderId"], line["message"], line["requestId"]) == (
+        7,
+        "order o-1 stored",
+        "8f5c5b3e-6a4b-4d0e-9f51-3c3c8f0d7a11",
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"level": "custom", "requestId": "not-this-one", "logger": "other"},  # the standard fields win
+        {"items": {1, 2}, "amount": decimal.Decimal("1.5")},  # not JSON: written as text
+        {"skipped": None, "kept": [1, None, {"a": "é"}]},
+        {"_private": True, "threadLabel": "worker"},
+    ],
+)
+def test_json_log_extra_fields_match_awslambdaric(extra: dict[str, Any]) -> None:
+    ours, theirs = _both_json_lines(extra)
+    assert ours == theirs
+
+
+def test_json_log_lines_of_exceptions_with_extra_fields_match_awslambdaric() -> None:
+    try:
+        raise KeyError("sku")
+    except KeyError:
+        exc_info = sys.exc_info()
+    ours, theirs = _both_json_lines({"orderId": 7}, exc_info=exc_info, msg={"event": "failed"})
+    assert ours == theirs
+    assert json.loads(ours)["message"] == {"event": "failed"}
+
+
+_RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12).filter(lambda key: key not in _RECORD_ATTRIBUTES),
+        _JSON_VALUES,
+        max_size=4,
+    )
+)
+def test_json_log_lines_match_awslambdaric_for_any_extra(extra: dict[str, Any]) -> None:
+    ours, theirs = _both_json_lines(extra)
     assert ours == theirs

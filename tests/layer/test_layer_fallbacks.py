@@ -2,7 +2,8 @@
 
 Bounds asserted here are the ones docs/protocol.md promises: an absent session or a gone connection
 is answered within a second, a silent debugger after ACK_TIMEOUT_SECONDS, a late one
-DEADLINE_MARGIN_MS before the function's deadline.
+DEADLINE_MARGIN_MS before the function's deadline, one that acknowledged and then lost its session
+within CONNECTION_CACHE_SECONDS (plus one poll) of the session's end.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from layer_harness import (
     FUNCTION_NAME,
     STACK_NAME,
@@ -23,6 +25,7 @@ from layer_harness import (
 )
 
 from plldb import protocol
+from plldb.bootstrap.cloudformation.layer.lambda_runtime import MAX_POLL_DELAY_SECONDS
 
 NOT_ATTACHED_FIX = (
     "Run `plldb attach --stack-name {0}` to debug it, or `plldb detach --stack-name {0}` to remove "
@@ -183,6 +186,108 @@ def test_a_debugger_answering_after_the_deadline_gets_a_clear_timeout_and_is_ref
     assert item is not None
     assert item[protocol.A_RESPONSE_CODE] == {"N": "504"}
     assert protocol.A_RESPONSE not in item
+
+
+# --- A debugger that vanishes after acknowledging ---------------------------------------------------------------
+# The session is checked every CONNECTION_CACHE_SECONDS and the item every MAX_POLL_DELAY_SECONDS at most.
+SESSION_END_NOTICED_WITHIN = protocol.CONNECTION_CACHE_SECONDS + MAX_POLL_DELAY_SECONDS + 0.5
+
+
+def wait_for_ack(cloud: LayerCloud, request_id: str) -> None:
+    deadline = time.monotonic() + 5
+    while protocol.A_ACKED_AT not in (cloud.debugger_item(request_id) or {}):
+        assert time.monotonic() < deadline, "the debugger's ack was never stored"
+        time.sleep(0.01)
+
+
+def close_session_as_the_manager_does(cloud: LayerCloud, session_id: str, connection_id: str) -> None:
+    """What $disconnect and the manager's restore_if_abandoned leave once the grace period has passed."""
+    cloud.client("dynamodb").update_item(
+        TableName=cloud.sessions_table,
+        Key={protocol.A_SESSION_ID: {"S": session_id}},
+        UpdateExpression="SET #disc = :now, #status = :closed",
+        ConditionExpression="#conn = :conn AND #status = :active",
+        ExpressionAttributeNames={
+            "#disc": protocol.A_DISCONNECTED_AT,
+            "#status": protocol.A_STATUS,
+            "#conn": protocol.A_CONNECTION_ID,
+        },
+        ExpressionAttributeValues={
+            ":now": {"N": str(int(time.time()))},
+            ":closed": {"S": protocol.STATUS_CLOSED},
+            ":active": {"S": protocol.STATUS_ACTIVE},
+            ":conn": {"S": connection_id},
+        },
+    )
+
+
+@pytest.mark.parametrize("fallback", [None, protocol.FALLBACK_PASSTHROUGH])
+def test_an_acknowledged_invocation_ends_soon_after_its_session_closes_not_at_the_deadline(
+    layer_cloud: LayerCloud,
+    start_environment: Callable[..., LambdaEnvironment],
+    connect_debugger: Callable[..., ScriptedDebugger],
+    fallback: str | None,
+) -> None:
+    """The developer's process dies while running the handler: acked, never answered.
+
+    Whatever the fallback, the caller gets PlldbNotAttached: the handler already ran (in part) on the
+    developer's machine, so it is not run again in the cloud.
+    """
+    debugger = connect_debugger(script=lambda message, event: Reply(ack=True))
+    session_id = layer_cloud.put_session(debugger.connection_id, fallback=fallback)
+    environment = start_instrumented(layer_cloud, start_environment, session_id, debugger.connection_id)
+    started = time.monotonic()
+    invocation = environment.submit({"order": 13}, timeout_seconds=60)
+    wait_for_ack(layer_cloud, invocation.request_id)
+    debugger.close()
+    time.sleep(protocol.CONNECTION_CACHE_SECONDS + 0.5)  # the layer keeps waiting while the session is ACTIVE
+    assert invocation.outcome is None
+    close_session_as_the_manager_does(layer_cloud, session_id, debugger.connection_id)
+    closed_at = time.monotonic()
+
+    result = environment.result(invocation, started, timeout=60)
+    assert time.monotonic() - closed_at < SESSION_END_NOTICED_WITHIN
+    expect_not_attached(result, "its debugging session has ended")
+    assert (
+        "plldb: the debugging session ended before the debugger answered (its debugging session has ended)"
+        in (environment.logs())
+    )
+    assert "fallback passthrough" not in environment.logs()
+    item = layer_cloud.debugger_item(result.request_id)
+    assert item is not None
+    assert item[protocol.A_RESPONSE_CODE] == {"N": "503"}
+    assert item[protocol.A_DELIVERY_ID] == {"S": debugger.invokes[0]["deliveryId"]}
+    assert protocol.A_RESPONSE not in item
+
+
+def test_an_acknowledged_invocation_waits_for_a_reconnected_debugger_and_takes_its_answer(
+    layer_cloud: LayerCloud,
+    start_environment: Callable[..., LambdaEnvironment],
+    connect_debugger: Callable[..., ScriptedDebugger],
+) -> None:
+    """A new ConnectionId on an ACTIVE session is a reconnect: the answer comes through the new connection."""
+    first = connect_debugger(script=lambda message, event: Reply(ack=True))
+    second = connect_debugger()
+    session_id = layer_cloud.put_session(first.connection_id)
+    environment = start_instrumented(layer_cloud, start_environment, session_id, first.connection_id)
+    started = time.monotonic()
+    invocation = environment.submit({"order": 14}, timeout_seconds=60)
+    wait_for_ack(layer_cloud, invocation.request_id)
+    first.close()
+    layer_cloud.put_session(second.connection_id, session_id=session_id)
+    time.sleep(SESSION_END_NOTICED_WITHIN)  # the layer has re-read the moved session meanwhile
+    assert invocation.outcome is None
+
+    (invoke,) = first.invokes
+    second.send_answer(invoke, '{"answered": "after reconnecting"}')
+    result = environment.result(invocation, started, timeout=60)
+    assert result.error_type is None
+    assert result.json() == {"answered": "after reconnecting"}
+    assert second.wait_for_server_message(lambda m: m.get("type") == protocol.MSG_STORED) == {
+        "type": protocol.MSG_STORED,
+        "requestId": invocation.request_id,
+        "deliveryId": invoke["deliveryId"],
+    }
 
 
 # --- Fallback passthrough ------------------------------------------------------------------------------------

@@ -511,6 +511,37 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
+# LogRecord attributes awslambdaric's JSON lines leave out; every other attribute (a logging call's
+# ``extra``, for one) becomes a field of its own.
+_RESERVED_FIELDS = frozenset(
+    {
+        "name",
+        "msg",
+        "args",
+        "levelname",
+        "levelno",
+        "pathname",
+        "filename",
+        "module",
+        "exc_info",
+        "exc_text",
+        "stack_info",
+        "lineno",
+        "funcName",
+        "created",
+        "msecs",
+        "relativeCreated",
+        "thread",
+        "threadName",
+        "processName",
+        "process",
+        "aws_request_id",
+        "tenant_id",
+        "_frame_type",
+    }
+)
+
+
 class _JsonFormatter(logging.Formatter):
     """awslambdaric's JSON log lines (AWS_LAMBDA_LOG_FORMAT=JSON)."""
 
@@ -538,6 +569,9 @@ class _JsonFormatter(logging.Formatter):
         }
         if getattr(record, "tenant_id", None) is not None:
             result["tenantId"] = record.tenant_id  # type: ignore[attr-defined]
+        result.update(
+            (k, v) for k, v in record.__dict__.items() if k not in _RESERVED_FIELDS and k not in result
+        )
         return (
             json.dumps({k: v for k, v in result.items() if v is not None}, ensure_ascii=False, default=str)
             + "\n"

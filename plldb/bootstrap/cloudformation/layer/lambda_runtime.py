@@ -597,15 +597,18 @@ class DebuggerBridge:
         return "the debugger's WebSocket connection is gone"
 
     def _await_answer(self, invocation: Invocation, delivery_id: Optional[str]) -> Answer:
-        """Poll the correlation item until an answer, the ack timeout or the deadline margin.
+        """Poll the correlation item until an answer, the ack timeout, the session's end or the deadline.
 
         ``delivery_id`` is the round waited on; None when joining another environment's round, whose
-        id the first read tells.
+        id the first read tells. Once acknowledged, the session is re-read every
+        CONNECTION_CACHE_SECONDS: a debugger that died while running the invocation closes its session
+        (after the disconnect grace period), and the caller should not wait for the deadline then.
         """
         started = time.monotonic()
         ack_deadline = started + protocol.ACK_TIMEOUT_SECONDS
         deadline_ms = invocation.deadline_ms or int((time.time() + UNKNOWN_DEADLINE_SECONDS) * 1000)
         acked = False
+        next_session_check = started + protocol.CONNECTION_CACHE_SECONDS
         for delay in poll_delays():
             wait = min(delay, (deadline_ms - time.time() * 1000 - protocol.DEADLINE_MARGIN_MS) / 1000.0)
             if not acked:
@@ -640,6 +643,11 @@ class DebuggerBridge:
                 return self._answer_from_item(invocation, item)
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
+            if acked and time.monotonic() >= next_session_check:
+                next_session_check = time.monotonic() + protocol.CONNECTION_CACHE_SECONDS
+                ended = self._session_end_reason()
+                if ended is not None:
+                    return self._abandon_acknowledged(invocation, delivery_id, ended)
             if not acked and time.monotonic() >= ack_deadline:
                 answered = self._give_up(invocation, delivery_id, protocol.RESPONSE_CODE_UNAVAILABLE)
                 if answered is not None:
@@ -650,6 +658,33 @@ class DebuggerBridge:
                 )
                 return self._without_debugger(invocation, reason, self.session(fresh=True))
         raise AssertionError("unreachable")
+
+    def _session_end_reason(self) -> Optional[str]:
+        """Why the session can no longer answer an acknowledged invocation, or None while it can.
+
+        A changed ConnectionId is fine: a reconnected debugger sends its answer again. A failed read
+        changes nothing; the next check or the deadline still ends the wait.
+        """
+        try:
+            session = self.session(fresh=True)
+        except (BotoCoreError, ClientError) as exc:
+            LOGGER.warning("plldb: could not re-read the debugging session (%s); still waiting", exc)
+            return None
+        return session.absent_reason(time.time())
+
+    def _abandon_acknowledged(
+        self, invocation: Invocation, delivery_id: Optional[str], reason: str
+    ) -> Answer:
+        """Stop waiting for a debugger whose session ended after it acknowledged the invocation.
+
+        The answer is PlldbNotAttached whatever the fallback: the handler has already run, at least in
+        part, on the developer's machine, and running it again here could repeat its side effects.
+        """
+        answered = self._give_up(invocation, delivery_id, protocol.RESPONSE_CODE_UNAVAILABLE)
+        if answered is not None:
+            return answered
+        LOGGER.info("plldb: the debugging session ended before the debugger answered (%s)", reason)
+        return Answer.failure(not_attached_error(reason, self._session.stack_name, invocation.request_id))
 
     def _read_answer(self, request_id: str) -> Optional[Dict[str, Any]]:
         dynamodb, _ = self._role.clients()
@@ -728,7 +763,10 @@ class DebuggerBridge:
             timeout = round((invocation.deadline_ms - invocation.received_at_ms) / 1000.0)
             return Answer.failure(timeout_error(timeout, self._session.stack_name, request_id))
         if code == protocol.RESPONSE_CODE_UNAVAILABLE:
-            reason = "the debugger did not acknowledge the invocation in time"
+            if protocol.A_ACKED_AT in item:
+                reason = "its debugging session ended before the debugger answered"
+            else:
+                reason = "the debugger did not acknowledge the invocation in time"
             return Answer.failure(not_attached_error(reason, self._session.stack_name, request_id))
         return Answer.failure(layer_error("unknown ResponseCode %d" % code, request_id))
 
