@@ -8,7 +8,7 @@ import uuid
 import click
 import pytest
 
-from plldb.bootstrap.helper_stack import invoke_manager, load_helper_stack
+from plldb.bootstrap.helper_stack import TEMPLATE_VERSION, invoke_manager, load_helper_stack
 from plldb.cli.bootstrap import bootstrap
 from plldb.cli.common import run_cli
 from plldb.errors import PlldbError
@@ -53,7 +53,7 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
             "WebSocketUrl",
         ]
     )
-    assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == "1.1"
+    assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == TEMPLATE_VERSION
 
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
     assert code == 0, err
@@ -64,7 +64,7 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
     assert out.splitlines()[:4] == [
         f"Stack:            {name} (us-east-1)",
         "Status:           CREATE_COMPLETE",
-        "Template version: 1",
+        f"Template version: {TEMPLATE_VERSION}",
         "Active sessions:  none",
     ]
 

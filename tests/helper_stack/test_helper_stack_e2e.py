@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from plldb import protocol
 from plldb.bootstrap import deploy, packaging
-from plldb.bootstrap.helper_stack import HelperStack, invoke_manager, load_helper_stack
+from plldb.bootstrap.helper_stack import TEMPLATE_VERSION, HelperStack, invoke_manager, load_helper_stack
 from plldb.errors import PlldbError
 
 pytestmark = pytest.mark.slow
@@ -224,7 +224,7 @@ def test_setup_outputs_describe_the_stack_and_a_second_setup_changes_nothing(clo
     assert helper.layer_version_arn.startswith(
         f"arn:aws:lambda:us-east-1:123456789012:layer:{helper.stack_name}-debugger:"
     )
-    assert helper.template_version == "1" and not helper.outdated
+    assert helper.template_version == TEMPLATE_VERSION and not helper.outdated
     cloudformation = cloud_session.client("cloudformation")
     before = cloudformation.describe_stacks(StackName=helper.stack_name)["Stacks"][0]
 
