@@ -46,7 +46,7 @@ def validate_stack_name(name: str) -> str:
 
 
 def translate_aws_errors(func: Callable[..., T]) -> Callable[..., T]:
-    """Turn credential and access failures into PlldbError so the CLI prints one line with the fix."""
+    """Turn every AWS SDK failure into PlldbError so the CLI prints one line with the fix, never a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -84,6 +84,11 @@ def translate_aws_errors(func: Callable[..., T]) -> Callable[..., T]:
                 raise PlldbError(
                     f"Access denied: {message}", "Use credentials allowed to do this, or --profile."
                 )
-            raise
+            raise PlldbError(
+                f"AWS refused {exc.operation_name}: {code or 'Error'}: {message}",
+                "Check your permissions, --region and the stacks involved in the CloudFormation console.",
+            )
+        except botocore.exceptions.BotoCoreError as exc:
+            raise PlldbError(f"The AWS SDK failed: {exc}", "Check your AWS configuration and network.")
 
     return wrapper

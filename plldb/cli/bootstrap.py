@@ -7,13 +7,11 @@ from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import botocore.exceptions
 import click
 
 from plldb.aws import make_session, translate_aws_errors, validate_stack_name
 from plldb.bootstrap.helper_stack import DEFAULT_STACK_NAME
 from plldb.cli.common import aws_options
-from plldb.errors import PlldbError
 
 if TYPE_CHECKING:
     import boto3
@@ -26,25 +24,6 @@ STACK_NAME_OPTION = click.option(
     show_default=True,
     help="Name of the plldb helper stack.",
 )
-
-
-def aws_failures_as_one_line(func: Callable[..., T]) -> Callable[..., T]:
-    """Whatever AWS refusal translate_aws_errors does not know still reaches the user as one line."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return func(*args, **kwargs)
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise PlldbError(
-                f"AWS refused {exc.operation_name}: {error.get('Code', 'Error')}: {error.get('Message', exc)}",
-                "Check your permissions, --region and the helper stack in the CloudFormation console.",
-            )
-        except botocore.exceptions.BotoCoreError as exc:
-            raise PlldbError(f"The AWS SDK failed: {exc}", "Check your AWS configuration and network.")
-
-    return wrapper
 
 
 def _console() -> Any:
@@ -82,7 +61,7 @@ def _helper_stack_command(
             validate_stack_name(stack_name)
             run(make_session(profile, region), stack_name, **values)
 
-        decorated: Any = aws_options(aws_failures_as_one_line(translate_aws_errors(command)))
+        decorated: Any = aws_options(translate_aws_errors(command))
         for option in (STACK_NAME_OPTION, *options)[::-1]:
             decorated = option(decorated)
         return bootstrap.command(name)(decorated)

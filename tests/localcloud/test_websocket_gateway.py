@@ -569,7 +569,7 @@ def test_two_messages_of_one_connection_run_their_integrations_at_the_same_time(
         answers = {client.recv(timeout=5), client.recv(timeout=5)}
         elapsed = time.monotonic() - started
     assert answers == {"done a", "done b"}
-    assert 1.0 <= elapsed < 1.8
+    assert 1.0 <= elapsed < 2.0  # one after the other would take at least 2 s
 
 
 def test_a_slow_message_does_not_hold_the_next_one_of_its_connection(fake_lambda, create_api, start_gateway):
