@@ -164,7 +164,7 @@ def original_configurations(draw: Any) -> dict[str, Any]:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     original=original_configurations(),
-    instrument_crash=st.sampled_from([None, "reference_role", "_update_until_applied", "_set_state"]),
+    instrument_crash=st.sampled_from([None, "save_original", "reference_role", "_update_until_applied"]),
     instrument_again=st.booleans(),
     restore_crash=st.sampled_from([None, "release_role", "_delete_record"]),
     session_timeout=st.sampled_from([60, 900]),
@@ -239,6 +239,55 @@ def _assert_instrumented(helper, app, name, original, layers, session, timeout) 
     assert [layer["Arn"] for layer in config["Layers"]] == [*layers, helper.resources.layer_version_arn]
     assert config["Timeout"] == timeout
     assert app.policy_arn in app.attached_policies(config["Role"])
+
+
+def test_a_settled_function_costs_one_lambda_read_and_one_write_to_instrument_and_to_restore(
+    helper, manager, app
+):
+    """Lambda's control plane allows 15 requests a second per account: a 50-function stack must not
+    spend them on re-reading what the manager has just read or been told."""
+    name = app.create_function(variables={"GREETING": "hi"}, timeout=30)
+    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
+    session = app.session(stack_name)
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = helper.resources.lambda_client.meta.events
+    events.register("before-call.lambda", count)
+    try:
+        result, _ = manager.instrument_function(
+            helper.resources,
+            manager.StackFunction(name, "HelloFunction", "HelloFunction"),
+            stack_name,
+            session,
+            60,
+        )
+        instrumented = list(calls)
+        calls.clear()
+        manager.restore_stack(helper.resources, stack_name)
+    finally:
+        events.unregister("before-call.lambda", count)
+
+    assert result.status == "ok", result
+    assert instrumented == ["GetFunctionConfiguration", "UpdateFunctionConfiguration"]
+    assert calls == ["GetFunctionConfiguration", "UpdateFunctionConfiguration"]
+    assert app.configuration(name)["Environment"] == {"Variables": {"GREETING": "hi"}}
+
+
+@pytest.mark.parametrize(
+    ("configuration", "settled"),
+    [
+        ({"State": "Active", "LastUpdateStatus": "Successful"}, True),
+        ({"State": "Active"}, True),
+        ({"State": "Active", "LastUpdateStatus": "InProgress"}, False),
+        ({"State": "Pending", "LastUpdateStatus": "Successful"}, False),
+        ({"State": "Active", "LastUpdateStatus": "Failed"}, False),
+    ],
+)
+def test_only_a_settled_configuration_skips_the_wait_for_lambda(manager, configuration, settled):
+    assert manager._settled(configuration) is settled
 
 
 def test_a_lost_record_is_rebuilt_from_the_instrumented_configuration_without_plldb_parts(

@@ -37,9 +37,14 @@ ENV_HELPER_STACK_NAME = "PLLDB_HELPER_STACK_NAME"
 FAST_CLIENT_CONFIG = Config(
     connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
 )
-# Control-plane calls (CloudFormation, Lambda configuration, IAM) are slower and throttle more.
+# Control-plane calls (CloudFormation, Lambda configuration, IAM) are slower and throttle more: the
+# manager's parallel workers share one client, and adaptive retries slow them all down together when
+# Lambda's 15 requests per second are used up, rather than each retrying into the limit.
 CONTROL_CLIENT_CONFIG = Config(
-    connect_timeout=5, read_timeout=20, retries={"mode": "standard", "max_attempts": 6}
+    connect_timeout=5,
+    read_timeout=20,
+    retries={"mode": "adaptive", "max_attempts": 8},
+    max_pool_connections=32,
 )
 
 _SERIALIZER = TypeSerializer()

@@ -56,20 +56,17 @@ A_LOGICAL_ID = "LogicalId"
 A_ROLE = "Role"
 A_ORIGINAL = "OriginalConfiguration"  # JSON text {"environment": {...}|null, "layers": [...], "timeout": n}
 A_DERIVED = "Derived"  # the original was reconstructed from an instrumented configuration
-A_STATE = "State"
 A_SAVED_AT = "SavedAt"
 A_USERS = "Users"  # role records: the instrumented functions (ARNs) using the policy through this role
 A_PREEXISTING = "PreexistingAttachment"  # role records: the policy was attached before plldb touched it
 KIND_FUNCTION = "function"
 KIND_ROLE = "role"
 KIND_STACK_LOCK = "stack-lock"
-STATE_INSTRUMENTING = "INSTRUMENTING"
-STATE_INSTRUMENTED = "INSTRUMENTED"
 
 MAX_LAYERS = 5  # Lambda's limit on layers per function
 MAX_TIMEOUT_SECONDS = 900
 DEFAULT_FUNCTION_TIMEOUT = 900
-MAX_PARALLEL_FUNCTIONS = 8
+MAX_PARALLEL_FUNCTIONS = 16  # at most CONTROL_CLIENT_CONFIG's connection pool
 MAX_NESTING_DEPTH = 10
 UPDATE_WAIT_SECONDS = 120.0
 CONFLICT_RETRIES = 10
@@ -377,7 +374,9 @@ def instrument_function(
     function_arn = _unqualified(str(config["FunctionArn"]))
     role_arn = str(config.get("Role") or "")
     try:
-        record = _get_record(resources, function_arn)
+        # Only an instrumented function needs its old record: otherwise its configuration is the original.
+        instrumented = is_instrumented(config, resources.layer_version_arn)
+        record = _get_record(resources, function_arn) if instrumented else None
         original = determine_original(config, record, resources.layer_version_arn)
         if len(original.layers) >= MAX_LAYERS:
             return result(
@@ -394,7 +393,6 @@ def instrument_function(
             stack_name=stack_name,
             session=session,
             original=original,
-            config=config,
         )
     except ClientError as exc:
         return result(STATUS_FAILED, "could not save its original configuration: %s" % _aws_message(exc))
@@ -411,8 +409,8 @@ def instrument_function(
                 "Layers": desired_layers,
                 "Timeout": timeout,
             },
+            known=config,
         )
-        _set_state(resources, function_arn, STATE_INSTRUMENTED)
     except Exception as exc:
         LOGGER.exception(
             "instrumentation failed; putting the function back", extra={"fields": {"function": name}}
@@ -459,7 +457,6 @@ def save_original(
     stack_name: str,
     session: Mapping[str, Any],
     original: Original,
-    config: Mapping[str, Any],
 ) -> None:
     """Write the function's record before its first change (durable: survives any crash after it)."""
     item = {
@@ -472,9 +469,6 @@ def save_original(
         A_ROLE: role_arn,
         A_ORIGINAL: original.to_json(),
         A_DERIVED: original.derived,
-        A_STATE: STATE_INSTRUMENTED
-        if is_instrumented(config, resources.layer_version_arn)
-        else STATE_INSTRUMENTING,
         A_SAVED_AT: now_seconds(),
     }
     resources.dynamodb.put_item(TableName=resources.instrumentation_table, Item=to_attribute_values(item))
@@ -696,6 +690,7 @@ def put_back(
                 "Layers": list(original.layers),
                 "Timeout": original.timeout,
             },
+            known=config,
         )
         text = "restored"
     else:
@@ -965,18 +960,27 @@ def get_configuration(resources: Resources, function: str) -> Dict[str, Any]:
 
 
 def _update_until_applied(
-    resources: Resources, function: str, changes_for: Callable[[Mapping[str, Any]], Dict[str, Any]]
+    resources: Resources,
+    function: str,
+    changes_for: Callable[[Mapping[str, Any]], Dict[str, Any]],
+    known: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Apply a configuration change once no other update is running; retry conflicts; wait for it."""
-    config = _wait_until_updated(resources, function)
+    """Apply a configuration change once no other update is running; retry conflicts; wait for it.
+
+    Lambda's control plane allows 15 requests a second per account (reads included), so a
+    configuration just read (``known``) is reused and the update's own answer ends the wait when it
+    is already settled: one read and one write per function when nothing else is updating it.
+    """
+    config = (
+        dict(known) if known is not None and _settled(known) else _wait_until_updated(resources, function)
+    )
     for attempt in range(CONFLICT_RETRIES):
         changes = changes_for(config)
         revision = config.get("RevisionId")
         if revision:
             changes["RevisionId"] = revision
         try:
-            resources.lambda_client.update_function_configuration(FunctionName=function, **changes)
-            return _wait_until_updated(resources, function)
+            updated = resources.lambda_client.update_function_configuration(FunctionName=function, **changes)
         except ClientError as exc:
             code = error_code(exc)
             if (
@@ -986,7 +990,15 @@ def _update_until_applied(
                 raise
             time.sleep(min(0.2 * (2**attempt), 3.0))
             config = _wait_until_updated(resources, function)
+            continue
+        updated.pop("ResponseMetadata", None)
+        return updated if _settled(updated) else _wait_until_updated(resources, function)
     raise ManagerError("the configuration of %s kept changing" % function)
+
+
+def _settled(config: Mapping[str, Any]) -> bool:
+    """No update is running (a failed one is raised by _wait_until_updated, so it is not settled)."""
+    return config.get("LastUpdateStatus") in (None, "Successful") and config.get("State") != "Pending"
 
 
 def _wait_until_updated(resources: Resources, function: str) -> Dict[str, Any]:
@@ -1051,17 +1063,6 @@ def _get_record(resources: Resources, key: str) -> Optional[Dict[str, Any]]:
 def _delete_record(resources: Resources, key: str) -> None:
     resources.dynamodb.delete_item(
         TableName=resources.instrumentation_table, Key={A_RESOURCE_ARN: {"S": key}}
-    )
-
-
-def _set_state(resources: Resources, function_arn: str, state: str) -> None:
-    resources.dynamodb.update_item(
-        TableName=resources.instrumentation_table,
-        Key={A_RESOURCE_ARN: {"S": function_arn}},
-        UpdateExpression="SET #state = :state",
-        ConditionExpression="attribute_exists(#key)",
-        ExpressionAttributeNames={"#state": A_STATE, "#key": A_RESOURCE_ARN},
-        ExpressionAttributeValues={":state": {"S": state}},
     )
 
 
