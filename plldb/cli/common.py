@@ -32,6 +32,11 @@ def run_cli(group: click.Group) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except click.UsageError as exc:
+        # click prints usage, a hint and the error on four lines; one line says the same.
+        command = exc.ctx.command_path if exc.ctx is not None else "plldb"
+        click.echo(f"Error: {exc.format_message()} Run '{command} --help' for the usage.", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
