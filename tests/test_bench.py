@@ -88,6 +88,12 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
         for name in ("plain_invoke_ms", "layer_invoke_ms", "overhead_ms", "floor_ms"):
             assert set(level[name]) == SUMMARY_KEYS
             assert level[name]["n"] == rounds
+        # The p99 target is judged only where the floor's own p99 is under it.
+        assert level["p99_target_applies"] == (level["floor_ms"]["p99"] < 100)
+        assert (level["p99_target_met"] is None) == (not level["p99_target_applies"])
+        assert level["overhead_to_floor_p99_ratio"] == pytest.approx(
+            level["overhead_ms"]["p99"] / level["floor_ms"]["p99"], abs=0.001
+        )
         assert level["throughput_per_second"]["layer"] > 0
         assert level["throughput_per_second"]["plain"] > 0
 

@@ -27,7 +27,7 @@ FULL = (
     ),
     AttachPlan(
         function_counts=[1, 10, 50],
-        repetitions=2,
+        repetitions=3,
         worker_rounds=100,
         worker_warm_up_rounds=3,
         payload_sizes=PAYLOAD_SIZES,

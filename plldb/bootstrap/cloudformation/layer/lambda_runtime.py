@@ -41,7 +41,7 @@ ERROR_CORRUPT_RESPONSE = "PlldbCorruptResponse"
 
 # Polling the correlation item: the first read comes FIRST_POLL_DELAY after the post, each wait is
 # POLL_BACKOFF_FACTOR times longer than the one before, and no wait exceeds MAX_POLL_DELAY. A quick
-# debugger is seen within a few milliseconds; one stopped at a breakpoint costs at most 2 reads/s.
+# debugger is seen within a few milliseconds; one stopped at a breakpoint costs at most 2 item reads/s.
 FIRST_POLL_DELAY_SECONDS = 0.002
 POLL_BACKOFF_FACTOR = 1.3
 MAX_POLL_DELAY_SECONDS = 0.5
