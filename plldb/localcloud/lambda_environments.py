@@ -63,6 +63,9 @@ ASYNC_PAYLOAD_LIMIT = 1024 * 1024  # Event invocation payload quota
 INIT_TIMEOUT_SECONDS = 10.0  # Lambda's on-demand init phase limit
 LOG_TAIL_BYTES = 4096  # X-Amz-Log-Result carries the last 4 KB of the invocation's log
 CREDENTIAL_SECONDS = 12 * 3600
+# Lambda stops an idle environment after a while it does not document (minutes); so does this
+# manager, so a long-running local cloud does not keep a process for every function it ever ran.
+IDLE_ENVIRONMENT_SECONDS = 600.0
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 FUNCTION_ERROR_UNHANDLED = "Unhandled"
 TIMED_OUT = "Sandbox.Timedout"  # error type recorded for a timed-out invocation (not in its payload)
@@ -385,6 +388,7 @@ class ExecutionEnvironment:
         self.log_group_name = "/aws/lambda/" + spec.function_name
         self.log_path = context.work_dir / "logs" / spec.function_name / (self.environment_id + ".log")
         self.busy = False  # guarded by the manager's lock
+        self.idle_since = 0.0  # the manager's clock when it was last released; guarded by its lock
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # One append-mode descriptor: the runtime's stdout and stderr, our START/END/REPORT lines, and reads.
         self._log_fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -709,8 +713,13 @@ class EnvironmentManager:
         work_dir: Path,
         account_id: str = DEFAULT_ACCOUNT_ID,
         region: str = "us-east-1",
+        *,
+        idle_seconds: float = IDLE_ENVIRONMENT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint_url = endpoint_url
+        self.idle_seconds = idle_seconds
+        self._clock = clock
         self.execute_api_endpoint = execute_api_endpoint
         self.work_dir = Path(work_dir)
         self.account_id = account_id
@@ -893,6 +902,7 @@ class EnvironmentManager:
                 )
                 if running >= spec.reserved_concurrency:
                     raise TooManyRequestsException()
+            doomed += self._take_idle_environments()
             pool = self._pools.setdefault(spec.pool_key, _Pool())
             pool.fingerprint = spec.fingerprint
             chosen = None
@@ -912,9 +922,21 @@ class EnvironmentManager:
             environment.stop()
         return chosen
 
+    def _take_idle_environments(self) -> list[ExecutionEnvironment]:
+        """Remove, under the lock, the environments idle for longer than idle_seconds (stopped by the caller)."""
+        cutoff = self._clock() - self.idle_seconds
+        idle = []
+        for pool in self._pools.values():
+            for environment in list(pool.environments):
+                if not environment.busy and environment.idle_since < cutoff:
+                    pool.environments.remove(environment)
+                    idle.append(environment)
+        return idle
+
     def _release(self, environment: ExecutionEnvironment) -> None:
         with self._lock:
             environment.busy = False
+            environment.idle_since = self._clock()
             pool = self._pools.get(environment.spec.pool_key)
             keep = (
                 not self._closed

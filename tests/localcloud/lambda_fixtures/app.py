@@ -33,6 +33,18 @@ def count(event, context):
     return {"invocations": INVOCATIONS, "pid": os.getpid(), "setting": os.environ.get("SETTING")}
 
 
+def rendezvous(event, context):
+    """Arrive, then wait until `count` invocations have arrived: only concurrent ones all return."""
+    with open(os.path.join(event["folder"], context.aws_request_id), "w"):
+        pass
+    deadline = time.monotonic() + event["within"]
+    while len(os.listdir(event["folder"])) < event["count"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(event['folder']))} of {event['count']} arrived")
+        time.sleep(0.01)
+    return {"pid": os.getpid()}
+
+
 def sleep(event, context):
     time.sleep(event["seconds"])
     return {"pid": os.getpid(), "slept": event["seconds"]}
