@@ -908,3 +908,41 @@ def test_conditional_writes_are_atomic_under_concurrency(session: Any) -> None:
         for round_number in range(25):
             wins = list(pool.map(lambda writer, r=round_number: claim(r, writer), range(8)))
             assert wins.count(True) == 1
+
+
+def test_every_update_takes_a_new_revision_and_a_stale_revision_is_refused(session: boto3.Session) -> None:
+    iam = session.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    role = iam.create_role(RoleName="revision-role", AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+        "Arn"
+    ]
+    client = session.client("lambda")
+    client.create_function(
+        FunctionName="revisions",
+        Runtime="python3.13",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": zip_bytes({"app.py": "def handler(event, context):\n    return 1\n"})},
+    )
+    created = client.get_function_configuration(FunctionName="revisions")["RevisionId"]
+
+    configured = client.update_function_configuration(FunctionName="revisions", Timeout=5, RevisionId=created)
+    coded = client.update_function_code(
+        FunctionName="revisions",
+        ZipFile=zip_bytes({"app.py": "def handler(event, context):\n    return 2\n"}),
+    )
+    with pytest.raises(ClientError) as refused:
+        client.update_function_configuration(
+            FunctionName="revisions", Timeout=9, RevisionId=configured["RevisionId"]
+        )
+
+    assert len({created, configured["RevisionId"], coded["RevisionId"]}) == 3
+    assert client.get_function_configuration(FunctionName="revisions")["RevisionId"] == coded["RevisionId"]
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailedException"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert client.get_function_configuration(FunctionName="revisions")["Timeout"] == 5
