@@ -241,6 +241,12 @@ def _assert_instrumented(helper, app, name, original, layers, session, timeout) 
     assert app.policy_arn in app.attached_policies(config["Role"])
 
 
+def _instrument(helper: Any, manager: Any, name: str, stack_name: str, session: dict[str, Any]) -> Any:
+    """Instrument one function named HelloFunction in the template, with a 60 s session timeout."""
+    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
+    return manager.instrument_function(helper.resources, function, stack_name, session, 60)
+
+
 def test_a_settled_function_costs_one_lambda_read_and_one_write_to_instrument_and_to_restore(
     helper, manager, app
 ):
@@ -257,13 +263,7 @@ def test_a_settled_function_costs_one_lambda_read_and_one_write_to_instrument_an
     events = helper.resources.lambda_client.meta.events
     events.register("before-call.lambda", count)
     try:
-        result, _ = manager.instrument_function(
-            helper.resources,
-            manager.StackFunction(name, "HelloFunction", "HelloFunction"),
-            stack_name,
-            session,
-            60,
-        )
+        result, _ = _instrument(helper, manager, name, stack_name, session)
         instrumented = list(calls)
         calls.clear()
         manager.restore_stack(helper.resources, stack_name)
@@ -288,6 +288,74 @@ def test_a_settled_function_costs_one_lambda_read_and_one_write_to_instrument_an
 )
 def test_only_a_settled_configuration_skips_the_wait_for_lambda(manager, configuration, settled):
     assert manager._settled(configuration) is settled
+
+
+def _deploy_after_the_first_read(
+    patch: pytest.MonkeyPatch, manager: Any, app: App, name: str, **changes: Any
+):
+    """A `sam deploy` of the function lands right after the manager has read its configuration."""
+    read = manager.get_configuration
+    deployed: list[dict[str, Any]] = []
+
+    def read_then_deploy(resources: Any, function: str) -> dict[str, Any]:
+        config = read(resources, function)
+        if not deployed:
+            deployed.append(app.lambda_client.update_function_configuration(FunctionName=name, **changes))
+        return config
+
+    patch.setattr(manager, "get_configuration", read_then_deploy)
+    return deployed
+
+
+def test_a_deploy_during_instrumentation_is_kept_and_the_function_left_out(helper, manager, app):
+    role = app.new_role()
+    name = app.create_function(variables={"GREETING": "hi"}, timeout=30, role=role)
+    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
+    session = app.session(stack_name)
+    with pytest.MonkeyPatch.context() as patch:
+        _deploy_after_the_first_read(
+            patch, manager, app, name, Environment={"Variables": {"GREETING": "new"}}
+        )
+        result, changed = _instrument(helper, manager, name, stack_name, session)
+
+    assert (result.status, result.message, changed) == (
+        "failed",
+        "it was updated (a deploy?) while plldb instrumented it and is left as deployed; attach again to include it",
+        None,
+    )
+    config = app.configuration(name)
+    assert (config["Environment"], config.get("Layers", []), config["Timeout"]) == (
+        {"Variables": {"GREETING": "new"}},
+        [],
+        30,
+    )
+    assert manager._get_record(helper.resources, manager._unqualified(config["FunctionArn"])) is None
+    assert app.attached_policies(role) == []
+
+
+def test_a_deploy_during_restore_is_kept(helper, manager, app):
+    name = app.create_function(variables={"GREETING": "hi"}, timeout=30)
+    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
+    session = app.session(stack_name)
+    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
+    assert manager.instrument_function(helper.resources, function, stack_name, session, 60)[0].status == "ok"
+    with pytest.MonkeyPatch.context() as patch:
+        # What `sam deploy` sends: the template's whole configuration, without plldb's parts.
+        _deploy_after_the_first_read(
+            patch, manager, app, name, Environment={"Variables": {"GREETING": "new"}}, Layers=[], Timeout=3
+        )
+        restored = manager.restore_stack(helper.resources, stack_name)
+
+    assert [(f["status"], f["message"]) for f in restored["functions"]] == [
+        ("ok", "redeployed meanwhile; left as deployed")
+    ]
+    config = app.configuration(name)
+    assert (config["Environment"], config.get("Layers", []), config["Timeout"]) == (
+        {"Variables": {"GREETING": "new"}},
+        [],
+        3,
+    )
+    assert manager._get_record(helper.resources, manager._unqualified(config["FunctionArn"])) is None
 
 
 def test_a_lost_record_is_rebuilt_from_the_instrumented_configuration_without_plldb_parts(

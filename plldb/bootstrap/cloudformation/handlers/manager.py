@@ -87,6 +87,10 @@ class ManagerError(Exception):
     """A failure the caller should read: returned to synchronous callers as the function error message."""
 
 
+class ChangedMeanwhile(ManagerError):
+    """The function was updated (a deploy) between plldb's read and its update: the read is stale."""
+
+
 class StackNotFound(ManagerError):
     pass
 
@@ -401,16 +405,18 @@ def instrument_function(
         reference_role(resources, role_arn, function_arn)
         desired_env = instrumented_environment(resources, original.environment, session)
         desired_layers = [*original.layers, resources.layer_version_arn]
-        _update_until_applied(
-            resources,
-            name,
-            lambda current: {
-                "Environment": {"Variables": desired_env},
-                "Layers": desired_layers,
-                "Timeout": timeout,
-            },
-            known=config,
-        )
+
+        def instrumented_configuration(current: Mapping[str, Any]) -> Dict[str, Any]:
+            # A retry after a conflict sees what changed it: a deploy's configuration must not be
+            # overwritten from (nor later restored to) the original read before it.
+            if determine_original(current, record, resources.layer_version_arn) != original:
+                raise ChangedMeanwhile(
+                    "it was updated (a deploy?) while plldb instrumented it and is left as deployed; "
+                    "attach again to include it"
+                )
+            return {"Environment": {"Variables": desired_env}, "Layers": desired_layers, "Timeout": timeout}
+
+        _update_until_applied(resources, name, instrumented_configuration, known=config)
     except Exception as exc:
         LOGGER.exception(
             "instrumentation failed; putting the function back", extra={"fields": {"function": name}}
@@ -681,20 +687,23 @@ def put_back(
         release_role(resources, role_arn, function_arn)
         _delete_record(resources, function_arn)
         return STATUS_SKIPPED, "the function no longer exists"
+    text = "already in its deployed configuration"
     if is_instrumented(config, resources.layer_version_arn):
-        _update_until_applied(
-            resources,
-            function_arn,
-            lambda current: {
+
+        def restored_configuration(current: Mapping[str, Any]) -> Dict[str, Any]:
+            if not is_instrumented(current, resources.layer_version_arn):
+                raise ChangedMeanwhile("redeployed while plldb restored it")  # the deploy wins
+            return {
                 "Environment": {"Variables": dict(original.environment or {})},
                 "Layers": list(original.layers),
                 "Timeout": original.timeout,
-            },
-            known=config,
-        )
-        text = "restored"
-    else:
-        text = "already in its deployed configuration"
+            }
+
+        try:
+            _update_until_applied(resources, function_arn, restored_configuration, known=config)
+            text = "restored"
+        except ChangedMeanwhile:
+            text = "redeployed meanwhile; left as deployed"
     release_role(resources, role_arn, function_arn)
     _delete_record(resources, function_arn)
     return STATUS_OK, text
