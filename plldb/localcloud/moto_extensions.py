@@ -1333,11 +1333,27 @@ def _patch_lambda() -> None:
         return version
 
     def version_delete(self: Any, account_id: str, region_name: str) -> None:
-        lambda_models.lambda_backends[account_id][region_name].delete_function(
-            self.function_name, str(self.version)
-        )
+        backend = lambda_models.lambda_backends[account_id][region_name]
+        try:
+            backend.get_function(self.function_name)
+        except lambda_exceptions.UnknownFunctionException:
+            return  # a replaced or deleted function took its versions with it
+        backend.delete_function(self.function_name, str(self.version))
+
+    # Updates could not change a version at all (a renamed function left the stack UPDATE_ROLLBACK_FAILED).
+    # SAM names a version after its code and description, so only a new function reaches an update:
+    # the version is then published anew on it.
+    def version_replaced(version: Any, properties: Properties, account_id: str, region_name: str) -> bool:
+        function_name, _ = _split_function_reference(properties["FunctionName"])
+        function = lambda_models.lambda_backends[account_id][region_name].get_function(function_name)
+        return bool(function.function_name != version.function_name)
 
     _patch(LambdaVersion, "create_from_cloudformation_json", _created_from_properties(version_create))
+    _patch(
+        LambdaVersion,
+        "update_from_cloudformation_json",
+        _updated_or_replaced(lambda *_: None, version_replaced),
+    )
     _patch(LambdaVersion, "physical_resource_id", property(lambda self: self.arn))
     _patch_attributes(LambdaVersion, {"Version": "version"})
     _patch(LambdaVersion, "delete", version_delete)
@@ -2227,7 +2243,12 @@ class FunctionAlias(_UpdatableModel, CloudFormationModel):
         )
 
     def delete(self, account_id: str, region_name: str) -> None:
-        lambda_models.lambda_backends[account_id][region_name].delete_alias(self.name, self.function_name)
+        backend = lambda_models.lambda_backends[account_id][region_name]
+        try:
+            backend.get_function(self.function_name)
+        except lambda_exceptions.UnknownFunctionException:
+            return  # a replaced or deleted function took its aliases with it
+        backend.delete_alias(self.name, self.function_name)
 
 
 # =========================================================================================================

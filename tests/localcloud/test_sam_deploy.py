@@ -408,6 +408,41 @@ def test_failed_deploy_names_the_resource_and_the_reason(session: boto3.Session,
     assert stack["StackStatus"] == "CREATE_COMPLETE"
 
 
+RENAMABLE_APP = """
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Name: {Type: String}
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: !Ref Name
+      Runtime: python3.12
+      Handler: app.handler
+      CodeUri: src/
+      AutoPublishAlias: live
+"""
+
+
+def test_renaming_a_function_with_an_alias_moves_its_version_and_alias_to_the_new_function(
+    session: boto3.Session, tmp_path: Path
+) -> None:
+    template = write_app(tmp_path, RENAMABLE_APP)
+    sam_deploy.deploy(session, template, "renamed-app", parameters={"Name": "renamed-before"})
+
+    sam_deploy.deploy(session, template, "renamed-app", parameters={"Name": "renamed-after"})
+
+    stack = session.client("cloudformation").describe_stacks(StackName="renamed-app")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    client = session.client("lambda")
+    names = {function["FunctionName"] for function in client.list_functions()["Functions"]}
+    assert ("renamed-before" in names, "renamed-after" in names) == (False, True)
+    assert client.get_alias(FunctionName="renamed-after", Name="live")["FunctionVersion"] == "1"
+    versions = client.list_versions_by_function(FunctionName="renamed-after")["Versions"]
+    assert [version["Version"] for version in versions] == ["$LATEST", "1"]
+
+
 def test_invalid_sam_document_is_a_one_line_error(session: boto3.Session, tmp_path: Path) -> None:
     template = write_app(
         tmp_path, BROKEN_APP.replace("      Handler: app.handler\n", "      Events: {E: {Type: Bogus}}\n")
