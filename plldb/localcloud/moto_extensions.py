@@ -1185,7 +1185,8 @@ def _patch_lambda_revisions() -> None:
                     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
                 )
             update(function, changes)
-            _new_revision(function)
+            if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
+                _new_revision(function)
             return function.get_configuration()
 
         return wrapper
