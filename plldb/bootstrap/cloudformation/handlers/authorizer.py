@@ -18,8 +18,6 @@ from plldb import protocol
 from plldb.bootstrap.cloudformation.handlers.common import (
     Resources,
     configure_logging,
-    from_item,
-    is_condition_failure,
     log,
     now_seconds,
     redact,
@@ -83,32 +81,28 @@ def _activate(
 ) -> Tuple[bool, str, Optional[Dict[str, Any]]]:
     """PENDING -> ACTIVE with this connection, only if unexpired: one conditional update."""
     now = now_seconds()
-    try:
-        response = resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #status = :active, #conn = :conn, #ttl = :ttl",
-            ConditionExpression="attribute_exists(#sid) AND #status = :pending AND #ttl > :now",
-            ExpressionAttributeNames={
-                "#sid": protocol.A_SESSION_ID,
-                "#status": protocol.A_STATUS,
-                "#conn": protocol.A_CONNECTION_ID,
-                "#ttl": protocol.A_TTL,
-            },
-            ExpressionAttributeValues={
-                ":active": {"S": protocol.STATUS_ACTIVE},
-                ":pending": {"S": protocol.STATUS_PENDING},
-                ":conn": {"S": connection_id},
-                ":ttl": {"N": str(now + protocol.SESSION_TTL_SECONDS)},
-                ":now": {"N": str(now)},
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_condition_failure(exc):
-            return False, _why_refused(resources, session_id, now), None
-        raise
-    return True, "", from_item(response.get("Attributes"))
+    session = resources.update_session(
+        session_id,
+        "SET #status = :active, #conn = :conn, #ttl = :ttl",
+        "attribute_exists(#sid) AND #status = :pending AND #ttl > :now",
+        {
+            "#sid": protocol.A_SESSION_ID,
+            "#status": protocol.A_STATUS,
+            "#conn": protocol.A_CONNECTION_ID,
+            "#ttl": protocol.A_TTL,
+        },
+        {
+            ":active": {"S": protocol.STATUS_ACTIVE},
+            ":pending": {"S": protocol.STATUS_PENDING},
+            ":conn": {"S": connection_id},
+            ":ttl": {"N": str(now + protocol.SESSION_TTL_SECONDS)},
+            ":now": {"N": str(now)},
+        },
+        return_new=True,
+    )
+    if session is None:
+        return False, _why_refused(resources, session_id, now), None
+    return True, "", session
 
 
 def _reconnect(
@@ -126,34 +120,30 @@ def _reconnect(
     anchor = session.get(protocol.A_RECONNECT_ANCHOR)
     if not isinstance(anchor, str) or not protocol.reconnect_token_matches(token, anchor):
         return False, "reconnect token does not match the session", None
-    try:
-        response = resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #anchor = :token, #conn = :conn, #ttl = :ttl REMOVE #disc",
-            ConditionExpression="#status = :active AND #anchor = :anchor AND #ttl > :now",
-            ExpressionAttributeNames={
-                "#anchor": protocol.A_RECONNECT_ANCHOR,
-                "#conn": protocol.A_CONNECTION_ID,
-                "#ttl": protocol.A_TTL,
-                "#disc": protocol.A_DISCONNECTED_AT,
-                "#status": protocol.A_STATUS,
-            },
-            ExpressionAttributeValues={
-                ":token": {"S": token},
-                ":conn": {"S": connection_id},
-                ":ttl": {"N": str(now + protocol.SESSION_TTL_SECONDS)},
-                ":active": {"S": protocol.STATUS_ACTIVE},
-                ":anchor": {"S": anchor},
-                ":now": {"N": str(now)},
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_condition_failure(exc):
-            return False, "the session changed meanwhile (token already used)", None
-        raise
-    return True, "", from_item(response.get("Attributes"))
+    moved = resources.update_session(
+        session_id,
+        "SET #anchor = :token, #conn = :conn, #ttl = :ttl REMOVE #disc",
+        "#status = :active AND #anchor = :anchor AND #ttl > :now",
+        {
+            "#anchor": protocol.A_RECONNECT_ANCHOR,
+            "#conn": protocol.A_CONNECTION_ID,
+            "#ttl": protocol.A_TTL,
+            "#disc": protocol.A_DISCONNECTED_AT,
+            "#status": protocol.A_STATUS,
+        },
+        {
+            ":token": {"S": token},
+            ":conn": {"S": connection_id},
+            ":ttl": {"N": str(now + protocol.SESSION_TTL_SECONDS)},
+            ":active": {"S": protocol.STATUS_ACTIVE},
+            ":anchor": {"S": anchor},
+            ":now": {"N": str(now)},
+        },
+        return_new=True,
+    )
+    if moved is None:
+        return False, "the session changed meanwhile (token already used)", None
+    return True, "", moved
 
 
 def _why_refused(resources: Resources, session_id: str, now: int) -> str:

@@ -240,6 +240,40 @@ class Resources:
         )
         return from_item(response.get("Item"))
 
+    def update_session(
+        self,
+        session_id: str,
+        update: str,
+        condition: str,
+        names: Dict[str, str],
+        values: Dict[str, Any],
+        *,
+        return_new: bool = False,
+    ) -> Optional[Dict[str, Any]]:
+        """One conditional update of a session item; None when its condition did not hold.
+
+        Every change of a session is conditional (on its status, connection, TTL or token), and a
+        failed condition is an answer, not an error: the caller decides what it means.
+        """
+        arguments: Dict[str, Any] = {}
+        if return_new:
+            arguments["ReturnValues"] = "ALL_NEW"
+        try:
+            response = self.dynamodb.update_item(
+                TableName=self.sessions_table,
+                Key={protocol.A_SESSION_ID: {"S": session_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **arguments,
+            )
+        except Exception as exc:
+            if is_condition_failure(exc):
+                return None
+            raise
+        return from_item(response.get("Attributes")) or {}
+
     def session_id_for_connection(self, connection_id: str) -> Optional[str]:
         """The session whose current connection this is (eventually consistent index)."""
         response = self.dynamodb.query(

@@ -552,29 +552,25 @@ def restore_if_abandoned(
     wait = min(max(0.0, not_before - time.time()), MAX_GRACE_WAIT_SECONDS)
     if wait:
         time.sleep(wait)
-    try:
-        resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #status = :closed",
-            ConditionExpression="#conn = :conn AND #status = :active",
-            ExpressionAttributeNames={"#status": protocol.A_STATUS, "#conn": protocol.A_CONNECTION_ID},
-            ExpressionAttributeValues={
-                ":closed": {"S": protocol.STATUS_CLOSED},
-                ":active": {"S": protocol.STATUS_ACTIVE},
-                ":conn": {"S": connection_id},
-            },
+    closed = resources.update_session(
+        session_id,
+        "SET #status = :closed",
+        "#conn = :conn AND #status = :active",
+        {"#status": protocol.A_STATUS, "#conn": protocol.A_CONNECTION_ID},
+        {
+            ":closed": {"S": protocol.STATUS_CLOSED},
+            ":active": {"S": protocol.STATUS_ACTIVE},
+            ":conn": {"S": connection_id},
+        },
+    )
+    if closed is None:
+        log(
+            LOGGER,
+            logging.INFO,
+            "session reconnected or closed meanwhile; nothing to restore",
+            session=redact(session_id),
         )
-    except ClientError as exc:
-        if is_condition_failure(exc):
-            log(
-                LOGGER,
-                logging.INFO,
-                "session reconnected or closed meanwhile; nothing to restore",
-                session=redact(session_id),
-            )
-            return {"action": "restore_if_abandoned", "restored": False, "functions": []}
-        raise
+        return {"action": "restore_if_abandoned", "restored": False, "functions": []}
     session = resources.get_session(session_id) or {protocol.A_SESSION_ID: session_id}
     results = _restore_for_session(resources, session, Reporter(resources, session_id, PHASE_RESTORE, None))
     return {"action": "restore_if_abandoned", "restored": True, "functions": [r.as_dict() for r in results]}
@@ -1119,18 +1115,13 @@ def _scan(resources: Resources, table: str) -> List[Dict[str, Any]]:
 
 
 def _close_session(resources: Resources, session_id: str) -> None:
-    try:
-        resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #status = :closed",
-            ConditionExpression="attribute_exists(#sid)",
-            ExpressionAttributeNames={"#status": protocol.A_STATUS, "#sid": protocol.A_SESSION_ID},
-            ExpressionAttributeValues={":closed": {"S": protocol.STATUS_CLOSED}},
-        )
-    except ClientError as exc:
-        if not is_condition_failure(exc):
-            raise
+    resources.update_session(
+        session_id,
+        "SET #status = :closed",
+        "attribute_exists(#sid)",
+        {"#status": protocol.A_STATUS, "#sid": protocol.A_SESSION_ID},
+        {":closed": {"S": protocol.STATUS_CLOSED}},
+    )
 
 
 # --- Small helpers -------------------------------------------------------------------------------------------

@@ -83,20 +83,15 @@ def on_connect(event: Mapping[str, Any], resources: Resources) -> Dict[str, Any]
 def _close_session_of_connection(resources: Resources, session_id: str, connection_id: str) -> None:
     """A connection that failed to open must not leave its session ACTIVE (it would block the stack)."""
     try:
-        resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #status = :closed",
-            ConditionExpression="#conn = :conn",
-            ExpressionAttributeNames={"#status": protocol.A_STATUS, "#conn": protocol.A_CONNECTION_ID},
-            ExpressionAttributeValues={
-                ":closed": {"S": protocol.STATUS_CLOSED},
-                ":conn": {"S": connection_id},
-            },
+        resources.update_session(
+            session_id,
+            "SET #status = :closed",
+            "#conn = :conn",
+            {"#status": protocol.A_STATUS, "#conn": protocol.A_CONNECTION_ID},
+            {":closed": {"S": protocol.STATUS_CLOSED}, ":conn": {"S": connection_id}},
         )
-    except Exception as exc:
-        if not is_condition_failure(exc):
-            LOGGER.exception("could not close the session of a failed connection")
+    except Exception:
+        LOGGER.exception("could not close the session of a failed connection")
 
 
 # --- $disconnect ------------------------------------------------------------------------------------
@@ -108,34 +103,26 @@ def on_disconnect(event: Mapping[str, Any], resources: Resources) -> Dict[str, A
         log(LOGGER, logging.INFO, "disconnect of a connection without a session", connectionId=connection_id)
         return OK
     now = now_seconds()
-    try:
-        resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #disc = :now",
-            ConditionExpression="#conn = :conn AND #status = :active",
-            ExpressionAttributeNames={
-                "#disc": protocol.A_DISCONNECTED_AT,
-                "#conn": protocol.A_CONNECTION_ID,
-                "#status": protocol.A_STATUS,
-            },
-            ExpressionAttributeValues={
-                ":now": {"N": str(now)},
-                ":conn": {"S": connection_id},
-                ":active": {"S": protocol.STATUS_ACTIVE},
-            },
+    marked = resources.update_session(
+        session_id,
+        "SET #disc = :now",
+        "#conn = :conn AND #status = :active",
+        {
+            "#disc": protocol.A_DISCONNECTED_AT,
+            "#conn": protocol.A_CONNECTION_ID,
+            "#status": protocol.A_STATUS,
+        },
+        {":now": {"N": str(now)}, ":conn": {"S": connection_id}, ":active": {"S": protocol.STATUS_ACTIVE}},
+    )
+    if marked is None:
+        log(
+            LOGGER,
+            logging.INFO,
+            "disconnect of a connection that is no longer the session's; nothing to do",
+            session=redact(session_id),
+            connectionId=connection_id,
         )
-    except Exception as exc:
-        if is_condition_failure(exc):
-            log(
-                LOGGER,
-                logging.INFO,
-                "disconnect of a connection that is no longer the session's; nothing to do",
-                session=redact(session_id),
-                connectionId=connection_id,
-            )
-            return OK
-        raise
+        return OK
     resources.invoke_manager_async(
         {
             "action": "restore_if_abandoned",
@@ -365,26 +352,17 @@ def _valid_request_id(request_id: str) -> bool:
 
 def _extend_session(resources: Resources, connection_id: str, session_id: str) -> None:
     """A live session keeps its TTL ahead of now (only while this is its current connection)."""
-    try:
-        resources.dynamodb.update_item(
-            TableName=resources.sessions_table,
-            Key={protocol.A_SESSION_ID: {"S": session_id}},
-            UpdateExpression="SET #ttl = :ttl",
-            ConditionExpression="#conn = :conn AND #status = :active",
-            ExpressionAttributeNames={
-                "#ttl": protocol.A_TTL,
-                "#conn": protocol.A_CONNECTION_ID,
-                "#status": protocol.A_STATUS,
-            },
-            ExpressionAttributeValues={
-                ":ttl": {"N": str(now_seconds() + protocol.SESSION_TTL_SECONDS)},
-                ":conn": {"S": connection_id},
-                ":active": {"S": protocol.STATUS_ACTIVE},
-            },
-        )
-    except Exception as exc:
-        if not is_condition_failure(exc):
-            raise
+    resources.update_session(
+        session_id,
+        "SET #ttl = :ttl",
+        "#conn = :conn AND #status = :active",
+        {"#ttl": protocol.A_TTL, "#conn": protocol.A_CONNECTION_ID, "#status": protocol.A_STATUS},
+        {
+            ":ttl": {"N": str(now_seconds() + protocol.SESSION_TTL_SECONDS)},
+            ":conn": {"S": connection_id},
+            ":active": {"S": protocol.STATUS_ACTIVE},
+        },
+    )
 
 
 # --- Helpers ----------------------------------------------------------------------------------------
