@@ -208,32 +208,47 @@ def _debugger_config(
 
 
 def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
+    import uuid
+
     from plldb.aws import make_session
     from plldb.bootstrap.helper_stack import load_helper_stack
+    from plldb.instrumentation.functions import FunctionRef
+    from plldb.local.instrument import StackInstrumentation, developer_clients
     from plldb.local.session import (
         ConnectionSettings,
-        DebuggerTableChunks,
         DebugSession,
-        SessionRequest,
-        abandon_pending_session,
-        create_session,
-        short_id,
+        Lifecycle,
+        connect_url,
+        sigv4_signer,
     )
     from plldb.local.worker import WorkerPool
 
-    stack_name, function_patterns = request.stack_name, request.function_patterns
     # Everything that can be wrong is checked before anything changes.
     session = make_session(request.profile, request.region)
     helper = load_helper_stack(session, request.helper_stack)
+    stack = _resolve_stack(session, helper, request.stack_name)
     stack_map = _map_selected_functions(
-        console, session, stack_name, request.template_path, function_patterns
+        console, session, request.stack_name, request.template_path, request.function_patterns
     )
     if debugger is not None:
-        _start_debugger(console, debugger, stack_map, function_patterns, request.write_vscode)
+        _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
+    selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
+    instrumentation = StackInstrumentation(
+        clients=developer_clients(session, helper),
+        helper=helper,
+        functions=[FunctionRef(f.physical_name, f.logical_path) for f in selected],
+        observer=console,
+        fallback=request.fallback,
+        timeout=request.function_timeout,
+    )
 
-    def take_over_other_session() -> None:
-        console.info(f"Ending the other session on {stack_name} (--take-over)...", event="take_over")
-        _restore_stack(console, session, helper, stack_name)
+    def take_over() -> None:
+        console.info(
+            f"Restoring the functions of {stack.name} with your credentials to end the other session "
+            "(--take-over)...",
+            event="take_over",
+        )
+        _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
 
     pool = WorkerPool(
         output=console.handler_output,
@@ -242,43 +257,38 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         warn=console.warning,
     )
     try:
-        created = create_session(
-            session,
-            helper.debugger_role_arn,
-            helper.sessions_table_name,
-            SessionRequest(
-                stack_name=stack_name,
-                function_patterns=function_patterns,
-                function_timeout=request.function_timeout,
-                fallback=request.fallback,
-            ),
-            take_over=take_over_other_session if request.take_over else None,
-        )
         debug_session = DebugSession(
-            websocket_url=protocol.execute_api_url(helper.websocket_url),
-            session_id=created.session_id,
-            reconnect_seed=created.reconnect_seed,
-            stack_name=stack_name,
-            runner=_runner(stack_map, pool),
-            chunks=DebuggerTableChunks(created.debugger_session, helper.debugger_table_name),
+            websocket_url=connect_url(helper.websocket_url),
+            signer=sigv4_signer(session, helper.region),
+            session_id=str(uuid.uuid4()),
+            session_key=protocol.new_secret(),
+            reconnect_seed=protocol.new_secret(),
+            stack=stack.stack_id,
+            runner=_runner(stack_map, pool, instrumentation),
+            lifecycle=Lifecycle(
+                instrument=instrumentation.instrument,
+                restore=instrumentation.restore,
+                take_over=take_over,
+            ),
             observer=console,
             settings=ConnectionSettings(
                 keepalive_seconds=request.keepalive_seconds,
                 max_connection_age_seconds=request.max_connection_age,
             ),
+            take_over=request.take_over,
         )
+        instrumentation.stop = debug_session.stop_requested
         console.info(
-            f"Session {short_id(created.session_id)}... created for stack {stack_name}; connecting...",
-            event="session_created",
-            stack=stack_name,
-            session=short_id(created.session_id),
+            f"Connecting to the helper stack {helper.stack_name} ({helper.region}) for stack {stack.name}...",
+            event="connecting",
+            stack=stack.name,
+            stackId=stack.stack_id,
+            region=helper.region,
         )
         try:
             outcome = asyncio.run(_run_until_detached(debug_session))
         finally:
             console.stop()
-            if not debug_session.ever_connected:
-                abandon_pending_session(created, helper.sessions_table_name)
     finally:
         pool.close()
     if outcome.exit_code == 0:
@@ -287,6 +297,24 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     if outcome.message:
         console.error(outcome.message)
     return int(outcome.exit_code)
+
+
+def _resolve_stack(session: Any, helper: Any, stack_name: str) -> Any:
+    """The debugged stack by its StackId: it must exist, and it must not be the helper stack."""
+    from plldb.instrumentation import stacks
+
+    stack = stacks.resolve_stack(session.client("cloudformation"), stack_name)
+    if stack is None:
+        raise PlldbError(
+            f"Stack {stack_name!r} does not exist in {session.region_name}.",
+            "Check --stack-name and --region (or samconfig.toml).",
+        )
+    if stack.stack_id == helper.stack_id:
+        raise PlldbError(
+            f"Stack {stack_name!r} is the plldb helper stack itself; it cannot be debugged with plldb.",
+            "Pass the stack of your application with --stack-name.",
+        )
+    return stack
 
 
 def _map_selected_functions(
@@ -368,8 +396,9 @@ async def _run_until_detached(debug_session: Any) -> Any:
                 loop.remove_signal_handler(signal_number)
 
 
-def _runner(stack_map: Any, pool: Any) -> Callable[[Any], Any]:
-    """Run one invocation in the worker of its function; a function without local code gets a clear error."""
+def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
+    """Run one invocation in the worker of its function, with the function's own variables only."""
+    from plldb.local.environment import allowed_environment
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
 
@@ -381,13 +410,16 @@ def _runner(stack_map: Any, pool: Any) -> Callable[[Any], Any]:
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
+        environment = allowed_environment(
+            invocation.environment, instrumentation.variable_names(invocation.function_name)
+        )
         result = pool.run(
             deployed.local,
             Invocation(
                 request_id=invocation.request_id,
                 event_json=invocation.event_json,
                 context=dict(invocation.context),
-                environment=dict(invocation.environment),
+                environment=environment,
                 credentials=dict(invocation.credentials) if invocation.credentials else None,
             ),
         )
@@ -401,32 +433,41 @@ def _runner(stack_map: Any, pool: Any) -> Callable[[Any], Any]:
     return run
 
 
-def _restore_stack(console: Any, session: Any, helper: Any, stack_name: str) -> bool:
-    """Have the manager restore every function of the stack (ending its session); True when none failed."""
-    from plldb.bootstrap.helper_stack import invoke_manager
+def _restore_stack_functions(session: Any, helper: Any, stack_id: str) -> list[Any]:
+    """Remove every trace of plldb from the stack's functions, with the developer's credentials."""
+    from plldb.local.instrument import restore_stack
 
-    return _report_restore(
-        console, invoke_manager(session, helper, {"action": "restore_stack", "stackName": stack_name})
+    return restore_stack(session, helper, stack_id, report=lambda _message: None)
+
+
+def _release(session: Any, helper: Any, stack_id: str) -> dict[str, Any]:
+    """Have the helper stack end the stack's other session (its functions were just restored)."""
+    from plldb.local.session import connect_url, sigv4_signer
+    from plldb.local.session.release import release_stack
+
+    return asyncio.run(
+        release_stack(connect_url(helper.websocket_url), sigv4_signer(session, helper.region), stack_id)
     )
 
 
-def _report_restore(console: Any, result: dict[str, Any]) -> bool:
-    """Print the manager's per-function restore result; True when no function failed."""
-    entries = [entry for entry in result.get("functions") or [] if isinstance(entry, dict)]
-    for entry in entries:
-        name = str(entry.get("functionName") or "?")
-        label = f"{entry['logicalId']} ({name})" if entry.get("logicalId") else name
-        status = str(entry.get("status", ""))
-        message = str(entry.get("message") or status)
-        if status == "failed":
-            console.warning(f"  {label}: not restored: {message}")
+def _report_restore(console: Any, results: list[Any]) -> bool:
+    """Print the per-function restore result; True when no function failed."""
+    for result in results:
+        label = f"{result.function.path} ({result.function.name})"
+        if result.status == "failed":
+            console.warning(f"  {label}: not restored: {result.message}")
         else:
             console.info(
-                f"  {label}: {message}", event="restore", function=name, status=status, message=message
+                f"  {label}: {result.message}",
+                event="restore",
+                function=result.function.name,
+                logicalId=result.function.path,
+                status=result.status,
+                message=result.message,
             )
-    if not entries:
-        console.info("No function of the stack was instrumented; nothing to restore.", event="restore")
-    return all(entry.get("status") != "failed" for entry in entries)
+    if not results:
+        console.info("The stack has no Lambda functions; nothing to restore.", event="restore")
+    return all(result.status != "failed" for result in results)
 
 
 @click.command("detach")
@@ -456,8 +497,19 @@ def detach(
     def restore() -> bool:
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
-        console.info(f"Restoring the functions of {stack_name}...", event="restoring", stack=stack_name)
-        return _restore_stack(console, session, helper, stack_name)
+        stack = _resolve_stack(session, helper, stack_name)
+        console.info(f"Restoring the functions of {stack.name}...", event="restoring", stack=stack.name)
+        restored = _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
+        if not restored:
+            return False
+        reply = _release(session, helper, stack.stack_id)
+        if reply.get("type") == protocol.MSG_ERROR:
+            raise PlldbError(
+                f"The functions are restored, but the session was not ended: {reply.get('message')}"
+            )
+        if int(reply.get("closed") or 0):
+            console.info("Ended the session that was debugging it.", event="released")
+        return True
 
     if not restore():
         raise PlldbError(

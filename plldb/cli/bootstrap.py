@@ -132,7 +132,3 @@ def status_command(session: boto3.Session, stack_name: str) -> None:
         for item in report.active_sessions:
             since = deploy.utc_time_text(item.get("createdAt"))
             click.echo(f"  {item.get('stackName')}  {item.get('owner') or 'unknown owner'}  since {since}")
-    if report.instrumented_functions:
-        click.echo("Instrumented functions:")
-        for stack, count in sorted(report.instrumented_functions.items()):
-            click.echo(f"  {stack}: {count}")

@@ -18,7 +18,8 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 # Error types awslambdaric reports for problems outside the handler's own code.
 MARSHAL_ERROR = "Runtime.MarshalError"
@@ -53,7 +54,7 @@ UNHANDLED_EXCEPTION_WARNING = (
 class FaultException(Exception):
     """A failure outside the handler's code, reported with one of the Runtime.* error types."""
 
-    def __init__(self, exception_type: str, msg: str, trace: Optional[List[str]] = None) -> None:
+    def __init__(self, exception_type: str, msg: str, trace: list[str] | None = None) -> None:
         super().__init__(msg)
         self.exception_type = exception_type
         self.msg = msg
@@ -62,8 +63,8 @@ class FaultException(Exception):
 
 # --- Error documents --------------------------------------------------------------------------------
 def make_error(
-    error_message: Any, error_type: Any, stack_trace: Any, request_id: Optional[str] = None
-) -> Dict[str, Any]:
+    error_message: Any, error_type: Any, stack_trace: Any, request_id: str | None = None
+) -> dict[str, Any]:
     """The error document in awslambdaric's field order (what the invoker receives as the payload)."""
     return {
         "errorMessage": error_message if error_message else "",
@@ -73,11 +74,11 @@ def make_error(
     }
 
 
-def _is_runtime_frame(filename: str, own_files: Tuple[str, ...]) -> bool:
+def _is_runtime_frame(filename: str, own_files: tuple[str, ...]) -> bool:
     return "/bootstrap.py" in filename or filename in own_files
 
 
-def user_stack_trace(tb: Any, own_files: Tuple[str, ...] = ()) -> List[str]:
+def user_stack_trace(tb: Any, own_files: tuple[str, ...] = ()) -> list[str]:
     """The formatted frames from the first user frame on, exactly as awslambdaric formats them.
 
     awslambdaric drops its own leading frames (files named bootstrap.py); the frames of the module
@@ -95,8 +96,8 @@ def user_stack_trace(tb: Any, own_files: Tuple[str, ...] = ()) -> List[str]:
 
 
 def error_from_exception(
-    exc: BaseException, request_id: Optional[str], own_files: Tuple[str, ...] = ()
-) -> Dict[str, Any]:
+    exc: BaseException, request_id: str | None, own_files: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The error document awslambdaric reports for an exception raised by a handler."""
     if isinstance(exc, FaultException):
         return make_error(exc.msg, exc.exception_type, exc.trace, request_id)
@@ -111,41 +112,37 @@ def load_handler(handler: str) -> Callable[..., Any]:
     try:
         module_name, function_name = handler.rsplit(".", 1)
     except ValueError as exc:
-        raise FaultException(MALFORMED_HANDLER_NAME, "Bad handler '{}': {}".format(handler, str(exc)))
+        raise FaultException(MALFORMED_HANDLER_NAME, f"Bad handler '{handler}': {exc!s}")
     try:
         if module_name.split(".")[0] in sys.builtin_module_names:
             raise FaultException(
                 BUILT_IN_MODULE_CONFLICT,
-                "Cannot use built-in module {} as a handler module".format(module_name),
+                f"Cannot use built-in module {module_name} as a handler module",
             )
         module = importlib.import_module(module_name.replace("/", "."))
     except ImportError as exc:
-        raise FaultException(
-            IMPORT_MODULE_ERROR, "Unable to import module '{}': {}".format(module_name, str(exc))
-        )
+        raise FaultException(IMPORT_MODULE_ERROR, f"Unable to import module '{module_name}': {exc!s}")
     except SyntaxError as exc:
-        trace = ['  File "%s" Line %s\n    %s' % (exc.filename, exc.lineno, exc.text)]
+        trace = [f'  File "{exc.filename}" Line {exc.lineno}\n    {exc.text}']
         raise FaultException(
-            USER_CODE_SYNTAX_ERROR, "Syntax error in module '{}': {}".format(module_name, str(exc)), trace
+            USER_CODE_SYNTAX_ERROR, f"Syntax error in module '{module_name}': {exc!s}", trace
         )
     try:
         return getattr(module, function_name)  # type: ignore[no-any-return]
     except AttributeError:
         raise FaultException(
-            HANDLER_NOT_FOUND, "Handler '{}' missing on module '{}'".format(function_name, module_name)
+            HANDLER_NOT_FOUND, f"Handler '{function_name}' missing on module '{module_name}'"
         )
 
 
 # --- Context ----------------------------------------------------------------------------------------
 class CognitoIdentity:
     __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
-    cognito_identity_id: Optional[str]
-    cognito_identity_pool_id: Optional[str]
+    cognito_identity_id: str | None
+    cognito_identity_pool_id: str | None
 
     def __repr__(self) -> str:
-        return "CognitoIdentity([cognito_identity_id={},cognito_identity_pool_id={}])".format(
-            self.cognito_identity_id, self.cognito_identity_pool_id
-        )
+        return f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},cognito_identity_pool_id={self.cognito_identity_pool_id}])"
 
 
 class Client:
@@ -158,14 +155,8 @@ class Client:
 
     def __repr__(self) -> str:
         return (
-            "Client([installation_id={},app_title={},app_version_name={},app_version_code={},"
-            "app_package_name={}])".format(
-                self.installation_id,
-                self.app_title,
-                self.app_version_name,
-                self.app_version_code,
-                self.app_package_name,
-            )
+            f"Client([installation_id={self.installation_id},app_title={self.app_title},app_version_name={self.app_version_name},app_version_code={self.app_version_code},"
+            f"app_package_name={self.app_package_name}])"
         )
 
 
@@ -176,10 +167,10 @@ class ClientContext:
     env: Any
 
     def __repr__(self) -> str:
-        return "ClientContext([custom={},env={},client={}])".format(self.custom, self.env, self.client)
+        return f"ClientContext([custom={self.custom},env={self.env},client={self.client}])"
 
 
-def _object_from_dict(cls: Any, values: Optional[Dict[str, Any]]) -> Any:
+def _object_from_dict(cls: Any, values: dict[str, Any] | None) -> Any:
     if values is None:
         return None
     instance = cls()
@@ -197,11 +188,11 @@ class LambdaContext:
     def __init__(  # noqa: PLR0917 - awslambdaric's signature
         self,
         invoke_id: str,
-        client_context: Optional[Dict[str, Any]],
-        cognito_identity: Optional[Dict[str, Any]],
+        client_context: dict[str, Any] | None,
+        cognito_identity: dict[str, Any] | None,
         epoch_deadline_time_in_ms: int,
-        invoked_function_arn: Optional[str] = None,
-        tenant_id: Optional[str] = None,
+        invoked_function_arn: str | None = None,
+        tenant_id: str | None = None,
     ) -> None:
         self.aws_request_id = invoke_id
         self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
@@ -225,11 +216,11 @@ class LambdaContext:
         delta_ms = self._epoch_deadline_time_in_ms - int(time.time() * 1000)
         return delta_ms if delta_ms > 0 else 0
 
-    def w3c(self) -> Dict[str, str]:
+    def w3c(self) -> dict[str, str]:
         return dict(self._w3c_fields)
 
     @staticmethod
-    def _extract_w3c(client_context: Any) -> Dict[str, str]:
+    def _extract_w3c(client_context: Any) -> dict[str, str]:
         if not isinstance(client_context, dict) or "w3c" not in client_context:
             return {}
         raw = client_context.pop("w3c")
@@ -242,20 +233,9 @@ class LambdaContext:
 
     def __repr__(self) -> str:
         return (
-            "LambdaContext([aws_request_id={},log_group_name={},log_stream_name={},function_name={},"
-            "memory_limit_in_mb={},function_version={},invoked_function_arn={},client_context={},"
-            "identity={},tenant_id={}])".format(
-                self.aws_request_id,
-                self.log_group_name,
-                self.log_stream_name,
-                self.function_name,
-                self.memory_limit_in_mb,
-                self.function_version,
-                self.invoked_function_arn,
-                self.client_context,
-                self.identity,
-                self.tenant_id,
-            )
+            f"LambdaContext([aws_request_id={self.aws_request_id},log_group_name={self.log_group_name},log_stream_name={self.log_stream_name},function_name={self.function_name},"
+            f"memory_limit_in_mb={self.memory_limit_in_mb},function_version={self.function_version},invoked_function_arn={self.invoked_function_arn},client_context={self.client_context},"
+            f"identity={self.identity},tenant_id={self.tenant_id}])"
         )
 
 
@@ -263,16 +243,16 @@ def _parse_json_header(header: str, name: str) -> Any:
     try:
         return json.loads(header)
     except Exception as exc:
-        raise FaultException(LAMBDA_CONTEXT_UNMARSHAL_ERROR, "Unable to parse {} JSON: {}".format(name, exc))
+        raise FaultException(LAMBDA_CONTEXT_UNMARSHAL_ERROR, f"Unable to parse {name} JSON: {exc}")
 
 
 def create_lambda_context(  # noqa: PLR0917 - one argument per Runtime API header
     request_id: str,
-    client_context_json: Optional[str],
-    cognito_identity_json: Optional[str],
+    client_context_json: str | None,
+    cognito_identity_json: str | None,
     deadline_ms: int,
-    invoked_function_arn: Optional[str],
-    tenant_id: Optional[str] = None,
+    invoked_function_arn: str | None,
+    tenant_id: str | None = None,
 ) -> LambdaContext:
     """The context awslambdaric builds from the Runtime API's invocation headers."""
     client_context = (
@@ -287,28 +267,28 @@ def create_lambda_context(  # noqa: PLR0917 - one argument per Runtime API heade
 
 
 # --- Events and results -----------------------------------------------------------------------------
-def unmarshal_event(body: bytes, content_type: Optional[str] = "application/json") -> Any:
+def unmarshal_event(body: bytes, content_type: str | None = "application/json") -> Any:
     """The handler's ``event``: parsed JSON, or the raw body for other content types."""
     if content_type != "application/json":
         return body
     try:
         return json.loads(body)
     except Exception as exc:
-        raise FaultException(UNMARSHAL_ERROR, "Unable to unmarshal input: {}".format(exc))
+        raise FaultException(UNMARSHAL_ERROR, f"Unable to unmarshal input: {exc}")
 
 
-def marshal_response(response: Any) -> Tuple[bytes, str]:
+def marshal_response(response: Any) -> tuple[bytes, str]:
     """The result body and content type, as awslambdaric serialises a handler's return value."""
     if isinstance(response, bytes):
         return response, "application/unknown"
     try:
         text = to_json(response)
     except Exception as exc:
-        raise FaultException(MARSHAL_ERROR, "Unable to marshal response: {}".format(exc))
+        raise FaultException(MARSHAL_ERROR, f"Unable to marshal response: {exc}")
     return text.encode("utf-8"), "application/json"
 
 
-def to_json(value: Any, ensure_ascii: Optional[bool] = None) -> str:
+def to_json(value: Any, ensure_ascii: bool | None = None) -> str:
     """JSON text identical to awslambdaric's encoder (simplejson with its settings).
 
     The differences from the standard json module that matter: objects with ``_asdict()`` (named
@@ -330,12 +310,12 @@ class _AwsLambdaJsonEncoder:
         self._quote: Callable[[str], str] = (
             json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring  # type: ignore[attr-defined]
         )
-        self._markers: Dict[int, Any] = {}
+        self._markers: dict[int, Any] = {}
 
     def encode(self, value: Any) -> str:
         if isinstance(value, str):
             return self._quote(value)
-        parts: List[str] = []
+        parts: list[str] = []
         self._value(value, parts)
         return "".join(parts)
 
@@ -357,7 +337,7 @@ class _AwsLambdaJsonEncoder:
         return repr(float(value))
 
     @staticmethod
-    def _as_dict(value: Any) -> Optional[Tuple[Any]]:
+    def _as_dict(value: Any) -> tuple[Any] | None:
         method = getattr(value, "_asdict", None)
         if callable(method):
             try:
@@ -373,7 +353,7 @@ class _AwsLambdaJsonEncoder:
         self._markers[marker] = value
         return marker
 
-    def _scalar(self, value: Any) -> Optional[str]:
+    def _scalar(self, value: Any) -> str | None:
         if type(value) is _RawJson:
             return str.__str__(value)
         if isinstance(value, (str, bytes)):
@@ -390,7 +370,7 @@ class _AwsLambdaJsonEncoder:
             return self._float(value)
         return None
 
-    def _value(self, value: Any, parts: List[str]) -> None:
+    def _value(self, value: Any, parts: list[str]) -> None:
         """Scalars, then ``_asdict()`` objects, lists and tuples, dicts, then the fallback: simplejson's order."""
         scalar = self._scalar(value)
         if scalar is not None:
@@ -408,14 +388,14 @@ class _AwsLambdaJsonEncoder:
             self._value(self._default(value), parts)
             del self._markers[marker]
 
-    def _as_dict_value(self, owner: Any, mapping: Any, parts: List[str]) -> None:
+    def _as_dict_value(self, owner: Any, mapping: Any, parts: list[str]) -> None:
         if not isinstance(mapping, dict):
-            raise TypeError("_asdict() must return a dict, not %s" % (type(mapping).__name__,))
+            raise TypeError(f"_asdict() must return a dict, not {type(mapping).__name__}")
         marker = self._enter(owner)
         self._dict(mapping, parts)
         del self._markers[marker]
 
-    def _list(self, values: Any, parts: List[str]) -> None:
+    def _list(self, values: Any, parts: list[str]) -> None:
         if not values:
             parts.append("[]")
             return
@@ -443,9 +423,9 @@ class _AwsLambdaJsonEncoder:
             return "null"
         if isinstance(key, int):
             return str(int(key))
-        raise TypeError("keys must be str, int, float, bool or None, not %s" % key.__class__.__name__)
+        raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
 
-    def _dict(self, mapping: Dict[Any, Any], parts: List[str]) -> None:
+    def _dict(self, mapping: dict[Any, Any], parts: list[str]) -> None:
         if not mapping:
             parts.append("{}")
             return
@@ -470,7 +450,7 @@ class _AwsLambdaJsonEncoder:
             if value.is_nan():
                 return math.nan
             return _RawJson(str(value))
-        raise TypeError("Object of type %s is not JSON serializable" % value.__class__.__name__)
+        raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
 # --- Logs -------------------------------------------------------------------------------------------
@@ -494,7 +474,7 @@ class Unbuffered:
 
 
 class _RequestIdFilter(logging.Filter):
-    def __init__(self, current_request: Callable[[], Tuple[str, Optional[str]]]) -> None:
+    def __init__(self, current_request: Callable[[], tuple[str, str | None]]) -> None:
         super().__init__()
         self._current_request = current_request
 
@@ -563,9 +543,7 @@ class _JsonFormatter(logging.Formatter):
             "errorType": exc_info[0].__name__ if exc_info and exc_info[0] else None,
             "errorMessage": str(exc_info[1]) if exc_info else None,
             "requestId": getattr(record, "aws_request_id", None),
-            "location": "{}:{}:{}".format(record.pathname, record.funcName, record.lineno)
-            if exc_info
-            else None,
+            "location": f"{record.pathname}:{record.funcName}:{record.lineno}" if exc_info else None,
         }
         if getattr(record, "tenant_id", None) is not None:
             result["tenantId"] = record.tenant_id  # type: ignore[attr-defined]
@@ -582,7 +560,7 @@ def json_log_format() -> bool:
     return (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
 
 
-def setup_logging(current_request: Callable[[], Tuple[str, Optional[str]]]) -> None:
+def setup_logging(current_request: Callable[[], tuple[str, str | None]]) -> None:
     """Route ``logging`` to stdout in the Lambda form, as awslambdaric does for handlers."""
     sys.stdout = Unbuffered(sys.stdout)  # type: ignore[assignment]
     sys.stderr = Unbuffered(sys.stderr)  # type: ignore[assignment]
@@ -607,7 +585,7 @@ def _replace_line_indentation(line: str) -> str:
     return ERROR_LOG_IDENT * (len(line) - len(stripped)) + stripped
 
 
-def log_error(error: Dict[str, Any]) -> None:
+def log_error(error: dict[str, Any]) -> None:
     """Write an invocation error to the log the way awslambdaric does (one CloudWatch event)."""
     if json_log_format():
         entry = {

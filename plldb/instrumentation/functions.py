@@ -1,0 +1,344 @@
+"""Instrument and restore one function: its configuration, its aliases and its execution role.
+
+Instrumenting (the developer's credentials only): the role is tagged for the function and carries the
+helper stack's InstrumentedFunctionPolicy; the function gets the layer, the session's variables and
+timeout, with what they replace kept in ``PLLDB_ORIGINAL_*`` variables on the function itself; an alias
+that sends traffic to a published version is pointed at a version plldb publishes of the instrumented
+configuration (that version records where each alias pointed), so alias traffic reaches the debugger.
+
+Restoring (the developer's credentials, or the manager for a dead session) undoes exactly that, in the
+reverse order, from what the function itself records: aliases back, plldb's versions deleted, the
+configuration stripped of plldb's additions, the role's tag removed and, with its last tag, the policy.
+A function changed by someone else meanwhile (a deploy) is left as they left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from plldb import protocol
+from plldb.instrumentation import decisions
+from plldb.instrumentation.decisions import AliasTarget, CannotInstrument, Original, Target
+from plldb.instrumentation.lambda_updates import (
+    ChangedMeanwhile,
+    UpdateFailed,
+    get_configuration,
+    update_until_applied,
+)
+from plldb.lambda_common import error_code, error_text
+
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    name: str  # the physical function name
+    path: str  # its logical id, with nested stacks' ids before it ("Api/HelloFunction")
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The AWS clients and facts a change needs (the developer's, or the manager's)."""
+
+    lambda_client: Any
+    iam: Any
+    region: str
+    layer_version_arn: str
+    policy_arn: str
+
+
+@dataclass(frozen=True)
+class Instrumented:
+    """A function this session changed, and what it was before."""
+
+    function: FunctionRef
+    original: Original
+    role_arn: str
+    runtime: str
+    handler: str
+    variable_names: frozenset[str]  # the function's own variables: the only ones its local run may take
+    aliases: dict[str, AliasTarget] = field(default_factory=dict)
+    published_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    function: FunctionRef
+    status: str
+    message: str
+    instrumented: Instrumented | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+# --- Instrument -------------------------------------------------------------------------------------------
+def instrument(
+    clients: Clients, function: FunctionRef, target: Target, redirect_aliases: bool = True
+) -> Result:
+    """Instrument one function for ``target``'s session; on any failure it is put back as it was."""
+    try:
+        config = get_configuration(clients.lambda_client, function.name)
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return Result(function, STATUS_FAILED, "function not found")
+        return Result(function, STATUS_FAILED, error_text(exc))
+    original = decisions.original_of(config, clients.layer_version_arn)
+    try:
+        aliases = _aliases_to_redirect(clients, function) if redirect_aliases else {}
+        if aliases:
+            target = replace(
+                target, extra={**target.extra, protocol.ENV_ALIASES: decisions.aliases_variable(aliases)}
+            )
+        decisions.instrument_update(config, target)  # refuses early, before anything changes
+    except CannotInstrument as exc:
+        status = STATUS_SKIPPED if str(exc).startswith(("container", "runtime")) else STATUS_FAILED
+        return Result(function, status, str(exc))
+    except ClientError as exc:
+        return Result(function, STATUS_FAILED, error_text(exc))
+    role_arn = str(config.get("Role") or "")
+    instrumented = Instrumented(
+        function=function,
+        original=original,
+        role_arn=role_arn,
+        runtime=str(config.get("Runtime") or ""),
+        handler=str(config.get("Handler") or ""),
+        variable_names=frozenset((original.environment or {}).keys()),
+        aliases=aliases,
+    )
+    try:
+        reference_role(clients, role_arn, function.name, target.session_id)
+
+        def instrumented_configuration(current: Mapping[str, Any]) -> dict[str, Any]:
+            if not decisions.same_original(
+                decisions.original_of(current, clients.layer_version_arn), original
+            ):
+                raise ChangedMeanwhile(
+                    "it was updated (a deploy?) while plldb instrumented it and is left as deployed; "
+                    "attach again to include it"
+                )
+            return decisions.instrument_update(current, target)
+
+        updated = update_until_applied(
+            clients.lambda_client, function.name, instrumented_configuration, known=config
+        )
+        if aliases:
+            version = _publish(clients, function, updated, target.session_id)
+            instrumented = replace(instrumented, published_version=version)
+            for name in aliases:
+                clients.lambda_client.update_alias(
+                    FunctionName=function.name, Name=name, **decisions.redirect_update(version)
+                )
+    except (ClientError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
+        failure = (
+            str(exc)
+            if isinstance(exc, (ChangedMeanwhile, UpdateFailed, CannotInstrument))
+            else error_text(exc)
+        )
+        put_back = restore(clients, function, target.session_id)
+        if put_back.status == STATUS_FAILED:
+            failure += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
+        return Result(function, STATUS_FAILED, failure)
+    text = f"instrumented (timeout {target.timeout} s)"
+    if aliases:
+        text += "; alias{} {} now send{} traffic to version {}".format(
+            "es" if len(aliases) > 1 else "",
+            ", ".join(sorted(aliases)),
+            "" if len(aliases) > 1 else "s",
+            instrumented.published_version,
+        )
+    if original.derived:
+        text += "; it carried plldb's variables without its original timeout, so its current one is kept"
+    return Result(function, STATUS_OK, text, instrumented)
+
+
+def _aliases_to_redirect(clients: Clients, function: FunctionRef) -> dict[str, AliasTarget]:
+    """Every alias that sends traffic to a published version, with where it sends it originally."""
+    aliases: dict[str, AliasTarget] = {}
+    for alias in _list_aliases(clients, function.name):
+        current = AliasTarget.of(alias)
+        if current.version == "$LATEST" and not current.weights:
+            continue  # already reaches the instrumented $LATEST
+        if current.version.isdigit():
+            # An alias on a version an earlier, dead session published: its original is recorded there.
+            version = get_configuration(clients.lambda_client, function.name, current.version)
+            if decisions.session_of(version):
+                recorded = decisions.alias_originals(version).get(str(alias["Name"]))
+                current = recorded or current
+        aliases[str(alias["Name"])] = current
+    return aliases
+
+
+def _list_aliases(clients: Clients, function_name: str) -> list[dict[str, Any]]:
+    aliases: list[dict[str, Any]] = []
+    for page in clients.lambda_client.get_paginator("list_aliases").paginate(FunctionName=function_name):
+        aliases.extend(page.get("Aliases", []))
+    return aliases
+
+
+def _publish(clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str) -> str:
+    """Publish exactly the configuration plldb just wrote (its RevisionId), as a new version."""
+    arguments: dict[str, Any] = {
+        "FunctionName": function.name,
+        "Description": decisions.published_description(session_id),
+    }
+    if config.get("RevisionId"):
+        arguments["RevisionId"] = config["RevisionId"]
+    if config.get("CodeSha256"):
+        arguments["CodeSha256"] = config["CodeSha256"]
+    return str(clients.lambda_client.publish_version(**arguments)["Version"])
+
+
+def reference_role(clients: Clients, role_arn: str, function_name: str, session_id: str) -> None:
+    """Tag the role for this function, then make sure it carries the policy (idempotent)."""
+    if not role_arn or not clients.policy_arn:
+        return
+    role = _role_name(role_arn)
+    clients.iam.tag_role(
+        RoleName=role,
+        Tags=[{"Key": protocol.role_tag_key(clients.region, function_name), "Value": session_id}],
+    )
+    clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
+
+
+def release_role(clients: Clients, role_arn: str, function_name: str) -> None:
+    """Remove this function's tag; the policy goes with the role's last plldb tag (and comes back if a
+    function started using the role meanwhile)."""
+    if not role_arn or not clients.policy_arn:
+        return
+    role = _role_name(role_arn)
+    try:
+        clients.iam.untag_role(RoleName=role, TagKeys=[protocol.role_tag_key(clients.region, function_name)])
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return
+        raise
+    if _plldb_tags(clients, role):
+        return
+    try:
+        clients.iam.detach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+    if _plldb_tags(clients, role):
+        clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
+
+
+def _plldb_tags(clients: Clients, role: str) -> list[str]:
+    keys: list[str] = []
+    for page in clients.iam.get_paginator("list_role_tags").paginate(RoleName=role):
+        keys.extend(
+            str(tag["Key"])
+            for tag in page.get("Tags", [])
+            if str(tag["Key"]).startswith(protocol.ROLE_TAG_PREFIX)
+        )
+    return keys
+
+
+def _role_name(role_arn: str) -> str:
+    return role_arn.rsplit("/", 1)[-1]
+
+
+# --- Restore ------------------------------------------------------------------------------------------------
+def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> Result:
+    """Remove plldb's additions made for ``session_id`` (for any session when None). Idempotent.
+
+    One failing step leaves the function as it is and says so; running it again finishes the job.
+    """
+    try:
+        config = get_configuration(clients.lambda_client, function.name)
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return Result(function, STATUS_SKIPPED, "the function no longer exists")
+        return Result(function, STATUS_FAILED, error_text(exc))
+    try:
+        notes = _restore_aliases(clients, function, config, session_id)
+        owner = decisions.session_of(config)
+        traced = decisions.is_instrumented(config, clients.layer_version_arn)
+        if not traced:
+            text = "already in its deployed configuration"
+        elif session_id is not None and owner is not None and owner != session_id:
+            return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
+        else:
+            text = _strip(clients, function, config)
+        if traced or notes:
+            release_role(clients, str(config.get("Role") or ""), function.name)
+    except (ClientError, UpdateFailed) as exc:
+        return Result(function, STATUS_FAILED, error_text(exc) if isinstance(exc, ClientError) else str(exc))
+    return Result(function, STATUS_OK, "; ".join([text, *notes]))
+
+
+def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -> str:
+    def stripped(current: Mapping[str, Any]) -> dict[str, Any]:
+        if not decisions.is_instrumented(current, clients.layer_version_arn):
+            raise ChangedMeanwhile("redeployed while plldb restored it")  # the deploy wins
+        return decisions.strip_update(current, clients.layer_version_arn)
+
+    try:
+        update_until_applied(clients.lambda_client, function.name, stripped, known=config)
+    except ChangedMeanwhile:
+        return "redeployed meanwhile; left as deployed"
+    return "restored"
+
+
+def _restore_aliases(
+    clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str | None
+) -> list[str]:
+    """Aliases back where they pointed, then the versions plldb published deleted."""
+    notes: list[str] = []
+    published: list[str] = []
+    for alias in _list_aliases(clients, function.name):
+        version = str(alias.get("FunctionVersion") or "")
+        if not version.isdigit():
+            continue
+        version_config = get_configuration(clients.lambda_client, function.name, version)
+        owner = decisions.session_of(version_config)
+        if owner is None or (session_id is not None and owner != session_id):
+            continue
+        original = decisions.alias_originals(version_config).get(str(alias["Name"]))
+        if original is None:
+            notes.append(
+                "alias {} points at plldb's version {} without a recorded origin; left".format(
+                    alias["Name"], version
+                )
+            )
+            continue
+        clients.lambda_client.update_alias(
+            FunctionName=function.name, Name=alias["Name"], **original.update()
+        )
+        notes.append("alias {} back on version {}".format(alias["Name"], original.version))
+        published.append(version)
+    if protocol.ENV_ALIASES in (decisions.variables(config) or {}):
+        published.extend(_published_versions(clients, function.name, session_id))
+    for version in sorted(set(published), key=int):
+        try:
+            clients.lambda_client.delete_function(FunctionName=function.name, Qualifier=version)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                continue
+            if error_code(exc) != "ResourceConflictException":
+                raise
+            notes.append(f"version {version} is still in use; not deleted")
+    return notes
+
+
+def _published_versions(clients: Clients, function_name: str, session_id: str | None) -> list[str]:
+    """Versions plldb published (for the session) that no alias points at any more (an interrupted attach)."""
+    prefix = decisions.published_description(session_id) if session_id else protocol.PUBLISHED_VERSION_PREFIX
+    found = []
+    for page in clients.lambda_client.get_paginator("list_versions_by_function").paginate(
+        FunctionName=function_name
+    ):
+        for version in page.get("Versions", []):
+            if str(version.get("Version", "")).isdigit() and str(version.get("Description") or "").startswith(
+                prefix
+            ):
+                found.append(str(version["Version"]))
+    return found

@@ -1,0 +1,188 @@
+"""A stack's functions instrumented and restored by the developer's plldb, with the developer's credentials.
+
+IAM, SCPs, permission boundaries and CloudTrail therefore apply to the developer: plldb changes only
+what its user may change. Functions are handled 16 at a time (Lambda allows 15 control-plane requests
+a second per account; the clients retry adaptively when it throttles), and progress goes to the
+console one function at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from plldb.bootstrap.helper_stack import HelperStack
+from plldb.instrumentation import functions, stacks
+from plldb.instrumentation.decisions import Target
+from plldb.instrumentation.functions import FunctionRef, Instrumented, Result
+from plldb.local.session import Opened, SessionObserver
+
+MAX_PARALLEL_FUNCTIONS = 16
+CONTROL_CONFIG = Config(
+    connect_timeout=10,
+    read_timeout=60,
+    retries={"mode": "adaptive", "max_attempts": 8},
+    max_pool_connections=MAX_PARALLEL_FUNCTIONS * 2,
+)
+PHASE_INSTRUMENT = "instrument"
+PHASE_RESTORE = "restore"
+
+
+def developer_clients(session: boto3.Session, helper: HelperStack) -> functions.Clients:
+    """Lambda and IAM clients with the developer's credentials, and what they need of the helper stack."""
+    return functions.Clients(
+        lambda_client=session.client("lambda", config=CONTROL_CONFIG),
+        iam=session.client("iam", config=CONTROL_CONFIG),
+        region=str(session.region_name),
+        layer_version_arn=helper.layer_version_arn,
+        policy_arn=helper.instrumented_function_policy_arn,
+    )
+
+
+def progress(
+    phase: str, status: str, text: str, result: Result | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A progress event as the console shows it."""
+    message: dict[str, Any] = {"phase": phase, "status": status, "message": text, **extra}
+    if result is not None:
+        message["function"] = result.function.name
+        message["logicalId"] = result.function.path
+    return message
+
+
+def result_entry(result: Result) -> dict[str, str]:
+    return {
+        "functionName": result.function.name,
+        "logicalId": result.function.path,
+        "status": result.status,
+        "message": result.message,
+    }
+
+
+@dataclass
+class StackInstrumentation:
+    """The selected functions of one stack, as one session instruments and restores them."""
+
+    clients: functions.Clients
+    helper: HelperStack
+    functions: Sequence[FunctionRef]
+    observer: SessionObserver
+    fallback: str
+    timeout: int
+    redirect_aliases: bool = True
+    stop: threading.Event = field(default_factory=threading.Event)
+    results: list[Result] = field(default_factory=list)
+    session_id: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def instrumented(self) -> list[Instrumented]:
+        with self._lock:
+            return [r.instrumented for r in self.results if r.ok and r.instrumented is not None]
+
+    def variable_names(self, function_name: str) -> frozenset[str]:
+        """The function's own configured variables: the only names its local run may take from AWS."""
+        for item in self.instrumented:
+            if item.function.name == function_name:
+                return item.variable_names
+        return frozenset()
+
+    def instrument(self, opened: Opened) -> None:
+        """Instrument every selected function for ``opened``; a stop request leaves the rest untouched."""
+        self.session_id = opened.session_id
+        target = Target(
+            session_id=opened.session_id,
+            dispatcher_arn=self.helper.dispatcher_function_arn,
+            invocations_table=self.helper.invocations_table_name,
+            payload_bucket=self.helper.payload_bucket_name,
+            layer_version_arn=self.helper.layer_version_arn,
+            fallback=self.fallback,
+            timeout=self.timeout,
+        )
+        count = len(self.functions)
+        self.observer.on_progress(
+            progress(
+                PHASE_INSTRUMENT,
+                "started",
+                f"Instrumenting {count} function{'' if count == 1 else 's'} of stack {opened.stack_name}",
+                total=count,
+            )
+        )
+
+        def one(function: FunctionRef) -> None:
+            if self.stop.is_set():
+                return
+            result = functions.instrument(self.clients, function, target, self.redirect_aliases)
+            with self._lock:
+                self.results.append(result)
+            self.observer.on_progress(progress(PHASE_INSTRUMENT, result.status, result.message, result))
+
+        _parallel(one, self.functions)
+        with self._lock:
+            ordered = sorted(self.results, key=lambda r: r.function.path)
+        counts = {s: sum(1 for r in ordered if r.status == s) for s in ("ok", "skipped", "failed")}
+        self.observer.on_instrumented(
+            {
+                "phase": PHASE_INSTRUMENT,
+                "status": "done",
+                "message": f"{counts['ok']} instrumented, {counts['skipped']} skipped, {counts['failed']} failed",
+                "functions": [result_entry(r) for r in ordered],
+            }
+        )
+
+    def restore(self) -> list[str]:
+        """Put back every function this session instrumented; the labels of those that failed."""
+        done = self.instrumented
+        self.observer.on_progress(
+            progress(
+                PHASE_RESTORE, "started", f"Restoring {len(done)} function{'' if len(done) == 1 else 's'}"
+            )
+        )
+        failures: list[str] = []
+        lock = threading.Lock()
+
+        def one(item: Instrumented) -> None:
+            result = functions.restore(self.clients, item.function, self.session_id)
+            self.observer.on_progress(progress(PHASE_RESTORE, result.status, result.message, result))
+            if result.status == functions.STATUS_FAILED:
+                with lock:
+                    failures.append(f"{item.function.path}: {result.message}")
+
+        _parallel(one, done)
+        return sorted(failures)
+
+
+def restore_stack(
+    session: boto3.Session,
+    helper: HelperStack,
+    stack_id: str,
+    report: Callable[[Mapping[str, Any]], None],
+) -> list[Result]:
+    """Remove every trace of plldb from a stack's functions (any session's), with the developer's rights."""
+    clients = developer_clients(session, helper)
+    found = stacks.list_stack_functions(session.client("cloudformation", config=CONTROL_CONFIG), stack_id)
+    results: list[Result] = []
+    lock = threading.Lock()
+
+    def one(function: stacks.StackFunction) -> None:
+        result = functions.restore(clients, FunctionRef(function.function_name, function.path), None)
+        with lock:
+            results.append(result)
+        report(progress(PHASE_RESTORE, result.status, result.message, result))
+
+    _parallel(one, found)
+    return sorted(results, key=lambda r: r.function.path)
+
+
+def _parallel(work: Callable[[Any], None], items: Sequence[Any]) -> None:
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FUNCTIONS, len(items))) as pool:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
