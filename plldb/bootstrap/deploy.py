@@ -30,6 +30,7 @@ from plldb.bootstrap.helper_stack import (
 from plldb.errors import PlldbError
 
 EventCallback = Callable[[str], None]
+MAX_HELPER_STACK_NAME = 100  # "<name>-instrumented-function" must fit IAM's 128 characters
 
 HELPER_STACK_TAG = "plldb:helper-stack"
 DEFAULT_PARAMETERS = {
@@ -112,6 +113,12 @@ def setup(
     poll_seconds: float = 2.0,
 ) -> SetupResult:
     """Create or update the helper stack; a no-op when the template, code and parameters are unchanged."""
+    if len(stack_name) > MAX_HELPER_STACK_NAME:
+        raise PlldbError(
+            f"A helper stack name has at most {MAX_HELPER_STACK_NAME} characters ({stack_name!r} has "
+            f"{len(stack_name)}): its IAM policy is named after it.",
+            "Choose a shorter name.",
+        )
     region, account_id, bucket = _account_assets(session)
     s3 = session.client("s3")
     ensure_asset_bucket(s3, bucket, region, account_id, on_event)
@@ -133,7 +140,7 @@ def setup(
     wanted.update({"AssetsBucket": bucket, "HandlersKey": handlers_key, "LayerKey": layer_key})
     stack_arguments = {
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(wanted.items())],
-        "Capabilities": ["CAPABILITY_IAM"],
+        "Capabilities": ["CAPABILITY_NAMED_IAM"],  # the instrumented-function policy has a derived name
         "Tags": [{"Key": HELPER_STACK_TAG, "Value": "true"}],
         **_template_argument(s3, bucket, body, account_id),
     }
