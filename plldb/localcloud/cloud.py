@@ -17,10 +17,10 @@ from typing import Any
 
 import boto3
 
+from plldb.localcloud.constants import ACCOUNT_ID, DEFAULT_REGION
 from plldb.protocol import EXECUTE_API_ENDPOINT_VARIABLE
 
-ACCOUNT_ID = "123456789012"
-DEFAULT_REGION = "us-east-1"
+__all__ = ["ACCOUNT_ID", "DEFAULT_REGION", "LambdaInvocationError", "LocalCloud"]
 DEFAULT_PORT = 4566
 DEFAULT_GATEWAY_PORT = 4510
 # moto accepts any credentials; these make it obvious they are not real ones.
@@ -67,7 +67,9 @@ class LocalCloud:
     def start(self) -> LocalCloud:
         from moto.server import ThreadedMotoServer
 
-        from plldb.localcloud import lambda_environments, moto_extensions
+        from plldb.localcloud import moto_extensions
+        from plldb.localcloud.lambdas.manager import EnvironmentManager
+        from plldb.localcloud.moto_extensions import awslambda_invoke
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
         moto_extensions.install()
@@ -88,14 +90,14 @@ class LocalCloud:
         self.gateway.start()
         self.execute_api_endpoint = f"http://{self.host}:{self.gateway.port}"
 
-        self.lambdas = lambda_environments.EnvironmentManager(
+        self.lambdas = EnvironmentManager(
             endpoint_url=self.endpoint_url,
             execute_api_endpoint=self.execute_api_endpoint,
             work_dir=self.work_dir / "lambda",
             account_id=ACCOUNT_ID,
             region=self.region,
         )
-        lambda_environments.install(self.lambdas)
+        awslambda_invoke.install(self.lambdas)
         return self
 
     def stop(self) -> None:
