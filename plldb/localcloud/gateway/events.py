@@ -141,6 +141,7 @@ class Connection:
         self.last_active_epoch = time.time()
         self.last_active_monotonic = time.monotonic()
         self.authorizer: dict[str, Any] | None = None
+        self.iam_identity: dict[str, str] = {}  # the signer of an AWS_IAM $connect, in its events only
         self.ws: LimitedWebSocketResponse | None = None
         self.handshake_done = asyncio.Event()
         # ("message", text or bytes) | ("disconnect", (code, reason)) | ("end", None)
@@ -161,8 +162,11 @@ class Connection:
         self.last_active_epoch = time.time()
         self.last_active_monotonic = time.monotonic()
 
-    def identity(self) -> dict[str, str]:
-        identity = {"sourceIp": self.source_ip}
+    def identity(self, event_type: str = "MESSAGE") -> dict[str, str]:
+        """``requestContext.identity``: the caller's IAM identity on ``$connect`` only (API Gateway
+        authorizes a WebSocket connection once, when it opens), its address and user agent always."""
+        identity = dict(self.iam_identity) if event_type == "CONNECT" else {}
+        identity["sourceIp"] = self.source_ip
         if self.user_agent is not None:
             identity["userAgent"] = self.user_agent
         return identity
@@ -179,7 +183,7 @@ class Connection:
             "stage": self.stage,
             "connectedAt": self.connected_at_ms,
             "requestTimeEpoch": now_ms,
-            "identity": self.identity(),
+            "identity": self.identity(event_type),
             "requestId": request_id,
             "domainName": self.domain_name,
             "connectionId": self.connection_id,

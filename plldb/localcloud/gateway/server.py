@@ -58,6 +58,7 @@ from plldb.localcloud.gateway.framing import (
     LimitedWebSocketResponse,
     WebSocketLimits,
 )
+from plldb.localcloud.gateway.iam import caller_identity, request_signature
 from plldb.localcloud.gateway.management import ManagementApi
 
 logger = logging.getLogger(__name__)
@@ -329,7 +330,11 @@ class WebSocketGateway:
         route = find_route(api, "$connect")
         if route is None:
             return {}
-        if (route.authorization_type or "").upper() == "CUSTOM" and route.authorizer_id:
+        authorization_type = (route.authorization_type or "").upper()
+        if authorization_type == "AWS_IAM":
+            signature = request_signature(request.headers, request.query)
+            conn.iam_identity = caller_identity(signature, self._account_id, self._region)
+        elif authorization_type == "CUSTOM" and route.authorizer_id:
             conn.authorizer = await self._authorize(request, api, route.authorizer_id, conn)
         target = route_target(api, route)
         if target is None:
