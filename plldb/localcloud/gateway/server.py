@@ -45,6 +45,7 @@ from plldb.localcloud.gateway.events import (
     route_target,
     select_route_key,
 )
+from plldb.localcloud.gateway.faults import GatewayFaults
 from plldb.localcloud.gateway.framing import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
@@ -97,6 +98,7 @@ class WebSocketGateway:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self.faults = GatewayFaults()  # faults on demand, for tests
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -298,7 +300,7 @@ class WebSocketGateway:
             lambda: self.close(conn, CLOSE_TOO_BIG, REASON_TOO_BIG),
             protocols=(subprotocol,) if subprotocol else (),
             compress=False,
-            autoping=True,
+            autoping=False,  # _receive answers pings itself (unless told to ignore them)
             max_msg_size=self.limits.message_bytes + 1,  # the gate enforces the quota itself
         )
         ws.headers.update(handshake_headers)
@@ -407,6 +409,11 @@ class WebSocketGateway:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                 conn.touch()
                 conn.inbox.put_nowait(("message", message.data))
+            elif message.type is WSMsgType.PING:
+                if not self.faults.ping_ignored(conn.connection_id):
+                    await ws.pong(message.data)
+            elif message.type is WSMsgType.PONG:
+                continue
             elif message.type is WSMsgType.CLOSE:
                 if not conn.closing:
                     conn.closing = True
@@ -450,6 +457,8 @@ class WebSocketGateway:
             elif kind == "disconnect":
                 if conn.in_flight:
                     await asyncio.wait(set(conn.in_flight))
+                if self.faults.disconnect_dropped(conn.connection_id):
+                    continue
                 try:
                     await self._disconnect(conn, *payload)
                 except Exception:
