@@ -50,6 +50,7 @@ class LocalCloud:
         region: str = DEFAULT_REGION,
         work_dir: Path | None = None,
         limits: Any = None,
+        schedule_timer: bool = True,
     ) -> None:
         self.host = host
         self.region = region
@@ -61,6 +62,8 @@ class LocalCloud:
         self._server: Any = None
         self.gateway: Any = None
         self.lambdas: Any = None
+        self.scheduler: Any = None
+        self._schedule_timer = schedule_timer
         self.endpoint_url = ""
         self.execute_api_endpoint = ""
 
@@ -70,6 +73,7 @@ class LocalCloud:
         from plldb.localcloud import moto_extensions
         from plldb.localcloud.lambdas.manager import EnvironmentManager
         from plldb.localcloud.moto_extensions import awslambda_invoke
+        from plldb.localcloud.scheduler import Scheduler
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
         moto_extensions.install()
@@ -98,9 +102,16 @@ class LocalCloud:
             region=self.region,
         )
         awslambda_invoke.install(self.lambdas)
+
+        # EventBridge's scheduled rules fire on a timer (tests may also drive them with their own clock).
+        self.scheduler = Scheduler(self._invoke_asynchronously, ACCOUNT_ID, self.region)
+        if self._schedule_timer:
+            self.scheduler.start()
         return self
 
     def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.lambdas is not None:
             self.lambdas.shutdown()
         if self.gateway is not None:
@@ -136,6 +147,10 @@ class LocalCloud:
 
     def client(self, service: str) -> Any:
         return self.session().client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+    def _invoke_asynchronously(self, function_arn: str, payload: bytes) -> None:
+        """An Event invocation, as EventBridge invokes a rule's Lambda target."""
+        self.lambdas.invoke(function_arn, payload, invocation_type="Event")
 
     def _invoke_lambda(self, function_arn: str, event: dict[str, Any]) -> Any:
         result = self.lambdas.invoke(function_arn, json.dumps(event).encode("utf-8"))

@@ -17,6 +17,7 @@ only makes the local cloud answer like AWS.
 | ``resources`` | create / update / delete of one resource and of a whole stack |
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
+| ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
 
@@ -31,6 +32,7 @@ from plldb.localcloud.moto_extensions import (
     apigatewayv2,
     awslambda,
     dynamodb,
+    events,
     iam,
     nested_stacks,
     resources,
@@ -113,6 +115,7 @@ def install() -> None:
         resources.install()
         awslambda.install()
         dynamodb.install()
+        events.install()
         iam.install()
         apigateway.install()
         stepfunctions.install()
