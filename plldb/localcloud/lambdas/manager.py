@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import random as random_fraction
 from typing import Any
 
 from plldb.localcloud.lambdas.environment import ExecutionEnvironment, _ManagerContext, _trace_id
@@ -35,6 +36,7 @@ from plldb.localcloud.lambdas.specs import (
     _function_arn,
     function_spec,
 )
+from plldb.localcloud.moto_extensions.awslambda_versions import aliases_of, routing_weights, split_qualifier
 from plldb.localcloud.runtime_api import Invocation
 
 logger = logging.getLogger(__name__)
@@ -64,8 +66,10 @@ class EnvironmentManager:
         *,
         idle_seconds: float = IDLE_ENVIRONMENT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = random_fraction,
     ) -> None:
         self.endpoint_url = endpoint_url
+        self.random = random  # [0, 1): picks an alias's version by its routing weights
         self.idle_seconds = idle_seconds
         self._clock = clock
         self.execute_api_endpoint = execute_api_endpoint
@@ -125,9 +129,26 @@ class EnvironmentManager:
                 f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to "
                 "satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
             )
-        fn = lambda_backends[account_id][region].get_function(function_name_or_arn, qualifier)
+        backend = lambda_backends[account_id][region]
+        name, explicit = split_qualifier(function_name_or_arn, qualifier)
+        version = explicit
+        alias = aliases_of(backend._lambdas, name).get(explicit or "")
+        if alias is not None:
+            version = self._routed_version(alias)
+        fn = backend.get_function(name, version)
         invoked_arn = _invoked_arn(region, account_id, fn.function_name, function_name_or_arn, qualifier)
         return self.invoke_function(fn, payload, invocation_type, client_context, invoked_arn)
+
+    def _routed_version(self, alias: Any) -> str:
+        """The version an invocation of the alias runs: an additional version with its weight's
+        probability, else the alias's own (Lambda's weighted alias routing)."""
+        draw = self.random()
+        cumulative = 0.0
+        for version, weight in sorted(routing_weights(alias).items()):
+            cumulative += weight
+            if draw < cumulative:
+                return version
+        return str(alias.function_version)
 
     def invoke_function(
         self,

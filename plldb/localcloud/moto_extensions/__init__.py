@@ -16,6 +16,7 @@ only makes the local cloud answer like AWS.
 | ``stack_events``, ``stacks`` | resource events; stack lifecycle, rollback, GetTemplate, no-op updates |
 | ``resources`` | create / update / delete of one resource and of a whole stack |
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
+| ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
@@ -31,6 +32,7 @@ from plldb.localcloud.moto_extensions import (
     apigateway,
     apigatewayv2,
     awslambda,
+    awslambda_versions,
     dynamodb,
     events,
     iam,
@@ -114,6 +116,7 @@ def install() -> None:
         stacks.install()
         resources.install()
         awslambda.install()
+        awslambda_versions.install()
         dynamodb.install()
         events.install()
         iam.install()

@@ -84,6 +84,11 @@ def get_configuration(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any
 
 
 def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
+    """Gap: ``Environment`` without ``Variables`` failed with HTTP 500. Lambda accepts it and keeps the
+    function's variables (only ``{"Variables": {}}`` removes them), as measured against the service."""
+    environment = changes.get("Environment")
+    if isinstance(environment, dict) and "Variables" not in environment:
+        changes = {key: value for key, value in changes.items() if key != "Environment"}
     return _revised("update_configuration", function, changes)
 
 

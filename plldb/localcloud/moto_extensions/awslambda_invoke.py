@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from plldb.localcloud.lambdas.manager import EnvironmentManager
 from plldb.localcloud.lambdas.specs import InvocationResult, ServiceShutDown
+from plldb.localcloud.moto_extensions.awslambda_versions import DELETION_LISTENERS
 from plldb.localcloud.moto_extensions.core import patch, restore
 
 PATCH_GROUP = "lambda-invoke"
@@ -85,41 +86,28 @@ def _invoke_model(self: Any, body: Any, request_headers: Any, response_headers: 
     return result.payload
 
 
-def _delete_function(self: Any, function_name: str, qualifier: str | None = None) -> None:
-    original_delete_function(self, function_name, qualifier)
-    name, explicit = function_name, qualifier
-    if name.startswith("arn:"):
-        parts = name.split(":")
-        name = parts[6]
-        if len(parts) == 8:
-            explicit = explicit or parts[7]
-    elif ":" in name:
-        name, explicit = name.split(":", 1)
+def _retire_environments(account_id: str, region: str, function_name: str, version: str | None) -> None:
+    """A deleted function's (or version's) environments are retired."""
     if _installed_manager is not None:
-        _installed_manager.discard(self.account_id, self.region_name, name, explicit)
-
-
-def original_delete_function(self: Any, function_name: str, qualifier: str | None) -> None:
-    from moto.awslambda.models import LambdaBackend
-
-    from plldb.localcloud.moto_extensions.core import original
-
-    original(LambdaBackend, "delete_function")(self, function_name, qualifier)
+        _installed_manager.discard(account_id, region, function_name, version)
 
 
 def install(manager: EnvironmentManager) -> None:
     """Route moto's Lambda invocations through manager (idempotent; a later call swaps the manager)."""
     global _installed_manager, _patched
-    from moto.awslambda.models import LambdaBackend, LambdaFunction
+    from moto.awslambda.models import LambdaFunction
     from moto.awslambda.responses import LambdaResponse
 
     _installed_manager = manager
     if _patched:
         return
+    from plldb.localcloud import moto_extensions
+
+    moto_extensions.install()  # deletions reach DELETION_LISTENERS through the versions extension
     patch(LambdaResponse, "invoke", _invoke_action, group=PATCH_GROUP)
     patch(LambdaResponse, "invoke_async", _invoke_async_action, group=PATCH_GROUP)
     patch(LambdaFunction, "invoke", _invoke_model, group=PATCH_GROUP)
-    patch(LambdaBackend, "delete_function", _delete_function, group=PATCH_GROUP)
+    DELETION_LISTENERS.append(_retire_environments)
     _patched = True
 
 
@@ -129,4 +117,5 @@ def uninstall() -> None:
     _installed_manager = None
     if _patched:
         restore(PATCH_GROUP)
+        DELETION_LISTENERS.remove(_retire_environments)
         _patched = False
