@@ -306,8 +306,8 @@ def _resolve_stack(session: Any, helper: Any, stack_name: str) -> Any:
     stack = stacks.resolve_stack(session.client("cloudformation"), stack_name)
     if stack is None:
         raise PlldbError(
-            f"Stack {stack_name!r} does not exist in {session.region_name}.",
-            "Check --stack-name and --region (or samconfig.toml).",
+            f"Stack {stack_name!r} was not found in region {session.region_name}.",
+            "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
         )
     if stack.stack_id == helper.stack_id:
         raise PlldbError(
