@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from plldb.errors import PlldbError
+from plldb.errors import ExitStatus, PlldbError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +38,10 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         click.echo(f"Error: {exc.one_line()}", err=True)
-        return 1
+        return ExitStatus.ERROR
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        return 130
+        return ExitStatus.INTERRUPTED
     except click.UsageError as exc:
         # click prints usage, a hint and the error on four lines; one line says the same.
         command = exc.ctx.command_path if exc.ctx is not None else "plldb"
@@ -54,18 +54,18 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        return 130
+        return ExitStatus.INTERRUPTED
     except Exception as exc:
         if debug:
             traceback.print_exc()
-            return 1
+            return ExitStatus.ERROR
         text = str(exc).splitlines()[0] if str(exc) else ""
         click.echo(
             f"Error: plldb failed unexpectedly ({type(exc).__name__}{': ' + text if text else ''}). "
             f"Run the command again with {DEBUG_FLAG} to see the traceback, and report it.",
             err=True,
         )
-        return 1
+        return ExitStatus.ERROR
     # Without standalone mode, click returns the code of ctx.exit(code) instead of raising.
     return result if isinstance(result, int) else 0
 
