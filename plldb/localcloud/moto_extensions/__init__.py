@@ -19,7 +19,7 @@ only makes the local cloud answer like AWS.
 | ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
-| ``s3`` | presigned URLs expire |
+| ``s3`` | AWS::S3::BucketPolicy; object PUTs keep their bytes; presigned URLs expire; no policy decides a request |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
@@ -60,6 +60,7 @@ from plldb.localcloud.moto_extensions.apigatewayv2 import (
 from plldb.localcloud.moto_extensions.awslambda import FunctionAlias
 from plldb.localcloud.moto_extensions.iam import ensure_managed_policy
 from plldb.localcloud.moto_extensions.resources import dependency_order, generate_resource_name
+from plldb.localcloud.moto_extensions.s3 import BucketPolicy
 from plldb.localcloud.moto_extensions.stack_events import ResourceFailed, failure_reason, record_event
 from plldb.localcloud.moto_extensions.templates import (
     SAM_TRANSFORM,
@@ -71,6 +72,7 @@ from plldb.localcloud.moto_extensions.templates import (
 
 __all__ = [
     "SAM_TRANSFORM",
+    "BucketPolicy",
     "FunctionAlias",
     "GatewayApi",
     "GatewayAuthorizer",
@@ -104,6 +106,7 @@ MODELS = (
     GatewayDeployment,
     GatewayStage,
     FunctionAlias,
+    BucketPolicy,
 )
 
 _install_lock = threading.Lock()
