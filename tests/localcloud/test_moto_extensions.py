@@ -1072,3 +1072,46 @@ def test_a_bucket_policy_decides_no_request(session: boto3.Session) -> None:
 
     assert bucket_policy(session, "requests-first") == tls_only
     assert (body, presigned) == (b"payload", b"payload")
+
+
+# --- AWS::Lambda::Function LoggingConfig --------------------------------------------------------------------
+LOGGING_TEMPLATE = f"""
+Parameters:
+  Format: {{Type: String, Default: Text}}
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:{TRUST_LAMBDA}
+  Group:
+    Type: AWS::Logs::LogGroup
+    Properties: {{RetentionInDays: 14}}
+  Function:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      Role: !GetAtt Role.Arn
+      Code: {{ZipFile: "def handler(event, context):\\n    return 1\\n"}}
+      LoggingConfig:
+        LogGroup: !Ref Group
+        LogFormat: !Ref Format
+Outputs:
+  FunctionName: {{Value: !Ref Function}}
+  GroupName: {{Value: !Ref Group}}
+"""
+
+
+def test_function_logging_config_is_created_and_updated_with_its_stack(session: boto3.Session) -> None:
+    values = outputs(create(session, "logging-config", LOGGING_TEMPLATE))
+    created = session.client("lambda").get_function_configuration(FunctionName=values["FunctionName"])
+    update(session, "logging-config", LOGGING_TEMPLATE, Format="JSON")
+    updated = session.client("lambda").get_function_configuration(FunctionName=values["FunctionName"])
+
+    assert values["GroupName"].startswith("logging-config-Group-")
+    assert created["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": values["GroupName"]}
+    assert updated["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "LogGroup": values["GroupName"],
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "INFO",
+    }
