@@ -343,6 +343,7 @@ def test_standard_environment_variables(cloud: Cloud) -> None:
         "LANG": "en_US.UTF-8",
         "TZ": "Europe/Paris",  # not reserved: a function may set its own
         "AWS_ENDPOINT_URL": cloud.endpoint_url,
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
         "PLLDB_EXECUTE_API_ENDPOINT": EXECUTE_API_ENDPOINT,
         "MY_SETTING": "mine",
         "LAMBDA_TASK_ROOT": body["cwd"],

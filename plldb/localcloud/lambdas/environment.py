@@ -171,6 +171,8 @@ class ExecutionEnvironment:
                 "LAMBDA_TASK_ROOT": str(code_dir),
                 "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
                 "AWS_ENDPOINT_URL": self._context.endpoint_url,
+                # One endpoint serves every host: no "sync-" (StartSyncExecution) or other host prefix.
+                "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
                 EXECUTE_API_ENDPOINT_VARIABLE: self._context.execute_api_endpoint,
                 **credentials,
             }

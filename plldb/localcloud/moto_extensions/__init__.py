@@ -20,6 +20,7 @@ only makes the local cloud answer like AWS.
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
 | ``s3`` | AWS::S3::BucketPolicy; object PUTs keep their bytes; presigned URLs expire; no policy decides a request |
+| ``stepfunctions_executions`` | executions run: the deployed ASL interpreted, Lambda tasks in real environments, StartSyncExecution, an injectable clock |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
@@ -45,6 +46,7 @@ from plldb.localcloud.moto_extensions import (
     server,
     stacks,
     stepfunctions,
+    stepfunctions_executions,
     templates,
 )
 from plldb.localcloud.moto_extensions.apigateway import RestApiStage
@@ -129,6 +131,7 @@ def install() -> None:
         iam.install()
         apigateway.install()
         stepfunctions.install()
+        stepfunctions_executions.install()
         nested_stacks.install()
         apigatewayv2.install()
         iam_propagation.install()
