@@ -13,6 +13,7 @@ only makes the local cloud answer like AWS.
 | ``core`` | the one patching mechanism and the base of the CloudFormation models defined here |
 | ``server`` | moto's request dispatch (speed only) |
 | ``templates`` | template parsing, the SAM transform, reference validation |
+| ``support`` | the resource types and attributes the local cloud deploys; refusal of templates that need more |
 | ``stack_events``, ``stacks`` | resource events; stack lifecycle, rollback, GetTemplate, no-op updates |
 | ``resources`` | create / update / delete of one resource and of a whole stack |
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
