@@ -119,6 +119,8 @@ class LocalCloud:
         return self
 
     def stop(self) -> None:
+        if self.stepfunctions is not None and self.stepfunctions.endpoint_url == self.endpoint_url:
+            self.stepfunctions.endpoint_url = ""  # its tasks no longer have a cloud to call
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.lambdas is not None:
