@@ -528,14 +528,23 @@ def project_root(folder: Path | None) -> Path | None:
     return None
 
 
-def poetry_environment_candidates(root: Path, environ: Mapping[str, str]) -> list[Path]:
-    """Where Poetry keeps the project's virtualenvs outside the project (its default configuration).
+def poetry_environment_name(name: str, project_dir: Path) -> str:
+    """The name Poetry gives a project's virtualenvs, before "-pyX.Y" (Poetry's EnvManager.generate_env_name).
 
-    Poetry names them ``{name}-{hash}-py{X.Y}`` under ``{cache-dir}/virtualenvs``: the project's name
-    lowercased with ``[ $`!*@"\\\\\\r\\n\\t]`` replaced by "_" (42 characters at most), and the first 8
-    characters of the URL-safe base64 of the SHA-256 of the project folder's real, case-normalized path.
+    The project's name lowercased, each space, tab, line break, ``$`!*@"`` and backslash replaced
+    by "_", cut to 42 characters; then a dash and the first 8 characters of the URL-safe base64 of
+    the SHA-256 of the project folder's real, case-normalized path.
     """
     import base64
+
+    sanitized = re.sub(r'[ $`!*@"\\\r\n\t]', "_", name.lower())[:42]
+    digest = hashlib.sha256(os.path.normcase(os.path.realpath(project_dir)).encode()).digest()
+    return f"{sanitized}-{base64.urlsafe_b64encode(digest).decode()[:8]}"
+
+
+def poetry_environment_candidates(root: Path, environ: Mapping[str, str]) -> list[Path]:
+    """Where Poetry keeps the project's virtualenvs outside the project (its default configuration):
+    ``{cache-dir}/virtualenvs/{poetry_environment_name}-py{X.Y}``, newest Python first."""
     import tomllib
 
     try:
@@ -552,9 +561,7 @@ def poetry_environment_candidates(root: Path, environ: Mapping[str, str]) -> lis
         name = project.get("name")
     if not isinstance(name, str) or not name:
         return []
-    sanitized = re.sub(r'[ $`!*@"\\\r\n\t]', "_", name.lower())[:42]
-    digest = hashlib.sha256(os.path.normcase(os.path.realpath(root)).encode()).digest()
-    env_name = f"{sanitized}-{base64.urlsafe_b64encode(digest).decode()[:8]}"
+    env_name = poetry_environment_name(name, root)
     if environ.get("POETRY_VIRTUALENVS_PATH"):
         base = Path(environ["POETRY_VIRTUALENVS_PATH"])
     else:
