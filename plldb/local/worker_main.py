@@ -178,6 +178,17 @@ def function_sys_path(
     return new_path
 
 
+def hide_plldb() -> None:
+    """The handler cannot import plldb: its modules leave ``sys.modules``, their package folders go.
+
+    The worker keeps using the modules it already holds; ``sys.path`` has no way back to them.
+    """
+    for name in [name for name in sys.modules if name == "plldb" or name.startswith("plldb.")]:
+        module = sys.modules.pop(name)
+        if hasattr(module, "__path__"):
+            module.__path__ = []
+
+
 def install_site_builtins() -> None:
     """What ``site`` adds to builtins (exit, quit, help, copyright...), which ``-S`` leaves out.
 
@@ -324,6 +335,7 @@ def main(argv: list[str]) -> int:
         reason = exc.one_line() if isinstance(exc, PlldbError) else f"{type(exc).__name__}: {exc}"
         send_message(channel, {"type": "fatal", "message": reason})
         return 1
+    hide_plldb()
     worker.listen_to_parent()
     init_error = worker.initialize()
     if init_error is not None:
