@@ -8,15 +8,20 @@ copied and relocated as if synthesized where the copy is.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from plldb.errors import PlldbError
+from plldb.local.stack import map_stack
 from plldb.local.template import (
     CdkStack,
     LocalFunction,
@@ -235,3 +240,89 @@ def test_plldb_invoke_lists_cdk_functions_by_their_ids(app):
         f"Error: No function 'Nope' in {app / 'cdk.out' / 'assembly-Prod' / 'ProdReports8F7E1D2C.template.json'}. "
         "Available: ReportsFunction (ReportsFunction9C0D1E2F).\n"
     )
+
+
+# --- plldb attach: the deployed stack's functions map to the app's source ------------------------------
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    from plldb.localcloud import moto_extensions
+
+    moto_extensions.install()  # nested stacks
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def deploy_as_cdk_does(app: Path, endpoint: str) -> boto3.Session:
+    """What `cdk deploy` does with the assembly: publish the assets, then create the stack from its template."""
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    s3 = session.client("s3", endpoint_url=endpoint)
+    bucket = f"cdk-hnb659fds-assets-123456789012-{REGION}"
+    s3.create_bucket(Bucket=bucket)
+    assets = json.loads((app / "cdk.out" / "OrdersStack.assets.json").read_text())["files"]
+    for asset in assets.values():
+        source = Path(asset["source"]["path"])
+        source = source if source.is_absolute() else app / "cdk.out" / source
+        if asset["source"]["packaging"] == "zip":
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                    archive.write(file, file.relative_to(source).as_posix())
+            body = buffer.getvalue()
+        else:
+            body = source.read_bytes()
+        s3.put_object(
+            Bucket=bucket, Key=asset["destinations"]["current_account-current_region"]["objectKey"], Body=body
+        )
+    session.client("ssm", endpoint_url=endpoint).put_parameter(
+        Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String"
+    )
+    cloudformation = session.client("cloudformation", endpoint_url=endpoint)
+    cloudformation.create_stack(
+        StackName="OrdersStack",
+        TemplateBody=(app / "cdk.out" / "OrdersStack.template.json").read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    status = cloudformation.describe_stacks(StackName="OrdersStack")["Stacks"][0]["StackStatus"]
+    assert status == "CREATE_COMPLETE"
+    return session
+
+
+def test_a_deployed_cdk_stack_maps_to_the_apps_source(app, moto_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    session = deploy_as_cdk_does(app, moto_endpoint)
+    project = locate_template(directory=app, stack_name="OrdersStack")
+    scanned = project.scan()
+
+    stack_map = map_stack(session, "OrdersStack", project.template)
+
+    by_path = {function.logical_path: function for function in stack_map.functions}
+    assert sorted(by_path) == [AUDIT, ORDERS, THUMBNAIL]
+    orders = by_path[ORDERS]
+    assert (orders.local, orders.source, orders.notice, orders.missing_reason) == (
+        scanned.local[ORDERS],
+        "lambda/orders/index.py:handler",
+        None,
+        None,
+    )
+    audit = by_path[AUDIT]
+    assert (audit.logical_id, audit.local, audit.source) == (
+        "AuditFunction4E7A1C93",
+        scanned.local[AUDIT],
+        "lambda/audit/audit.py:handler",
+    )
+    assert audit.stack_id.startswith("arn:aws:cloudformation:us-east-1:123456789012:stack/OrdersStack-Audit")
+    assert by_path[THUMBNAIL].notice == scanned.local[THUMBNAIL].code_notice
+    assert stack_map.by_physical_name(orders.physical_name) is orders
+    assert [f.logical_path for f in stack_map.selected(["Audit*"])] == [AUDIT]
+    assert audit.aliases == ("Audit/AuditFunction",)
+    assert [f.logical_path for f in stack_map.selected(["OrdersFunction", "Audit/*"])] == [ORDERS, AUDIT]
