@@ -351,15 +351,25 @@ _PROBE_SCRIPT = (
     "'prefix': sys.prefix, 'site': site.getsitepackages() if hasattr(site, 'getsitepackages') else []}))\n"
 )
 _probe_lock = threading.Lock()
+_probe_locks: dict[str, threading.Lock] = {}
 _probes: dict[str, InterpreterInfo | None] = {}
 
 
 def probe_interpreter(path: Path, environ: Mapping[str, str] | None = None) -> InterpreterInfo | None:
-    """Ask an interpreter what it is (once per path); None when it does not run here."""
+    """Ask an interpreter what it is (once per path, however many threads ask); None when it does not run."""
     key = str(path)
     with _probe_lock:
         if key in _probes:
             return _probes[key]
+        lock = _probe_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _probe_lock:
+            if key in _probes:
+                return _probes[key]
+        return _probe(key, environ)
+
+
+def _probe(key: str, environ: Mapping[str, str] | None) -> InterpreterInfo | None:
     info: InterpreterInfo | None = None
     # Started through env(1): under debugpy, the parent's debugger follows every Python child it
     # starts (its subprocess support recognizes them by the name of the program run), and a probe
@@ -1363,6 +1373,7 @@ class WorkerPool:
         self._idle: dict[str, list[WorkerProcess]] = {}
         self._workers: set[WorkerProcess] = set()
         self._planned: dict[str, FunctionRuntime] = {}
+        self._plan_lock = threading.Lock()
         self._closed = False
         debuggers.prepare_parent(debugger)
         self._support = SupportFolders(debugger)
@@ -1415,20 +1426,21 @@ class WorkerPool:
         return result
 
     def runtime(self, function: LocalFunction) -> FunctionRuntime:
-        """The function's interpreter and packages: as planned at start, else planned now (once)."""
+        """The function's interpreter and packages: as planned at start, else planned now.
+
+        Planning runs once per function, however many of its invocations arrive together.
+        """
         if self._extra_sys_path is None and self._runtimes is not None:
             planned = self._runtimes.get(function)
             if planned is not None:
                 return planned
-        with self._lock:
-            planned = self._planned.get(function.logical_id)
-        if planned is not None and planned.function == function:
-            return planned
-        planned = plan_function(
-            function, python=self._python, environ=self._environ, site_dirs=self._extra_sys_path
-        )
-        with self._lock:
+        with self._plan_lock:
             known = self._planned.get(function.logical_id)
+            if known is not None and known.function == function:
+                return known
+            planned = plan_function(
+                function, python=self._python, environ=self._environ, site_dirs=self._extra_sys_path
+            )
             self._planned[function.logical_id] = planned
         warning = RuntimePlan({function.logical_id: planned}).warning()
         if warning and (known is None or known.interpreter != planned.interpreter):
