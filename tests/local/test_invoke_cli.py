@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from tests.dap import attach_to_debugpy, follow_subprocess
 from tests.local.fixtures.apps import copy_app, lambda_python
 
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATE = FIXTURES / "sam_app" / "template.yaml"
 DAP_TIMEOUT = 60
@@ -203,6 +207,27 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path, sam_app
         assert event_fields["'id'"]["value"] == "'o-42'"
         assert event_fields["'note'"]["value"] == "'debug me'"
         assert "function_name=CreateOrderFunction" in variables["context"]["value"]
+        # Even under the debugger, the handler's path has nothing of plldb's but the debugger's own code.
+        frames = child.request("stackTrace", {"threadId": stopped["threadId"], "startFrame": 0, "levels": 1})
+        answer = child.request(
+            "evaluate",
+            {
+                "expression": "__import__('json').dumps([__import__('sys').version_info[:2], __import__('sys').path])",
+                "frameId": frames["stackFrames"][0]["id"],
+                "context": "repl",
+            },
+        )
+        version, path = json.loads(ast.literal_eval(answer["result"]))
+        plldb_site_packages = sysconfig.get_paths()["purelib"]
+        debugger = os.path.join(plldb_site_packages, "debugpy")
+        assert [
+            entry
+            for entry in path
+            if not entry.startswith(debugger) and entry.startswith((plldb_site_packages, str(ROOT)))
+        ] == []
+        assert any(entry.startswith(debugger) for entry in path)  # the debugger's own code, after the rest
+        assert path[0] == str(handler_file.parent)
+        assert version == ([3, 12] if lambda_python("3.12") else list(sys.version_info[:2]))
         child.request("continue", {"threadId": stopped["threadId"]})
         assert process.wait(DAP_TIMEOUT) == 0
     finally:
