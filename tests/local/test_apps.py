@@ -5,6 +5,7 @@ Python, with its project's packages; a `sam build` output mapped back to the sou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,12 +17,18 @@ from plldb.local.template import scan_template
 from tests.local.fixtures.apps import build_wheel, lambda_python, make_shop_app, make_venv
 
 
+def developer_environment() -> dict[str, str]:
+    """This process's environment, as a developer's shell without an activated virtualenv."""
+    return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+
+
 def plldb_invoke(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "plldb", "invoke", *arguments],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=developer_environment(),
         timeout=120,
     )
 

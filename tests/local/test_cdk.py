@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,11 @@ def test_an_asset_folder_that_is_gone_is_the_reason_there_is_no_local_code(app):
     }
 
 
+def developer_environment() -> dict[str, str]:
+    """This process's environment, as a developer's shell without an activated virtualenv."""
+    return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+
+
 def plldb_invoke(*arguments: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "plldb", "invoke", *arguments],
@@ -181,6 +187,7 @@ def plldb_invoke(*arguments: str, cwd: Path, stdin: str | None = None) -> subpro
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=developer_environment(),
         timeout=120,
     )
 

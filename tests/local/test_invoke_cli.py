@@ -29,6 +29,11 @@ def sam_app(tmp_path) -> Path:
     return copy_app(FIXTURES / "sam_app", tmp_path / "sam_app")
 
 
+def developer_environment() -> dict[str, str]:
+    """This process's environment, as a developer's shell without an activated virtualenv."""
+    return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+
+
 def plldb_invoke(
     *arguments: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
@@ -38,6 +43,7 @@ def plldb_invoke(
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=developer_environment(),
         timeout=120,
     )
 
@@ -179,6 +185,7 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path, sam_app
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
+            env=developer_environment(),
         )
     stderr_lines: list[str] = []
     clients = []
