@@ -84,6 +84,8 @@ SOURCE_SKIPPED_DIRS = frozenset(
         "venv",
         "node_modules",
         ".aws-sam",
+        "cdk.out",
+        ".nox",
         ".mypy_cache",
         ".pytest_cache",
         ".ruff_cache",

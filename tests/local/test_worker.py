@@ -704,6 +704,10 @@ def test_source_fingerprint_ignores_caches(tmp_path):
     (function.code_dir / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"cache")
     (function.code_dir / ".venv").mkdir()
     (function.code_dir / ".venv" / "x.py").write_text("x = 1\n")
+    # A function without CodeUri has the whole project folder as code: builds' output is not its source.
+    for output in (".aws-sam/build/Fn", "cdk.out/asset.0a1b"):
+        (function.code_dir / output).mkdir(parents=True)
+        (function.code_dir / output / "app.py").write_text("")
     assert source_fingerprint(function) == before
     (function.code_dir / "new_module.py").write_text("")
     assert source_fingerprint(function) != before
