@@ -74,6 +74,7 @@ class StackMap:
 
     stack_name: str
     functions: tuple[DeployedFunction, ...]
+    notices: tuple[str, ...] = ()  # about the local template as a whole (a sam build output run as it is)
 
     def by_physical_name(self, name_or_arn: str) -> DeployedFunction | None:
         name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
@@ -142,7 +143,7 @@ def map_stack(
             f"Stack {stack_name!r} has no Lambda functions (AWS::Lambda::Function) to debug.",
             "Attach to a stack deployed from a SAM template with AWS::Serverless::Function resources.",
         )
-    return StackMap(stack_name=stack_name, functions=tuple(functions))
+    return StackMap(stack_name=stack_name, functions=tuple(functions), notices=tuple(template.notices))
 
 
 def unavailable_ancestor(template: TemplateFunctions, path: str) -> str | None:
