@@ -110,6 +110,7 @@ class DebugSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interrupts = 0
         self._detaching = False
+        self._failure: str | None = None  # why the session ends with exit 1 once detached, if it does
         self.stop_requested = threading.Event()  # the lifecycle's instrumentation stops early when set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[SessionOutcome] | None = None
@@ -207,6 +208,11 @@ class DebugSession:
                 await self._loop.run_in_executor(self._io_pool, self._lifecycle.instrument, self._opened)
             except Exception as exc:
                 self._observer.on_warning(f"Instrumenting failed: {type(exc).__name__}: {exc}")
+                # Whatever it changed is restored by the detach; the command still failed.
+                self._failure = (
+                    f"Instrumenting failed ({type(exc).__name__}: {exc}); plldb restored every function it "
+                    "had changed. Run 'plldb attach' again."
+                )
                 self._interrupted.set()
         await self._interrupted.wait()
         await self._detach()
@@ -231,7 +237,7 @@ class DebugSession:
             self._observer.on_warning(
                 f"The session was not closed cleanly ({exc}); the helper stack closes it."
             )
-        self._finish(0, None)
+        self._finish(1 if self._failure else 0, self._failure)
 
     def _refusal_text(self, exc: SessionRefused) -> str:
         if exc.code == protocol.ERR_STACK_LOCKED:
