@@ -380,6 +380,7 @@ class FakeHelperStack:
         default_factory=lambda: {STACK_NAME: STACK_ID, HELPER_STACK_NAME: HELPER_STACK_ID}
     )
     confirm_responses: bool = True  # False: the routes store responses but their `stored` never arrives
+    lose_responses: bool = False  # True: responses never reach the routes (nothing stored, no reply)
     ignore_ping_frames: bool = False  # True: WebSocket ping frames get no pong frame
     mute_pings: set[str] = field(default_factory=set)  # connections whose `ping` gets no `pong`
     carrying: list[str] = field(default_factory=list)  # functions still carrying a holder's session
@@ -537,7 +538,7 @@ class FakeHelperStack:
                 item.acks += 1
         elif kind == protocol.MSG_UPLOAD:
             await self._upload(connection_id, session, message)
-        elif kind == protocol.MSG_RESPONSE:
+        elif kind == protocol.MSG_RESPONSE and not self.lose_responses:
             await self._response(connection_id, session, message)
         elif kind == protocol.MSG_PING:
             if connection_id not in self.mute_pings:
@@ -752,12 +753,14 @@ class FakeHelperStack:
         session_id: str | None = None,
         connection_id: str | None = None,
         key: Any = SIGN,
+        given_up: tuple[int, str | None] | None = None,
         **extra: Any,
     ) -> tuple[str, str]:
         """The layer's item for one delivery, then the dispatcher's signed `invoke`; returns its key.
 
         ``event_object`` goes as an event object behind a presigned GET, with its digest (or
-        ``event_sha256``), as the dispatcher sends events too large for a message.
+        ``event_sha256``), as the dispatcher sends events too large for a message. ``given_up``: the
+        layer closed the item (503 or 504, with a reason) before the invoke reached the developer.
         """
         assert self.payloads is not None
         session = self.sessions[session_id] if session_id else self.opened_session()
@@ -791,6 +794,8 @@ class FakeHelperStack:
             message["event"] = event
         message.update(extra)
         item = Invocation(caller, delivery_id, session.session_id, request_id, message)
+        if given_up is not None:
+            item.response_code, item.reason = given_up
         self.items.setdefault(item.key, item)
         await self.post(
             message, connection_id=connection_id or session.connection_id, key=key, session=session
@@ -820,11 +825,6 @@ class FakeHelperStack:
     async def post_raw(self, data: str | bytes, connection_id: str) -> None:
         """Any text (or binary) frame, as it is."""
         await self.connections[connection_id].send(data)
-
-    def give_up(self, key: tuple[str, str], code: int, reason: str | None = None) -> None:
-        """The layer stopped waiting for this delivery (503, or 504 at its deadline)."""
-        item = self.items[key]
-        item.response_code, item.reason = code, reason
 
     def close_session(self, session_id: str, reason: str = protocol.CLOSED_ABANDONED) -> None:
         """The manager or the sweep closed the session (a reconnect is then refused)."""
