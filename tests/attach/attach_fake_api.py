@@ -223,10 +223,10 @@ class PayloadObjects:
                 if key is not None:
                     with objects._lock:
                         data = objects.objects.get(key)
+                objects.timeline.add("get" if data is not None else "get refused", key)
                 if data is None:
                     self._answer(403, b"<Error><Code>AccessDenied</Code></Error>")
                 else:
-                    objects.timeline.add("get", key)
                     self._answer(200, data)
 
             def do_PUT(self) -> None:
@@ -234,14 +234,14 @@ class PayloadObjects:
                 body = self.rfile.read(length)
                 key = objects._granted("PUT", self.path)
                 if key is None or objects.refuse_puts:
-                    self._answer(403, b"<Error><Code>AccessDenied</Code></Error>")
                     objects.timeline.add("put refused", key)
+                    self._answer(403, b"<Error><Code>AccessDenied</Code></Error>")
                     return
                 with objects._lock:
                     objects.objects[key] = body
                     objects.puts.append(key)
-                self._answer(200, b"")
                 objects.timeline.add("put", key)
+                self._answer(200, b"")
 
             def _answer(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -391,15 +391,17 @@ class FakeHelperStack:
     sessions: dict[str, FakeSession] = field(default_factory=dict)
     locks: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # stack id -> session, owner, since
     items: dict[tuple[str, str], Invocation] = field(default_factory=dict)
-    payloads: PayloadObjects | None = None
+    payloads: PayloadObjects = field(init=False)  # the payload bucket, behind presigned URLs
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run when the test ends
     _connection_sessions: dict[str, str] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _server: Server | None = None
 
+    def __post_init__(self) -> None:
+        self.payloads = PayloadObjects(self.timeline)
+
     async def __aenter__(self) -> FakeHelperStack:
         self.timeline.changes.bind(asyncio.get_running_loop())
-        self.payloads = PayloadObjects(self.timeline)
         self.payloads.start()
         self._server = await serve(
             self._handle,
@@ -414,7 +416,7 @@ class FakeHelperStack:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None and self.payloads is not None
+        assert self._server is not None
         for cleanup in self.cleanups:
             await cleanup()
         self._server.close()
@@ -697,13 +699,11 @@ class FakeHelperStack:
     async def _upload(self, connection_id: str, session: FakeSession, message: Mapping[str, Any]) -> None:
         if await self._answerable(connection_id, session, message) is None:
             return
-        assert self.payloads is not None
         caller, delivery_id = message["caller"], message["deliveryId"]
         url = self.payloads.presign("PUT", protocol.response_object_key(caller, delivery_id))
         await self._send(connection_id, protocol.upload_url_message(caller, delivery_id, url), session.key)
 
     async def _response(self, connection_id: str, session: FakeSession, message: Mapping[str, Any]) -> None:
-        assert self.payloads is not None
         if message.get("payloadObject"):
             data = self.payloads.get_object(
                 protocol.response_object_key(message["caller"], message["deliveryId"])
@@ -762,7 +762,6 @@ class FakeHelperStack:
         ``event_sha256``), as the dispatcher sends events too large for a message. ``given_up``: the
         layer closed the item (503 or 504, with a reason) before the invoke reached the developer.
         """
-        assert self.payloads is not None
         session = self.sessions[session_id] if session_id else self.opened_session()
         caller = caller_of(function)
         delivery_id = delivery_id or protocol.new_delivery_id()
