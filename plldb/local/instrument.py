@@ -128,14 +128,17 @@ class StackInstrumentation:
         def one(function: FunctionRef) -> None:
             if self.stop.is_set():
                 return
-            result = functions.instrument(
-                self.clients,
-                function,
-                target,
-                redirect_aliases=self.redirect_aliases,
-                include_provisioned=self.include_provisioned,
-                mappings=mappings.get(function_arn(function.name), ()),
-            )
+            try:
+                result = functions.instrument(
+                    self.clients,
+                    function,
+                    target,
+                    redirect_aliases=self.redirect_aliases,
+                    include_provisioned=self.include_provisioned,
+                    mappings=mappings.get(function_arn(function.name), ()),
+                )
+            except Exception as exc:  # no answer from AWS (the network, a timeout): undo what it changed
+                result = _put_back(self.clients, function, target.session_id, exc)
             with self._lock:
                 self.results.append(result)
             self.observer.on_progress(progress(PHASE_INSTRUMENT, result.status, result.message, result))
@@ -167,7 +170,7 @@ class StackInstrumentation:
         lock = threading.Lock()
 
         def one(item: Instrumented) -> None:
-            result = functions.restore(self.clients, item.function, self.session_id)
+            result = _restore(self.clients, item.function, self.session_id)
             self.observer.on_progress(progress(PHASE_RESTORE, result.status, result.message, result))
             if result.status == functions.STATUS_FAILED:
                 with lock:
@@ -190,13 +193,34 @@ def restore_stack(
     lock = threading.Lock()
 
     def one(function: stacks.StackFunction) -> None:
-        result = functions.restore(clients, FunctionRef(function.function_name, function.path), None)
+        result = _restore(clients, FunctionRef(function.function_name, function.path), None)
         with lock:
             results.append(result)
         report(progress(PHASE_RESTORE, result.status, result.message, result))
 
     _parallel(one, found)
     return sorted(results, key=lambda r: r.function.path)
+
+
+def _failure_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _restore(clients: functions.Clients, function: FunctionRef, session_id: str | None) -> Result:
+    """functions.restore, with a failure to reach AWS reported as this function's failure, not raised."""
+    try:
+        return functions.restore(clients, function, session_id)
+    except Exception as exc:
+        return Result(function, functions.STATUS_FAILED, _failure_text(exc))
+
+
+def _put_back(clients: functions.Clients, function: FunctionRef, session_id: str, exc: Exception) -> Result:
+    """A function whose instrumenting stopped midway without an AWS answer: restored if possible."""
+    text = _failure_text(exc)
+    put_back = _restore(clients, function, session_id)
+    if put_back.status == functions.STATUS_FAILED:
+        text += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
+    return Result(function, functions.STATUS_FAILED, text)
 
 
 def _parallel(work: Callable[[Any], None], items: Sequence[Any]) -> None:
