@@ -7,6 +7,7 @@ behaves as the routes and the dispatcher do); its lifecycle (instrument, restore
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from attach_fake_api import (
@@ -25,6 +26,7 @@ from attach_support import SEED, Attached, run, settings, start
 
 from plldb import protocol
 from plldb.local.session import IncomingInvocation, Opened, SessionOutcome, Signer, sigv4_signer
+from plldb.local.session.release import release_stack
 
 N = protocol.RECONNECT_CHAIN_LENGTH
 GRACE = protocol.DISCONNECT_GRACE_SECONDS
@@ -49,10 +51,11 @@ def test_attach_signs_opens_runs_an_invocation_then_detach_restores_before_closi
         [upgrade] = api.upgrades
         assert upgrade.query == {"sessionId": attached.session_id}
         assert upgrade.principal == DEVELOPER.arn
-        assert upgrade.authorization is not None
-        assert upgrade.authorization.startswith(
-            f"AWS4-HMAC-SHA256 Credential={DEVELOPER.access_key}/"
-        ) and upgrade.authorization.endswith(tuple("0123456789abcdef"))
+        assert re.fullmatch(
+            rf"AWS4-HMAC-SHA256 Credential={DEVELOPER.access_key}/\d{{8}}/us-east-1/execute-api/aws4_request, "
+            r"SignedHeaders=host;x-amz-date, Signature=[0-9a-f]{64}",
+            upgrade.authorization or "",
+        )
         assert api.messages("open") == [protocol.open_message(STACK_NAME, attached.key, token(0))]
 
         key = await api.deliver("req-1")
@@ -261,11 +264,13 @@ def test_a_session_id_connects_once() -> None:
         first = start(api, separate=True)
         await first.until_instrumented()
         again = start(api, session_id=first.session_id, separate=True)
-        outcome = await again.outcome()
-        assert outcome.exit_code == 1
-        assert (outcome.message or "").startswith(
-            "The debugger WebSocket API refused the connection (HTTP 403)"
+        assert await again.outcome() == SessionOutcome(
+            1,
+            "The debugger WebSocket API refused the connection (HTTP 403): your AWS credentials need "
+            "execute-api:Invoke on the helper stack's $connect route (docs/security.md lists what plldb "
+            "needs), or the session id was used before. Run 'plldb attach' again.",
         )
+        assert api.upgrades[1].reason == "the session id was used before (a session id connects once)"
         assert [upgrade.status for upgrade in api.upgrades] == [101, 403]
         assert await first.detach() == SessionOutcome(0, None)
 
@@ -313,6 +318,44 @@ def test_take_over_refused_while_the_other_sessions_functions_still_carry_it() -
         assert bob.timeline.values("take_over") == [1]
         assert api.received_kinds("conn-2") == ["release"]
         assert bob.timeline.kinds("instrument", "restore") == []
+        assert api.sessions[alice.session_id].status == "ACTIVE"
+        assert await alice.detach() == SessionOutcome(0, None)
+
+    run(body)
+
+
+def test_plldb_detach_releases_the_holder_from_a_connection_of_its_own() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        alice = start(api, principal=ALICE, separate=True)
+        await alice.until_instrumented()
+        # Bob restored the stack's functions with his credentials, then asks for the release.
+        reply = await release_stack(api.url, BOB.signer(), STACK_ID)
+        assert reply == protocol.released_message(STACK_ID, 1)
+        text = f"ended by {BOB.arn}, who restored stack hello-stack"
+        assert await alice.outcome() == SessionOutcome(1, f"The session was ended elsewhere: {text}")
+        # Nobody holds the stack any more: releasing again closes nothing.
+        assert await release_stack(api.url, BOB.signer(), STACK_NAME) == protocol.released_message(
+            STACK_ID, 0
+        )
+        [first, second] = api.upgrades[1:]
+        assert (first.principal, second.principal) == (BOB.arn, BOB.arn)
+        assert first.query["sessionId"] != second.query["sessionId"]  # a fresh session each time
+
+    run(body)
+
+
+def test_plldb_detach_gets_the_refusal_when_the_holders_functions_still_carry_it() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        alice = start(api, principal=ALICE, separate=True)
+        await alice.until_instrumented()
+        api.carrying = ["Api/HelloFunction", "WorldFunction"]
+        reply = await release_stack(api.url, BOB.signer(), STACK_NAME)
+        assert reply == protocol.error_message(
+            protocol.ERR_RELEASE_REFUSED,
+            "Api/HelloFunction, WorldFunction still carry the instrumentation of the session of "
+            f"{ALICE.arn}; plldb ends that session only once its functions are restored (which needs "
+            "permission to change them).",
+        )
         assert api.sessions[alice.session_id].status == "ACTIVE"
         assert await alice.detach() == SessionOutcome(0, None)
 
@@ -478,7 +521,7 @@ def test_the_connection_is_rotated_before_its_age_limit_and_the_old_one_still_an
         old = await api.deliver("req-old", connection_id="conn-1")
         await attached.until(lambda: len(api.messages_about("response", old)) == 1)
         [response] = [r for r in api.received if r.message and r.message["type"] == "response"]
-        assert response.connection_id == "conn-2"  # answers go on the current connection
+        assert response.connection_id != "conn-1"  # answers go on the current connection
         assert attached.timeline.kinds("on_connection_lost") == []
         assert api.accepted_upgrades()[1].query["reconnectToken"] == token(1)
         assert await attached.detach() == SessionOutcome(0, None)
