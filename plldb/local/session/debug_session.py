@@ -621,10 +621,13 @@ class DebugSession:
         if self._detaching and future is not None and not future.done():
             future.set_result(message)
             return
-        by = message.get("by")
+        by = str(message.get("by") or "") or None
         reason = str(message.get("message") or message.get("reason") or "")
-        self._observer.on_session_ended(str(by) if by else None, reason)
-        self._finish(1, f"The session was ended elsewhere: {reason}")
+        self._observer.on_session_ended(by, reason)
+        text = f"The session was ended elsewhere: {reason}"
+        if by and by not in reason:  # always say who ended it, when the helper stack knows
+            text += f" (by {by})"
+        self._finish(1, text)
 
     # -- background duties --------------------------------------------------------------------------------
     async def _keepalive(self) -> None:
