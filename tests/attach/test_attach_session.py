@@ -362,6 +362,20 @@ def test_plldb_detach_gets_the_refusal_when_the_holders_functions_still_carry_it
     run(body)
 
 
+def test_a_signed_closed_ends_the_session_and_always_names_who_ended_it() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api)
+        await attached.until_instrumented()
+        await api.post(protocol.closed_message(protocol.CLOSED_RELEASED, BOB.arn))  # no text of its own
+        assert await attached.outcome() == SessionOutcome(
+            1, f"The session was ended elsewhere: released (by {BOB.arn})"
+        )
+        assert attached.timeline.values("on_session_ended") == [(BOB.arn, "released")]
+        assert attached.timeline.kinds("restore") == []
+
+    run(body)
+
+
 # --- messages the session must not trust -------------------------------------------------------------------
 def test_unauthenticated_and_hostile_messages_are_ignored_and_the_session_goes_on() -> None:
     async def body(api: FakeHelperStack) -> None:
@@ -516,7 +530,7 @@ def test_the_connection_is_rotated_before_its_age_limit_and_the_old_one_still_an
             api, connection_settings=settings(max_connection_age_seconds=0.3, drain_seconds=3600)
         )
         await attached.until_instrumented()
-        await attached.until(lambda: attached.timeline.values("on_reconnected") == [True])
+        await attached.until(lambda: attached.timeline.values("on_reconnected")[:1] == [True])
         # A dispatcher that read the session just before the rotation still posts to the old connection.
         old = await api.deliver("req-old", connection_id="conn-1")
         await attached.until(lambda: len(api.messages_about("response", old)) == 1)
