@@ -107,6 +107,8 @@ class DebugSession:
         self._pong_waiters: list[asyncio.Future[None]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._uploads: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        # Requests still waiting for their reply, sent again on a new connection (a drop loses them).
+        self._unanswered: dict[Any, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interrupts = 0
         self._detaching = False
@@ -254,11 +256,13 @@ class DebugSession:
         assert self._loop is not None
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[reply_type] = future
+        self._unanswered[reply_type] = message
         try:
             await self._send(message)
             reply = await asyncio.wait_for(asyncio.shield(future), self._settings.reply_timeout_seconds)
         finally:
             self._replies.pop(reply_type, None)
+            self._unanswered.pop(reply_type, None)
         if reply.get("type") == protocol.MSG_ERROR:
             raise SessionRefused(reply)
         return reply
@@ -389,12 +393,15 @@ class DebugSession:
         return None
 
     async def _after_reconnect(self) -> None:
-        """Nothing is lost across a reconnect: re-acknowledge and re-send unconfirmed answers."""
+        """Nothing is lost across a reconnect: re-acknowledge, re-send unconfirmed answers and the
+        requests (an upload URL, the close) whose reply the old connection may have lost."""
         for delivery in self._deliveries.all():
             if delivery.phase == Phase.RUNNING and delivery.acked:
                 await self._send(delivery.ack)
             elif delivery.phase == Phase.ANSWERED and delivery.response is not None:
                 await self._send_response(delivery)
+        for message in list(self._unanswered.values()):
+            await self._send(message)
 
     def _rejected_message(self, status: int, first: bool) -> str:
         if first:
@@ -570,11 +577,14 @@ class DebugSession:
         assert self._loop is not None
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._uploads[delivery.key] = future
+        message = protocol.upload_message(delivery.caller, delivery.delivery_id, size)
+        self._unanswered[delivery.key] = message
         try:
-            await self._send(protocol.upload_message(delivery.caller, delivery.delivery_id, size))
+            await self._send(message)
             reply = await asyncio.wait_for(future, self._settings.reply_timeout_seconds)
         finally:
             self._uploads.pop(delivery.key, None)
+            self._unanswered.pop(delivery.key, None)
         if reply.get("type") == protocol.MSG_ERROR:
             raise SessionRefused(reply)
         return reply
