@@ -385,6 +385,7 @@ class FakeHelperStack:
     mute_pings: set[str] = field(default_factory=set)  # connections whose `ping` gets no `pong`
     carrying: list[str] = field(default_factory=list)  # functions still carrying a holder's session
     upgrade_gate: asyncio.Event | None = None  # when set: $connect waits for it (the upgrade is pending)
+    cut_on: str | None = None  # the next message of this type is lost with its connection (cut, once)
     upgrades: list[Upgrade] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     connections: dict[str, RecordingConnection] = field(default_factory=dict)
@@ -525,6 +526,10 @@ class FakeHelperStack:
             await self._send(connection_id, protocol.error_message(exc.code, exc.message), key)
             return
         self._record(Received(connection_id, message, size))
+        if self.cut_on == message["type"]:
+            self.cut_on = None
+            self.cut(connection_id)  # the network fails before the routes see the message
+            return
         if session is None:
             text = "this connection has no plldb session; run 'plldb attach' again"
             await self._refuse(connection_id, key, protocol.ERR_NO_SESSION, text, message)

@@ -288,3 +288,26 @@ def test_a_refused_upload_is_answered_with_a_clear_error() -> None:
         assert api.payloads.puts == []
 
     run(body)
+
+
+def test_an_upload_request_lost_with_its_connection_is_asked_again_after_reconnecting() -> None:
+    large = json.dumps("w" * 200_000)
+
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api, runner=Runner(api.timeline, lambda invocation: InvocationOutcome(200, large)))
+        await attached.until_instrumented()
+        api.cut_on = "upload"
+        key = await api.deliver("req-upload")
+        await attached.until(lambda: attached.timeline.values("on_invocation_stored") == ["req-upload"])
+        assert await attached.detach() == SessionOutcome(0, None)
+        assert [r.connection_id for r in api.received if r.message and r.message["type"] == "upload"] == [
+            "conn-1",
+            "conn-2",
+        ]
+        data = large.encode()
+        assert api.payloads.get_object(protocol.response_object_key(*key)) == data
+        assert api.items[key].response == protocol.result_object_message(
+            *key, protocol.sha256_hex(data), len(data)
+        )
+
+    run(body)

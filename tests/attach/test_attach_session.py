@@ -505,6 +505,23 @@ def test_an_answer_sent_on_a_dropped_connection_is_sent_again_after_reconnecting
     run(body)
 
 
+def test_a_close_lost_with_its_connection_is_sent_again_after_reconnecting() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api)
+        await attached.until_instrumented()
+        api.cut_on = "close"
+        assert await attached.detach() == SessionOutcome(0, None)
+        assert [(r.connection_id, r.message["type"]) for r in api.received if r.message] == [
+            ("conn-1", "open"),
+            ("conn-1", "close"),
+            ("conn-2", "close"),
+        ]
+        assert api.sessions[attached.session_id].closed_reason == "detached"
+        assert attached.timeline.values("on_warning") == []
+
+    run(body)
+
+
 def test_a_reconnect_refused_because_the_session_closed_exits_with_a_clear_message() -> None:
     async def body(api: FakeHelperStack) -> None:
         attached = start(api)
