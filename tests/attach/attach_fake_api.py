@@ -322,7 +322,7 @@ class Upgrade:
     query: dict[str, str]
     authorization: str | None
     principal: str | None  # the ARN API Gateway authenticated, if the signature verified
-    status: int  # 101 accepted, 403 refused
+    status: int  # 101 accepted, 403 refused by $connect, or the gateway's own failure
     reason: str
     connection_id: str | None
 
@@ -386,6 +386,8 @@ class FakeHelperStack:
     carrying: list[str] = field(default_factory=list)  # functions still carrying a holder's session
     upgrade_gate: asyncio.Event | None = None  # when set: $connect waits for it (the upgrade is pending)
     cut_on: str | None = None  # the next message of this type is lost with its connection (cut, once)
+    failing_upgrades: list[int] = field(default_factory=list)  # statuses of the next upgrades (5xx, 429)
+    lose_next_reconnect: bool = False  # the next reconnect is accepted ($connect ran), then the upgrade fails
     upgrades: list[Upgrade] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     connections: dict[str, RecordingConnection] = field(default_factory=dict)
@@ -442,6 +444,10 @@ class FakeHelperStack:
             await self.upgrade_gate.wait()
         query = {key: values[0] for key, values in parse_qs(urlsplit(request.path).query).items()}
         headers = {name: value for name, value in request.headers.raw_items()}
+        if self.failing_upgrades:  # the gateway itself fails before $connect runs
+            status = self.failing_upgrades.pop(0)
+            self._record_upgrade(Upgrade(query, headers.get("Authorization"), None, status, "gateway", None))
+            return connection.respond(status, '{"message": "Internal server error"}\n')
         principal = verified_principal(request.headers.get("Host", ""), request.path, headers)
         session_id, token = query.get("sessionId"), query.get("reconnectToken")
         if principal is None:
@@ -460,6 +466,12 @@ class FakeHelperStack:
             reason=reason,
             connection_id=None,
         )
+        if not reason and token is not None and self.lose_next_reconnect:
+            # $connect accepted the token (the anchor moved), then the upgrade failed on its way back.
+            self.lose_next_reconnect = False
+            upgrade.status, upgrade.reason = 502, "accepted, then lost"
+            self._record_upgrade(upgrade)
+            return connection.respond(502, '{"message": "Internal server error"}\n')
         if not reason:
             assert session_id is not None
             connection_id = f"conn-{next(self._ids)}"
@@ -470,9 +482,12 @@ class FakeHelperStack:
             self._connection_sessions[connection_id] = session_id
             self.sessions[session_id].connection_id = connection_id
             self.sessions[session_id].disconnected = False
+        self._record_upgrade(upgrade)
+        return connection.respond(403, '{"message": "Forbidden"}\n') if reason else None
+
+    def _record_upgrade(self, upgrade: Upgrade) -> None:
         self.upgrades.append(upgrade)
         self.timeline.add("upgrade", upgrade)
-        return connection.respond(403, '{"message": "Forbidden"}\n') if reason else None
 
     def _create_session(self, session_id: str, owner: str) -> str:
         if session_id in self.sessions:

@@ -522,6 +522,47 @@ def test_a_close_lost_with_its_connection_is_sent_again_after_reconnecting() -> 
     run(body)
 
 
+def test_a_token_consumed_by_an_upgrade_that_then_failed_is_skipped_once() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api)
+        await attached.until_instrumented()
+        api.lose_next_reconnect = True
+        api.cut("conn-1")
+        await attached.until(lambda: attached.timeline.values("on_reconnected") == [False])
+        assert [(u.status, u.query.get("reconnectToken")) for u in api.upgrades] == [
+            (101, None),
+            (502, token(1)),  # $connect accepted token 1, the upgrade failed afterwards
+            (403, token(1)),  # token 1 again: used already
+            (101, token(2)),  # the next one of the chain
+        ]
+        assert attached.timeline.values("on_reconnect_failed") == [(1, "HTTP 502")]
+        assert attached.session.reconnect_count == 2
+        key = await api.deliver("req-after")
+        await attached.until(lambda: len(api.messages_about("response", key)) == 1)
+        assert await attached.detach() == SessionOutcome(0, None)
+
+    run(body)
+
+
+def test_a_gateway_that_keeps_failing_is_given_up_with_a_clear_message() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api, connection_settings=settings(reconnect_give_up_seconds=1))
+        await attached.until_instrumented()
+        api.failing_upgrades = [502] * 1000
+        api.cut("conn-1")
+        assert await attached.outcome() == SessionOutcome(
+            1,
+            "Could not reconnect for 1 s (HTTP 502). The helper stack restores the functions; check with "
+            "'plldb detach --stack-name hello-stack'.",
+        )
+        failures = attached.timeline.values("on_reconnect_failed")
+        assert failures == [(attempt, "HTTP 502") for attempt in range(1, len(failures) + 1)]
+        # Every attempt presented the same token: a failure before $connect consumes none.
+        assert {u.query.get("reconnectToken") for u in api.upgrades[1:]} == {token(1)}
+
+    run(body)
+
+
 def test_a_reconnect_refused_because_the_session_closed_exits_with_a_clear_message() -> None:
     async def body(api: FakeHelperStack) -> None:
         attached = start(api)
