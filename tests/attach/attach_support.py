@@ -31,7 +31,7 @@ from plldb.local.session import (
     Signer,
 )
 
-__all__ = ["ACCOUNT_ID", "REGION"]
+__all__ = ["ACCOUNT_ID", "REGION"]  # conftest and the moto tests take them from here
 
 SEED = "5eed" * 16  # the reconnect chain's seed of the sessions under test
 
