@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
@@ -269,9 +270,16 @@ class DebugSession:
 
     # -- connections --------------------------------------------------------------------------------------
     async def _open(self, url: str) -> _Connection:
+        assert self._loop is not None
+        # Signing may refresh the credentials (a network call): never on the event loop, which keeps
+        # serving the session meanwhile; credentials that cannot be had now fail this attempt only.
+        try:
+            headers = await self._loop.run_in_executor(self._io_pool, self._signer, url)
+        except BotoCoreError as exc:
+            raise PermissionError(f"could not sign the connection: {exc}")
         websocket = await connect(
             url,
-            additional_headers=self._signer(url),
+            additional_headers=headers,
             compression=None,
             open_timeout=self._settings.open_timeout_seconds,
             # Liveness is the application's ping/pong: API Gateway does not document answering ping frames.
