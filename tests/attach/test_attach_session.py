@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 
 import pytest
 from attach_fake_api import (
@@ -23,6 +24,7 @@ from attach_fake_api import (
     when,
 )
 from attach_support import SEED, Attached, run, settings, start
+from botocore.exceptions import TokenRetrievalError
 
 from plldb import protocol
 from plldb.local.session import IncomingInvocation, Opened, SessionOutcome, Signer, sigv4_signer
@@ -539,6 +541,51 @@ def test_a_token_consumed_by_an_upgrade_that_then_failed_is_skipped_once() -> No
         assert attached.session.reconnect_count == 2
         key = await api.deliver("req-after")
         await attached.until(lambda: len(api.messages_about("response", key)) == 1)
+        assert await attached.detach() == SessionOutcome(0, None)
+
+    run(body)
+
+
+def test_signing_a_reconnect_never_stalls_the_session_and_a_signing_failure_is_retried() -> None:
+    async def body(api: FakeHelperStack) -> None:
+        refreshed = threading.Event()
+        sign = DEVELOPER.signer()
+        signatures = iter(range(1, 100))
+
+        def signer(url: str) -> dict[str, str]:
+            number = next(signatures)
+            api.timeline.add("signing", number)
+            if number == 2:  # the credentials expired: their refresh fails once
+                raise TokenRetrievalError(provider="sso", error_msg="the SSO session has expired")
+            if number == 3:
+                refreshed.wait()  # refreshing them takes a while (a network call)
+            return sign(url)
+
+        attached = start(api, signer=signer, connection_settings=settings(ack_delay_seconds=0))
+        try:
+            await attached.until_instrumented()
+            attached.runner.hold("req-1")
+            key = await api.deliver("req-1")
+            await attached.until(lambda: api.items[key].acks == 1)
+            api.cut("conn-1")
+            await attached.until(lambda: api.timeline.values("signing") == [1, 2, 3])
+            # While the third signature waits for credentials, the session goes on: the run ends and is
+            # answered (the answer waits for the new connection).
+            attached.runner.release("req-1")
+            await attached.until(
+                lambda: attached.timeline.values("on_invocation_answered") == [("req-1", 200)]
+            )
+        finally:
+            refreshed.set()
+        await attached.until(lambda: attached.timeline.values("on_invocation_stored") == ["req-1"])
+        assert attached.timeline.values("on_reconnect_failed") == [
+            (
+                1,
+                "PermissionError: could not sign the connection: Error when retrieving token from sso: the SSO "
+                "session has expired",
+            )
+        ]
+        assert [u.query.get("reconnectToken") for u in api.accepted_upgrades()] == [None, token(1)]
         assert await attached.detach() == SessionOutcome(0, None)
 
     run(body)
