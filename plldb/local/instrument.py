@@ -110,7 +110,14 @@ class StackInstrumentation:
             timeout=self.timeout,
         )
         count = len(self.functions)
-        mappings = traffic.event_source_mappings(self.clients.lambda_client)
+        try:
+            mappings = traffic.event_source_mappings(self.clients.lambda_client)
+        except Exception as exc:  # only notes depend on them: each function still says what is wrong
+            mappings = {}
+            self.observer.on_warning(
+                f"Could not list the event source mappings ({_failure_text(exc)}); plldb cannot say which "
+                "queues and streams a breakpoint holds up."
+            )
         prefix = f"arn:{self.partition}:lambda:{self.clients.region}:{self.account_id}:function:"
 
         def function_arn(name: str) -> str:
