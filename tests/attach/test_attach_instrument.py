@@ -149,6 +149,10 @@ class Progress(SessionObserver):
         with self.lock:
             self.events.append(dict(message))
 
+    def on_warning(self, text: str) -> None:
+        with self.lock:
+            self.events.append({"warning": text})
+
 
 OPENED = Opened(SESSION_ID, f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/hello/1", "hello", "dev")
 
@@ -290,33 +294,30 @@ def test_a_stop_requested_midway_leaves_the_functions_not_yet_started_untouched(
 def test_restore_returns_the_functions_it_could_not_put_back_and_restores_the_others(
     account: Account,
 ) -> None:
-    aliased = account.function("Aliased")
-    plain = account.function("Plain")
     lam = account.lambda_client
-    version = lam.publish_version(FunctionName=aliased.name)["Version"]
-    lam.create_alias(FunctionName=aliased.name, Name="live", FunctionVersion=version)
+    own_layer = lam.publish_layer_version(LayerName=f"own-{account.suffix}", Content={"ZipFile": code_zip()})
+    layered = account.function("Layered", Layers=[own_layer["LayerVersionArn"]])
+    plain = account.function("Plain")
+    before = account.configuration(plain)
     progress = Progress()
-    instrumentation = account.instrumentation([aliased, plain], progress)
+    instrumentation = account.instrumentation([layered, plain], progress)
     instrumentation.instrument(OPENED)
-    published = lam.get_alias(FunctionName=aliased.name, Name="live")["FunctionVersion"]
-    assert published != version
-    assert account.configuration(aliased, published)["Environment"]["Variables"][protocol.ENV_ALIASES] == (
-        json.dumps({"live": {"version": version, "weights": {}}}, separators=(",", ":"))
-    )
-    # Someone deletes the version the alias pointed at before: plldb cannot point the alias back.
-    lam.delete_function(FunctionName=aliased.name, Qualifier=version)
+    # Someone deletes the function's own layer version meanwhile: Lambda refuses to configure it again.
+    lam.delete_layer_version(LayerName=f"own-{account.suffix}", VersionNumber=own_layer["Version"])
+    progress.events.clear()
 
     failures = instrumentation.restore()
 
-    assert failures == [
-        "Api/Aliased: ResourceNotFoundException: Function not found: "
-        f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{aliased.name}:{version}"
+    reason = f"ResourceNotFoundException: One or more LayerVersion does not exist ['{own_layer['LayerVersionArn']}']"
+    assert failures == [f"Api/Layered: {reason}"]
+    assert sorted((e["logicalId"], e["status"], e["message"]) for e in progress.events[1:]) == [
+        ("Api/Layered", "failed", reason),
+        ("Api/Plain", "ok", "restored"),
     ]
-    assert account.configuration(plain)["Environment"] is None  # restored
-    failed = [e for e in progress.events if e.get("function") == aliased.name and e["phase"] == "restore"]
-    assert [(e["status"], e["message"]) for e in failed] == [("failed", failures[0].split(": ", 1)[1])]
-    # The function still records what plldb replaced, so a later restore (plldb detach) can finish.
-    assert account.configuration(aliased)["Environment"]["Variables"][protocol.ENV_SESSION_ID] == SESSION_ID
+    assert account.configuration(plain) == before
+    # Its role keeps the function's tag (and so the policy) until a restore succeeds.
+    assert set(account.role_tags()) == {protocol.role_tag_key(REGION, layered.name)}
+    assert account.role_policies() == [account.helper.instrumented_function_policy_arn]
 
 
 def unreachable_clients(account: Account) -> Clients:
@@ -367,7 +368,14 @@ def test_a_network_failure_while_instrumenting_is_the_functions_failure_never_an
 
     reason = UNREACHABLE.format(function.name)
     text = f"{reason}; putting it back failed too ({reason}): run 'plldb detach'"
-    assert [(e["status"], e.get("message")) for e in progress.events[1:]] == [
+    listing = 'EndpointConnectionError: Could not connect to the endpoint URL: "http://127.0.0.1:9/2015-03-31/event-source-mappings"'
+    assert [(e.get("status"), e.get("message") or e.get("warning")) for e in progress.events] == [
+        (
+            None,
+            f"Could not list the event source mappings ({listing}); plldb cannot say which queues and "
+            "streams a breakpoint holds up.",
+        ),
+        ("started", "Instrumenting 1 function of stack hello"),
         ("failed", text),
         ("done", "0 instrumented, 0 skipped, 1 failed"),
     ]
