@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from plldb import protocol
 from plldb.instrumentation import decisions, traffic
@@ -99,6 +99,8 @@ def instrument(
     """
     try:
         config = get_configuration(clients.lambda_client, function.name)
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return Result(function, STATUS_FAILED, "function not found")
@@ -129,6 +131,8 @@ def instrument(
         return Result(function, status, str(exc))
     except ClientError as exc:
         return Result(function, STATUS_FAILED, error_text(exc))
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     result_notes = tuple(notes)
     role_arn = str(config.get("Role") or "")
     instrumented = Instrumented(
@@ -163,12 +167,8 @@ def instrument(
                 clients.lambda_client.update_alias(
                     FunctionName=function.name, Name=name, **decisions.redirect_update(version)
                 )
-    except (ClientError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
-        failure = (
-            str(exc)
-            if isinstance(exc, (ChangedMeanwhile, UpdateFailed, CannotInstrument))
-            else error_text(exc)
-        )
+    except (ClientError, BotoCoreError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
+        failure = error_text(exc) if isinstance(exc, ClientError) else str(exc)
         put_back = restore(clients, function, target.session_id)
         if put_back.status == STATUS_FAILED:
             failure += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
@@ -283,6 +283,8 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
     """
     try:
         config = get_configuration(clients.lambda_client, function.name)
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return Result(function, STATUS_SKIPPED, "the function no longer exists")
@@ -299,9 +301,20 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
             text = _strip(clients, function, config)
         if traced or notes:
             release_role(clients, str(config.get("Role") or ""), function.name)
-    except (ClientError, UpdateFailed) as exc:
-        return Result(function, STATUS_FAILED, error_text(exc) if isinstance(exc, ClientError) else str(exc))
+    except (ClientError, BotoCoreError, UpdateFailed) as exc:
+        return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
+
+
+def _restore_failure(exc: Exception) -> str:
+    text = error_text(exc) if isinstance(exc, ClientError) else str(exc)
+    if isinstance(exc, ClientError) and "Layer version" in text and "does not exist" in text:
+        # Lambda refuses any update naming a layer version deleted since the function was deployed.
+        text += (
+            "; one of the function's own layer versions was deleted since it was deployed, so Lambda refuses "
+            "to update it: redeploy the function (that removes plldb's instrumentation too)"
+        )
+    return text
 
 
 def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -> str:

@@ -131,11 +131,32 @@ NEVER_FROM_INVOCATION = frozenset(
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_LAMBDA_RUNTIME_API",
+        # How the process trusts TLS, loads code or finds credentials: only ever the developer's own.
+        "GCONV_PATH",
+        "BASH_ENV",
+        "ENV",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSLKEYLOGFILE",
+        "AWS_DATA_PATH",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
         *protocol.CREDENTIAL_VARIABLES,
         *protocol.INSTRUMENTATION_VARIABLES,
     }
 )
-NEVER_FROM_INVOCATION_PREFIXES = ("LD_", "DYLD_", "PYTHON", "AWS_ENDPOINT_URL", "AWS_CONTAINER_", "_LAMBDA_")
+NEVER_FROM_INVOCATION_PREFIXES = (
+    "LD_",
+    "DYLD_",
+    "PYTHON",
+    "AWS_ENDPOINT_URL",
+    "AWS_CONTAINER_",
+    "AWS_EC2_METADATA_",
+    "_LAMBDA_",
+    "OPENSSL_",
+    "SSL_CERT_",
+)
 NEVER_FROM_INVOCATION_SUFFIXES = ("_PROXY",)
 # What running here needs from the developer's own environment; never from an invocation either.
 LOCAL_VARIABLES = frozenset({"PATH", "HOME", "LANG", "TERM", "TMPDIR"})
