@@ -403,3 +403,11 @@ def every_aws_call_is_allowed_by_the_handlers_role(request: pytest.FixtureReques
 @pytest.fixture(scope="module")
 def app(helper: Helper) -> App:
     return App(helper.session)
+
+
+@pytest.fixture
+def stack(app: App) -> tuple[str, str, dict[str, str]]:
+    """A new application stack with one function: (StackId, name, logical path -> function name)."""
+    from helper_stack_sessions import stack_with_functions
+
+    return stack_with_functions(app)

@@ -12,7 +12,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,136 +26,23 @@ from helper_stack_events import (
     message_event,
     new_connection_id,
 )
+from helper_stack_sessions import (
+    FORBIDDEN,
+    OK,
+    Client,
+    concurrently,
+    invocation,
+    opened,
+    stack_with_functions,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.handlers import routes
 
-OK = {"statusCode": 200}
-FORBIDDEN = {"statusCode": 403}
 NOT_WAITING = "no such invocation is waiting in this session"
 REFERENCE = {"caller": "AROA3XFRBF535PLBIFPI4:app-fn-x", "deliveryId": "0f" * 16}
-
-
-class Client:
-    """One developer's plldb as the routes see it: a session id, its key and reconnect chain, a connection."""
-
-    def __init__(self, helper: Any, caller: Caller = ALICE) -> None:
-        self.helper = helper
-        self.caller = caller
-        self.session_id = str(uuid.uuid4())
-        self.connection_id = new_connection_id()
-        self.key = protocol.new_secret()
-        self.seed = protocol.new_secret()
-        self.reconnects = 0
-
-    @property
-    def anchor(self) -> str:
-        return protocol.reconnect_token(self.seed, protocol.RECONNECT_CHAIN_LENGTH)
-
-    def next_token(self) -> str:
-        return protocol.reconnect_token(self.seed, protocol.RECONNECT_CHAIN_LENGTH - self.reconnects - 1)
-
-    def connect(self, caller: Caller | None = None) -> dict[str, Any]:
-        query = {"sessionId": self.session_id}
-        return routes.on_connect(
-            connect_event(self.connection_id, query, caller or self.caller), self.helper.routes
-        )
-
-    def reconnect(self, caller: Caller | None = None, token: str | None = None) -> dict[str, Any]:
-        """A new connection of the same session, with the next token of the chain (or ``token``)."""
-        connection_id = new_connection_id()
-        query = {"sessionId": self.session_id, "reconnectToken": token or self.next_token()}
-        result = routes.on_connect(
-            connect_event(connection_id, query, caller or self.caller), self.helper.routes
-        )
-        if result == OK:
-            self.connection_id = connection_id
-            self.reconnects += 1
-        return result
-
-    def send(self, body: Any, connection_id: str | None = None, binary: bool = False) -> list[dict[str, Any]]:
-        """One message to $default; what the routes posted back to that connection."""
-        connection_id = connection_id or self.connection_id
-        text = body if isinstance(body, (str, bytes)) else json.dumps(body)
-        before = len(self.helper.management.messages(connection_id))
-        assert routes.on_message(message_event(connection_id, text, binary), self.helper.routes) == OK
-        return self.helper.management.messages(connection_id)[before:]
-
-    def open(self, stack: str) -> dict[str, Any]:
-        (reply,) = self.send(protocol.open_message(stack, self.key, self.anchor))
-        return reply
-
-    def verified(self, reply: dict[str, Any]) -> dict[str, Any]:
-        """The reply without its mac, which must verify with this session's key."""
-        assert protocol.verify(reply, self.key), reply
-        return {k: v for k, v in reply.items() if k != "mac"}
-
-    def session(self) -> dict[str, Any]:
-        item = self.helper.session_item(self.session_id)
-        assert item is not None
-        return item
-
-
-def stack_with_functions(app: Any, count: int = 1) -> tuple[str, str, dict[str, str]]:
-    """(StackId, name, logical path -> function name) of a new application stack."""
-    role = app.new_role()
-    stack_id = app.create_stack({f"Fn{i}": app.function_resource(role) for i in range(count)})
-    return stack_id, stack_id.split("/")[1], app.stack_functions(stack_id)
-
-
-@pytest.fixture
-def stack(app) -> tuple[str, str, dict[str, str]]:
-    return stack_with_functions(app)
-
-
-def opened(helper: Any, stack_name: str, caller: Caller = ALICE) -> Client:
-    client = Client(helper, caller)
-    assert client.connect() == OK
-    assert client.verified(client.open(stack_name))["type"] == protocol.MSG_OPENED
-    return client
-
-
-def invocation(helper: Any, session_id: str, **attributes: Any) -> tuple[str, str]:
-    """An invocation item as the layer writes it under its own identity; (caller, delivery id)."""
-    caller = "AROA3XFRBF535PLBIFPI4:app-fn-" + uuid.uuid4().hex[:8]
-    delivery_id = protocol.new_delivery_id()
-    item = {
-        protocol.A_CALLER: caller,
-        protocol.A_DELIVERY_ID: delivery_id,
-        protocol.A_SESSION_ID: session_id,
-        protocol.A_REQUEST_ID: str(uuid.uuid4()),
-        protocol.A_FUNCTION_NAME: caller.split(":")[1],
-        protocol.A_PAYLOAD_SHA256: protocol.sha256_hex(b"payload"),
-        protocol.A_TTL: int(time.time()) + protocol.INVOCATION_ITEM_TTL_SECONDS,
-    }
-    item.update(attributes)
-    helper.put("PLLDBInvocations", item)
-    return caller, delivery_id
-
-
-def concurrently(*actions: Callable[[], Any]) -> list[Any]:
-    """Run the actions on their own threads, released together by a barrier; their results in order."""
-    barrier = threading.Barrier(len(actions))
-    results: list[Any] = [None] * len(actions)
-    errors: list[BaseException] = []
-
-    def run(index: int, action: Callable[[], Any]) -> None:
-        try:
-            barrier.wait()
-            results[index] = action()
-        except BaseException as exc:  # reported by the test, not lost on a thread
-            barrier.abort()
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    return results
 
 
 # --- $connect ----------------------------------------------------------------------------------------------
