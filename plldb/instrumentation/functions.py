@@ -237,38 +237,42 @@ def reference_role(clients: Clients, role_arn: str, function_name: str, session_
     clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
 
 
-def release_role(clients: Clients, role_arn: str, function_name: str) -> None:
-    """Remove this function's tag; the policy goes with the role's last plldb tag (and comes back if a
-    function started using the role meanwhile)."""
+def release_role(clients: Clients, role_arn: str, function_name: str, session_id: str | None = None) -> None:
+    """Remove this function's tag, and the policy with the role's last plldb tag (attached back if a
+    function started using the role meanwhile).
+
+    With ``session_id``, the tag goes only if that session put it there: a function that carries no
+    instrumentation may still have its tag from an attach of that session that stopped half-way (or
+    another session's attach under way, which is left alone). A role without any plldb tag never keeps
+    the policy, so a restore that stopped between the two steps is finished by the next one.
+    """
     if not role_arn or not clients.policy_arn:
         return
     role = _role_name(role_arn)
+    key = protocol.role_tag_key(clients.region, function_name)
     try:
-        clients.iam.untag_role(RoleName=role, TagKeys=[protocol.role_tag_key(clients.region, function_name)])
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
+        tags = _plldb_tags(clients, role)
+        if key in tags and (session_id is None or tags[key] == session_id):
+            clients.iam.untag_role(RoleName=role, TagKeys=[key])
+            del tags[key]
+        if tags:
             return
-        raise
-    if _plldb_tags(clients, role):
-        return
-    try:
         clients.iam.detach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
     except ClientError as exc:
-        if error_code(exc) != "NoSuchEntity":
-            raise
+        if error_code(exc) == "NoSuchEntity":
+            return  # the role is gone, or it does not carry the policy
+        raise
     if _plldb_tags(clients, role):
         clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
 
 
-def _plldb_tags(clients: Clients, role: str) -> list[str]:
-    keys: list[str] = []
+def _plldb_tags(clients: Clients, role: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
     for page in clients.iam.get_paginator("list_role_tags").paginate(RoleName=role):
-        keys.extend(
-            str(tag["Key"])
-            for tag in page.get("Tags", [])
-            if str(tag["Key"]).startswith(protocol.ROLE_TAG_PREFIX)
-        )
-    return keys
+        for tag in page.get("Tags", []):
+            if str(tag["Key"]).startswith(protocol.ROLE_TAG_PREFIX):
+                tags[str(tag["Key"])] = str(tag.get("Value") or "")
+    return tags
 
 
 def _role_name(role_arn: str) -> str:
@@ -299,8 +303,11 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
             return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
         else:
             text = _strip(clients, function, config)
-        if traced or notes:
-            release_role(clients, str(config.get("Role") or ""), function.name)
+        # Once plldb is off the function, its tag goes whichever session put it there; otherwise only the
+        # tag this session's own interrupted attach may have left.
+        release_role(
+            clients, str(config.get("Role") or ""), function.name, None if (traced or notes) else session_id
+        )
     except (ClientError, BotoCoreError, UpdateFailed) as exc:
         return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
