@@ -244,17 +244,19 @@ def release_role(clients: Clients, role_arn: str, function_name: str, session_id
     With ``session_id``, the tag goes only if that session put it there: a function that carries no
     instrumentation may still have its tag from an attach of that session that stopped half-way (or
     another session's attach under way, which is left alone). A role without any plldb tag never keeps
-    the policy, so a restore that stopped between the two steps is finished by the next one.
+    the policy, so a restore that stopped between the two steps is finished by the next one. The tags
+    are read after this function's own is removed, so of several functions of one role restored at
+    once, the last one to remove its tag sees none left and detaches the policy.
     """
     if not role_arn or not clients.policy_arn:
         return
     role = _role_name(role_arn)
     key = protocol.role_tag_key(clients.region, function_name)
     try:
-        tags = _plldb_tags(clients, role)
+        tags = _plldb_tags(clients, role) if session_id is not None else {key: ""}
         if key in tags and (session_id is None or tags[key] == session_id):
             clients.iam.untag_role(RoleName=role, TagKeys=[key])
-            del tags[key]
+            tags = _plldb_tags(clients, role)
         if tags:
             return
         clients.iam.detach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)

@@ -13,6 +13,8 @@ from helper_stack_events import ALICE, Caller, connect_event, message_event, new
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.handlers import routes
+from plldb.instrumentation import functions
+from plldb.instrumentation.decisions import Target
 
 OK = {"statusCode": 200}
 FORBIDDEN = {"statusCode": 403}
@@ -131,3 +133,65 @@ def concurrently(*actions: Callable[[], Any]) -> list[Any]:
         thread.join()
     assert errors == []
     return results
+
+
+class AttachedStack:
+    """A developer attached to a stack: an opened session, the stack's functions instrumented for it."""
+
+    def __init__(
+        self,
+        helper: Any,
+        app: Any,
+        caller: Caller = ALICE,
+        prepare: Callable[[Any, dict[str, str]], None] | None = None,
+        count: int = 2,
+        nested: bool = True,
+    ) -> None:
+        """Functions Fn0.. (and Api/Handler in a nested stack); ``prepare`` changes the deployed
+        functions (a deploy) before anything is instrumented."""
+        self.helper, self.app = helper, app
+        self.role = app.new_role()
+        self.stack_id = app.create_stack(
+            {f"Fn{i}": app.function_resource(self.role) for i in range(count)},
+            nested={"Api": {"Handler": app.function_resource(self.role)}} if nested else None,
+        )
+        self.stack_name = self.stack_id.split("/")[1]
+        self.functions = app.stack_functions(self.stack_id)
+        if prepare is not None:
+            prepare(app, self.functions)
+        self.before = {path: app.snapshot(name) for path, name in self.functions.items()}
+        self.client = opened(helper, self.stack_name, caller)
+        self.clients = functions.Clients(
+            lambda_client=app.lambda_client,
+            iam=app.iam,
+            region="us-east-1",
+            layer_version_arn=helper.layer_version_arn,
+            policy_arn=helper.policy_arn,
+        )
+        for path, name in self.functions.items():
+            result = functions.instrument(self.clients, functions.FunctionRef(name, path), self.target())
+            assert result.ok, result
+
+    def target(self) -> Target:
+        return Target(
+            session_id=self.client.session_id,
+            dispatcher_arn=self.helper.dispatcher_arn,
+            invocations_table=self.helper.tables["PLLDBInvocations"],
+            payload_bucket=self.helper.bucket,
+            layer_version_arn=self.helper.layer_version_arn,
+            timeout=60,
+        )
+
+    def snapshots(self) -> dict[str, Any]:
+        return {path: self.app.snapshot(name) for path, name in self.functions.items()}
+
+    def instrumented_for(self) -> dict[str, str | None]:
+        """The session each function (its $LATEST) carries."""
+        return {
+            path: self.app.variables(name).get(protocol.ENV_SESSION_ID)
+            for path, name in self.functions.items()
+        }
+
+    def invokes(self, connection_id: str | None = None) -> list[dict[str, Any]]:
+        messages = self.helper.management.messages(connection_id or self.client.connection_id)
+        return [m for m in messages if m["type"] == protocol.MSG_INVOKE]

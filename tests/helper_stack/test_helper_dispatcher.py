@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 from helper_stack_events import ALICE
-from helper_stack_sessions import OK, Client, concurrently, opened
+from helper_stack_sessions import OK, AttachedStack, Client, concurrently, opened
 from security_iam import CallRecorder, Names, denied_calls, lambda_function_principal
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.handlers import dispatcher
 from plldb.instrumentation import functions
-from plldb.instrumentation.decisions import Target
 
 EVENT = '{"order": 17}'
 LAYERS: list[Layer] = []  # every layer a test played, whose calls must be allowed for its identity
@@ -113,45 +112,9 @@ class Layer:
         return denied_calls(self.recorder.take(), principal, names, self.helper.deployment.bucket_policies())
 
 
-class Attached:
-    """A developer attached to a stack: an opened session, the stack's functions instrumented for it."""
-
-    def __init__(self, helper: Any, app: Any) -> None:
-        self.helper, self.app = helper, app
-        role = app.new_role()
-        self.stack_id = app.create_stack(
-            {"Fn0": app.function_resource(role), "Fn1": app.function_resource(role)},
-            nested={"Api": {"Handler": app.function_resource(role)}},
-        )
-        self.functions = app.stack_functions(self.stack_id)
-        self.client = opened(helper, self.stack_id.split("/")[1])
-        self.clients = functions.Clients(
-            lambda_client=app.lambda_client,
-            iam=app.iam,
-            region="us-east-1",
-            layer_version_arn=helper.layer_version_arn,
-            policy_arn=helper.policy_arn,
-        )
-        for path, name in self.functions.items():
-            result = functions.instrument(self.clients, functions.FunctionRef(name, path), self.target())
-            assert result.ok, result
-
-    def target(self) -> Target:
-        return Target(
-            session_id=self.client.session_id,
-            dispatcher_arn=self.helper.dispatcher_arn,
-            invocations_table=self.helper.tables["PLLDBInvocations"],
-            payload_bucket=self.helper.bucket,
-            layer_version_arn=self.helper.layer_version_arn,
-            timeout=60,
-        )
-
+class Attached(AttachedStack):
     def layer(self, path: str = "Fn0") -> Layer:
         return Layer(self.helper, self.app, self.functions[path])
-
-    def invokes(self, connection_id: str | None = None) -> list[dict[str, Any]]:
-        messages = self.helper.management.messages(connection_id or self.client.connection_id)
-        return [m for m in messages if m["type"] == protocol.MSG_INVOKE]
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -397,3 +399,30 @@ def test_a_missing_function_is_reported_not_raised(plldb):
     assert (result.status, result.message) == ("failed", "function not found")
     result = restore(plldb, "no-such-function", None)
     assert (result.status, result.message) == ("skipped", "the function no longer exists")
+
+
+def test_functions_of_one_role_restored_at_once_leave_the_role_without_tag_or_policy(plldb, app):
+    """Each reads the role's tags only after removing its own, so the last one sees none left: even when
+    every read happens before any of them goes on (a barrier holds them all after their read)."""
+    role = app.new_role()
+    names = [app.create_function(role=role) for _ in range(3)]
+    session = str(uuid.uuid4())
+    for name in names:
+        assert instrument(plldb, name, session).ok
+    before_detach = threading.Barrier(3)
+    reads: list[str] = []
+
+    def hold(**_: Any) -> None:
+        reads.append("ListRoleTags")
+        if len(reads) <= 3:
+            before_detach.wait()
+
+    plldb.clients.iam.meta.events.register("after-call.iam.ListRoleTags", hold)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda n: restore(plldb, n, session), names))
+    finally:
+        plldb.clients.iam.meta.events.unregister("after-call.iam.ListRoleTags", hold)
+
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert (app.role_tags(role), app.attached_policies(role)) == ({}, [])
