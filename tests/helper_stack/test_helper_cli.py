@@ -38,20 +38,19 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
     assert code == 0, err
     assert f"Helper stack {name} in us-east-1 created." in err
     lines = dict(line.split(": ", 1) for line in out.splitlines())
-    assert sorted(lines) == sorted(
-        [
-            "DebuggerRoleArn",
-            "DebuggerTableName",
-            "InstrumentationTableName",
-            "InstrumentedFunctionPolicyArn",
-            "LayerVersionArn",
-            "ManagementUrl",
-            "ManagerFunctionName",
-            "ManagerRoleArn",
-            "SessionsTableName",
-            "TemplateVersion",
-            "WebSocketUrl",
-        ]
+    assert sorted(lines) == [
+        "ConnectRouteArn",
+        "DispatcherFunctionArn",
+        "InstrumentedFunctionPolicyArn",
+        "InvocationsTableName",
+        "LayerVersionArn",
+        "ManagerFunctionName",
+        "PayloadBucketName",
+        "TemplateVersion",
+        "WebSocketUrl",
+    ]
+    assert lines["InstrumentedFunctionPolicyArn"] == (
+        f"arn:aws:iam::123456789012:policy/plldb/{name}-instrumented-function"
     )
     assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == TEMPLATE_VERSION
 
