@@ -58,7 +58,10 @@ class Posted:
 
 @dataclass
 class ManagementApi:
-    """Plays API Gateway's @connections API: records posts; 410 GoneException for a gone connection."""
+    """Plays API Gateway's @connections API: POST a message, GET the connection's status (ConnectedAt,
+    LastActiveAt, Identity.SourceIp), 410 GoneException for a closed connection, 403 without a SigV4
+    signature (API Gateway Developer Guide, "Use @connections commands in your backend service",
+    apigateway-how-to-call-websocket-api-connections.html; GetConnection in the Management API reference)."""
 
     server: ThreadingHTTPServer
     posts: list[Posted] = field(default_factory=list)

@@ -174,6 +174,7 @@ def test_what_the_evaluator_does_not_implement_is_refused_not_guessed(statement)
 
 
 # --- Code inside an instrumented function ------------------------------------------------------------------
+# The local cloud enforces no IAM (moto evaluates no policy): these evaluations are the proof.
 def test_an_instrumented_function_may_do_exactly_what_its_layer_needs(stack, orders):
     me = f"{ORDERS_ROLE_ID}:orders-create"
     own = {"dynamodb:LeadingKeys": [me]}
@@ -306,6 +307,7 @@ def test_the_role_credentials_used_outside_lambda_get_nothing_from_plldbs_policy
 
 
 # --- The developer --------------------------------------------------------------------------------------
+# The local cloud enforces no IAM (moto evaluates no policy): these evaluations are the proof.
 def developer_policy(stack: Deployment) -> dict[str, Any]:
     """docs/developer-policy.json with this helper stack's values filled in."""
     outputs = stack.outputs()
@@ -425,6 +427,7 @@ def test_the_developer_policy_grants_nothing_beyond_plldbs_own_changes(
 
 
 # --- The helper stack's own roles -----------------------------------------------------------------------
+# The local cloud enforces no IAM (moto evaluates no policy): these evaluations are the proof.
 def role(stack: Deployment, logical: str) -> Principal:
     return Principal(logical, stack.role_policies(logical), {"aws:SecureTransport": "true"})
 
