@@ -493,8 +493,6 @@ def test_every_reply_to_an_opened_session_is_signed_with_its_key_and_before_open
 ):
     client = Client(helper)
     assert client.connect() == OK
-    (before_open,) = client.send({"type": "ping"})
-    assert "mac" not in before_open and before_open == {"type": "pong"}
     (unknown,) = client.send(protocol.ack_message(REFERENCE["caller"], protocol.new_delivery_id()))
     assert "mac" not in unknown and unknown["code"] == protocol.ERR_UNKNOWN_REQUEST
 
