@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plldb import protocol as p
@@ -397,6 +397,7 @@ messages_of_known_types = st.fixed_dictionaries(
 )
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(
     st.one_of(
         st.binary(max_size=300),
@@ -602,6 +603,7 @@ def test_payload_object_keys_and_role_tags_are_under_the_callers_own_identity() 
     assert p.role_tag_key("eu-west-1", "orders-create") == "plldb:fn:eu-west-1:orders-create"
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(st.dictionaries(st.text(min_size=1), st.text()))
 def test_credentials_and_runtime_internals_never_survive_without_credentials(environment) -> None:
     environment = {

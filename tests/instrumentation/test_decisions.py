@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plldb import protocol
@@ -89,6 +89,7 @@ targets = st.builds(
 )
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(original=originals(), session=targets)
 def test_stripping_an_instrumented_function_gives_back_exactly_what_was_deployed(original, session) -> None:
     environment, layers, timeout = original
@@ -107,6 +108,7 @@ def test_stripping_an_instrumented_function_gives_back_exactly_what_was_deployed
     assert decisions.session_of(stripped) is None
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(original=originals(), first=targets, second=targets)
 def test_instrumenting_over_an_earlier_session_still_strips_back_to_the_deployed_function(
     original, first, second
@@ -122,6 +124,7 @@ def test_instrumenting_over_an_earlier_session_still_strips_back_to_the_deployed
     assert [layer["Arn"] for layer in twice["Layers"]] == [*layers, PLLDB_LAYER], "one plldb layer, last"
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(original=originals(), session=targets)
 def test_instrumenting_adds_the_layer_last_the_sessions_variables_and_records_what_it_replaced(
     original, session
@@ -272,6 +275,7 @@ weights = st.dictionaries(st.integers(1, 99).map(str), st.floats(0.01, 0.99, all
 alias_targets = st.builds(AliasTarget, version=st.integers(1, 999).map(str), weights=weights)
 
 
+@settings(deadline=None)  # no wall-clock bound on an example: the machine may be busy
 @given(
     st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), alias_targets, max_size=4)
 )
