@@ -486,6 +486,8 @@ def requests_for(call: Call, names: Names) -> list[Request]:
         return [Request(f"dynamodb:{operation}", resource, context)]
     if service == "lambda":
         action = "lambda:InvokeFunction" if operation == "Invoke" else f"lambda:{operation}"
+        if "FunctionName" not in params:  # a listing of the account's (ListEventSourceMappings)
+            return [Request(action, "*")]
         qualifier = params.get("Qualifier") or (params.get("Name") if operation == "UpdateAlias" else None)
         requests = [Request(action, _function_arn(names, str(params["FunctionName"]), qualifier))]
         if operation == "UpdateFunctionConfiguration":
@@ -519,6 +521,12 @@ def requests_for(call: Call, names: Names) -> list[Request]:
                 action, f"arn:{p}:s3:::{params['Bucket']}/{params['Key']}", {"aws:SecureTransport": "true"}
             )
         ]
+    if service == "sqs":
+        if operation == "GetQueueUrl":
+            owner, queue = params.get("QueueOwnerAWSAccountId") or a, params["QueueName"]
+        else:
+            owner, queue = str(params["QueueUrl"]).rstrip("/").split("/")[-2:]
+        return [Request(f"sqs:{operation}", f"arn:{p}:sqs:{r}:{owner}:{queue}")]
     if service == "sts" and operation == "GetCallerIdentity":
         return []  # needs no permission
     raise Unsupported(f"{service} {operation}")

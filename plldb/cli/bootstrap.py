@@ -39,11 +39,15 @@ def _console() -> Any:
 
 @contextmanager
 def _progress(console: Any, title: str) -> Iterator[Callable[[str], None]]:
-    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step."""
+    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step, under
+    the title printed with the first step (a command refused before its first step prints its error only)."""
     if not console.is_terminal:
-        console.print(title)
+        titled: list[bool] = []
 
         def log(message: str) -> None:
+            if not titled:
+                console.print(title)
+                titled.append(True)
             console.print(f"  {message}", soft_wrap=True)
 
         yield log

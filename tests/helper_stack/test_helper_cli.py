@@ -34,7 +34,7 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, monkeypatch, capsys):
     name = f"plldb-cli-{uuid.uuid4().hex[:6]}"
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
     assert code == 0, err
     assert f"Helper stack {name} in us-east-1 created." in err
     lines = dict(line.split(": ", 1) for line in out.splitlines())
@@ -54,11 +54,11 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
     )
     assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == TEMPLATE_VERSION
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
     assert code == 0, err
     assert f"Helper stack {name} in us-east-1 already up to date (nothing changed)." in err
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", name)
     assert code == 0, err
     assert out.splitlines()[:4] == [
         f"Stack:            {name} (us-east-1)",
@@ -72,11 +72,11 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
         invoke_manager(local_cloud.session(), helper, {"action": "explode"})
     assert failed.value.message == "The plldb manager failed: unknown action 'explode'"
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "destroy", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "destroy", "--helper-stack", name)
     assert code == 0, err
     assert out.splitlines()[0] == f"Deleted the helper stack {name}."
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", name)
     assert (code, out) == (1, "")
     assert err == (
         f"Error: The plldb helper stack {name!r} was not found in us-east-1. Run 'plldb bootstrap setup' first.\n"
@@ -84,7 +84,7 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
 
 
 def test_an_invalid_stack_name_is_one_line(local_cloud, monkeypatch, capsys):
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", "no_underscores!")
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", "no_underscores!")
     assert (code, out) == (1, "")
     assert err == (
         "Error: 'no_underscores!' is not a valid CloudFormation stack name. "

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from moto_app import NEEDS_PROVISIONED_CONCURRENCY_LISTING
 
 from plldb import protocol
 from plldb.instrumentation import functions
@@ -229,6 +230,7 @@ def test_a_deploy_during_restore_is_kept(plldb, app):
 
 
 # --- Aliases -----------------------------------------------------------------------------------------------
+@NEEDS_PROVISIONED_CONCURRENCY_LISTING
 def test_aliases_on_versions_are_redirected_to_plldbs_version_and_restored_exactly_weights_included(
     plldb, app
 ):
@@ -267,6 +269,7 @@ def test_aliases_on_versions_are_redirected_to_plldbs_version_and_restored_exact
     assert app.snapshot(name) == before
 
 
+@NEEDS_PROVISIONED_CONCURRENCY_LISTING
 def test_an_interrupted_attach_leaves_nothing_behind_once_restored(plldb, app):
     """plldb stopped after publishing its version and before pointing the aliases at it."""
     name = app.create_function(role=app.new_role(), variables={"GREETING": "hi"})
@@ -285,12 +288,24 @@ def test_an_interrupted_attach_leaves_nothing_behind_once_restored(plldb, app):
 
 
 @pytest.mark.parametrize(
-    "operation", ["TagRole", "AttachRolePolicy", "UpdateFunctionConfiguration", "PublishVersion"]
+    ("operation", "aliased"),
+    [
+        ("TagRole", False),
+        ("AttachRolePolicy", False),
+        ("UpdateFunctionConfiguration", False),
+        *[
+            pytest.param(op, True, marks=NEEDS_PROVISIONED_CONCURRENCY_LISTING)
+            for op in ("TagRole", "PublishVersion")
+        ],
+    ],
 )
-def test_wherever_an_attach_stopped_restoring_leaves_exactly_what_was_deployed(plldb, app, operation):
+def test_wherever_an_attach_stopped_restoring_leaves_exactly_what_was_deployed(
+    plldb, app, operation, aliased
+):
     role = app.new_role()
     name = app.create_function(role=role, variables={"GREETING": "hi"}, layers=app.layers[:2], timeout=9)
-    with_aliases(app, name)
+    if aliased:
+        with_aliases(app, name)
     before = app.snapshot(name)
     session = str(uuid.uuid4())
     client = (
@@ -306,13 +321,22 @@ def test_wherever_an_attach_stopped_restoring_leaves_exactly_what_was_deployed(p
 
 
 @pytest.mark.parametrize(
-    "operation",
-    ["UpdateAlias", "DeleteFunction", "UpdateFunctionConfiguration", "UntagRole", "DetachRolePolicy"],
+    ("operation", "aliased"),
+    [
+        ("UpdateFunctionConfiguration", False),
+        ("UntagRole", False),
+        ("DetachRolePolicy", False),
+        *[
+            pytest.param(op, True, marks=NEEDS_PROVISIONED_CONCURRENCY_LISTING)
+            for op in ("UpdateAlias", "DeleteFunction")
+        ],
+    ],
 )
-def test_a_restore_that_stopped_half_way_is_finished_by_the_next(plldb, app, operation):
+def test_a_restore_that_stopped_half_way_is_finished_by_the_next(plldb, app, operation, aliased):
     role = app.new_role()
     name = app.create_function(role=role, variables={"GREETING": "hi"}, layers=app.layers[:1], timeout=9)
-    with_aliases(app, name)
+    if aliased:
+        with_aliases(app, name)
     before = app.snapshot(name)
     session = str(uuid.uuid4())
     assert instrument(plldb, name, session).ok
@@ -342,10 +366,16 @@ def test_a_function_instrumented_by_another_session_is_left_alone(plldb, app):
     assert app.snapshot(name) == instrumented
 
 
-def test_attaching_over_a_dead_sessions_instrumentation_restores_to_what_was_deployed(plldb, app):
+@pytest.mark.parametrize(
+    "aliased",
+    [False, pytest.param(True, marks=NEEDS_PROVISIONED_CONCURRENCY_LISTING)],
+    ids=["plain", "with-aliases"],
+)
+def test_attaching_over_a_dead_sessions_instrumentation_restores_to_what_was_deployed(plldb, app, aliased):
     role = app.new_role()
     name = app.create_function(role=role, variables={"GREETING": "hi"}, timeout=12)
-    with_aliases(app, name)
+    if aliased:
+        with_aliases(app, name)
     before = app.snapshot(name)
     dead, current = str(uuid.uuid4()), str(uuid.uuid4())
     assert instrument(plldb, name, dead).ok  # and its plldb died without restoring
@@ -356,8 +386,11 @@ def test_attaching_over_a_dead_sessions_instrumentation_restores_to_what_was_dep
     assert app.variables(name)[protocol.ENV_SESSION_ID] == current
     assert app.variables(name)[protocol.ENV_ORIGINAL_TIMEOUT] == "12"
     assert app.role_tags(role) == {f"plldb:fn:us-east-1:{name}": current}
-    recorded = json.loads(app.variables(name, result.instrumented.published_version)[protocol.ENV_ALIASES])
-    assert sorted(recorded) == ["canary", "live"]
+    if aliased:
+        recorded = json.loads(
+            app.variables(name, result.instrumented.published_version)[protocol.ENV_ALIASES]
+        )
+        assert sorted(recorded) == ["canary", "live"]
     assert restore(plldb, name, None).ok
     assert app.snapshot(name) == before, "both sessions' versions are gone, the aliases back where they were"
 
