@@ -618,11 +618,8 @@ def test_an_answer_after_the_layer_gave_up_is_refused_with_the_layers_reason(
 
 
 def _put(url: str, data: bytes) -> int:
-    """The developer's upload through the presigned URL. The content type is said explicitly: moto's S3
-    keeps no body for a PUT whose type is urllib's default form encoding (S3 keeps the bytes)."""
-    request = urllib.request.Request(
-        url, data=data, method="PUT", headers={"Content-Type": "application/json"}
-    )
+    """The developer's upload through the presigned URL, as plldb makes it (urllib, its default headers)."""
+    request = urllib.request.Request(url, data=data, method="PUT")
     with urllib.request.urlopen(request) as response:
         return int(response.status)
 
