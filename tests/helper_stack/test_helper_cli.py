@@ -24,6 +24,10 @@ def plldb_cli() -> None:
 plldb_cli.add_command(bootstrap)
 
 
+# Every bootstrap command first says where it works (the error, if any, is the line after).
+WHERE = "Working in account 123456789012, region us-east-1 (region from your AWS configuration)."
+
+
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["plldb", *args])
     code = run_cli(plldb_cli)
@@ -31,7 +35,8 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, monkeypatch, capsys):
+def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no samconfig.toml of this repository's
     name = f"plldb-cli-{uuid.uuid4().hex[:6]}"
 
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
@@ -79,7 +84,8 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
     code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", name)
     assert (code, out) == (1, "")
     assert err == (
-        f"Error: The plldb helper stack {name!r} was not found in us-east-1. Run 'plldb bootstrap setup' first.\n"
+        f"{WHERE}\nError: The plldb helper stack {name!r} was not found in us-east-1. "
+        "Run 'plldb bootstrap setup' first.\n"
     )
 
 
@@ -92,7 +98,8 @@ def test_an_invalid_stack_name_is_one_line(local_cloud, monkeypatch, capsys):
     )
 
 
-def test_missing_credentials_are_one_line_with_the_fix(local_cloud, monkeypatch, capsys, tmp_path):
+def test_missing_credentials_are_one_error_line_with_the_fix(local_cloud, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
     for name in (
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -112,7 +119,7 @@ def test_missing_credentials_are_one_line_with_the_fix(local_cloud, monkeypatch,
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup")
 
     assert (code, out) == (1, "")
-    assert (
-        err
-        == "Error: No AWS credentials were found. Run 'aws configure', 'aws sso login', or pass --profile.\n"
+    assert err == (
+        "Working in an unknown account, region us-east-1 (region from your AWS configuration).\n"
+        "Error: No AWS credentials were found. Run 'aws configure', 'aws sso login', or pass --profile.\n"
     )
