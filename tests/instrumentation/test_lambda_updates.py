@@ -2,6 +2,9 @@
 
 The updates run against moto; the conditions moto never produces (another update in progress, a failed
 or slow update) are Lambda's documented answers injected at the client, and time is an injected clock.
+Lambda API reference, UpdateFunctionConfiguration: ResourceConflictException (409) while another update
+runs, PreconditionFailedException (412) for a RevisionId that is not the latest; Lambda Developer Guide,
+"Lambda function states": LastUpdateStatus InProgress, Successful or Failed with LastUpdateStatusReason.
 """
 
 from __future__ import annotations
