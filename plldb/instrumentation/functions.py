@@ -296,7 +296,7 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
             return Result(function, STATUS_SKIPPED, "the function no longer exists")
         return Result(function, STATUS_FAILED, error_text(exc))
     try:
-        notes = _restore_aliases(clients, function, config, session_id)
+        notes = _restore_aliases(clients, function, session_id)
         owner = decisions.session_of(config)
         traced = decisions.is_instrumented(config, clients.layer_version_arn)
         if not traced:
@@ -339,36 +339,38 @@ def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -
     return "restored"
 
 
-def _restore_aliases(
-    clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str | None
-) -> list[str]:
-    """Aliases back where they pointed, then the versions plldb published deleted."""
+def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | None) -> list[str]:
+    """Aliases back where they pointed, then the versions plldb published that nothing points at deleted.
+
+    The versions are listed even when the function no longer carries plldb (a deploy meanwhile, an attach
+    interrupted between its publish and its alias updates): a version is never left behind.
+    """
     notes: list[str] = []
-    published: list[str] = []
+    still_used: set[str] = set()
     for alias in _list_aliases(clients, function.name):
-        version = str(alias.get("FunctionVersion") or "")
-        if not version.isdigit():
-            continue
-        version_config = get_configuration(clients.lambda_client, function.name, version)
-        owner = decisions.session_of(version_config)
-        if owner is None or (session_id is not None and owner != session_id):
-            continue
-        original = decisions.alias_originals(version_config).get(str(alias["Name"]))
+        target = decisions.AliasTarget.of(alias)
+        original = None
+        if target.version.isdigit():
+            version_config = get_configuration(clients.lambda_client, function.name, target.version)
+            owner = decisions.session_of(version_config)
+            if owner is not None and (session_id is None or owner == session_id):
+                original = decisions.alias_originals(version_config).get(str(alias["Name"]))
+                if original is None:
+                    notes.append(
+                        "alias {} points at plldb's version {} without a recorded origin; left".format(
+                            alias["Name"], target.version
+                        )
+                    )
         if original is None:
-            notes.append(
-                "alias {} points at plldb's version {} without a recorded origin; left".format(
-                    alias["Name"], version
-                )
-            )
+            still_used |= {target.version, *target.weights}
             continue
         clients.lambda_client.update_alias(
             FunctionName=function.name, Name=alias["Name"], **original.update()
         )
         notes.append("alias {} back on version {}".format(alias["Name"], original.version))
-        published.append(version)
-    if protocol.ENV_ALIASES in (decisions.variables(config) or {}):
-        published.extend(_published_versions(clients, function.name, session_id))
-    for version in sorted(set(published), key=int):
+        still_used |= {original.version, *original.weights}
+    unused = [v for v in _published_versions(clients, function.name, session_id) if v not in still_used]
+    for version in sorted(unused, key=int):
         try:
             clients.lambda_client.delete_function(FunctionName=function.name, Qualifier=version)
         except ClientError as exc:
@@ -381,7 +383,7 @@ def _restore_aliases(
 
 
 def _published_versions(clients: Clients, function_name: str, session_id: str | None) -> list[str]:
-    """Versions plldb published (for the session) that no alias points at any more (an interrupted attach)."""
+    """Versions plldb published for the session (for any session when None)."""
     prefix = decisions.published_description(session_id) if session_id else protocol.PUBLISHED_VERSION_PREFIX
     found = []
     for page in clients.lambda_client.get_paginator("list_versions_by_function").paginate(

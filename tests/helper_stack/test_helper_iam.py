@@ -403,6 +403,30 @@ def test_the_developer_cannot_reach_the_helper_stacks_tables_objects_connections
 
 
 @pytest.mark.parametrize(
+    "action",
+    [
+        "lambda:UpdateFunctionConfiguration",
+        "lambda:UpdateFunctionCode",
+        "lambda:UpdateAlias",
+        "lambda:PublishVersion",
+        "lambda:DeleteFunction",
+    ],
+)
+@pytest.mark.parametrize("function", ["DispatcherFunction", "RoutesFunction", "ManagerFunction"])
+def test_the_developer_cannot_change_the_helper_stacks_own_functions(stack, developer, function, action):
+    """A layer or variable added to a helper function would run with its role: more than the developer."""
+    own_stack = {"aws:ResourceTag/aws:cloudformation:stack-name": stack.stack_name}
+    app_stack = {"aws:ResourceTag/aws:cloudformation:stack-name": "orders"}
+    arn = stack.get_att(function, "Arn")
+    assert developer.decide(action, arn, own_stack) == EXPLICIT_DENY
+    assert developer.decide(action, arn + ":1", own_stack) == EXPLICIT_DENY
+    assert (
+        developer.decide("lambda:UpdateFunctionConfiguration", function_arn("orders-create"), app_stack)
+        == ALLOW
+    )
+
+
+@pytest.mark.parametrize(
     ("action", "resource", "keys"),
     [
         ("lambda:DeleteFunction", "function", {}),

@@ -287,6 +287,32 @@ def test_an_interrupted_attach_leaves_nothing_behind_once_restored(plldb, app):
     assert app.snapshot(name) == before
 
 
+@NEEDS_PROVISIONED_CONCURRENCY_LISTING
+def test_a_version_left_by_an_interrupted_attach_is_deleted_even_after_a_deploy_removed_plldb(plldb, app):
+    """The attach stopped before its alias updates; then a deploy replaced the configuration."""
+    name = app.create_function(role=app.new_role(), variables={"GREETING": "hi"})
+    with_aliases(app, name)
+    session = str(uuid.uuid4())
+    interrupt_at(plldb.clients.lambda_client, "UpdateAlias")
+    with pytest.raises(Interrupted):
+        instrument(plldb, name, session)
+    app.lambda_client.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"GREETING": "deployed"}}, Layers=[], Timeout=3
+    )
+    deployed = app.snapshot(name)
+    leftover = [v for v, d in app.versions(name).items() if d == f"plldb session {session}"]
+    assert len(leftover) == 1
+
+    result = restore(plldb, name, session)
+
+    assert (result.status, result.message) == ("ok", "already in its deployed configuration")
+    assert leftover[0] not in app.versions(name)
+    assert {k: v for k, v in app.snapshot(name).items() if k != "versions"} == {
+        k: v for k, v in deployed.items() if k != "versions"
+    }
+    assert app.versions(name) == {v: d for v, d in deployed["versions"].items() if v != leftover[0]}
+
+
 @pytest.mark.parametrize(
     ("operation", "aliased"),
     [
