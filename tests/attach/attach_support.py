@@ -238,6 +238,7 @@ def start(
     seed: str = SEED,
     separate: bool = False,
     signer: Signer | None = None,
+    websocket_url: str | None = None,
 ) -> Attached:
     """Start a DebugSession as `plldb attach` does (a fresh session id and key, signed by ``principal``).
 
@@ -251,7 +252,7 @@ def start(
     session_id = session_id or str(uuid.uuid4())
     key = protocol.new_secret()
     session = DebugSession(
-        websocket_url=api.url,
+        websocket_url=websocket_url or api.url,
         signer=signer or principal.signer(),
         session_id=session_id,
         session_key=key,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 
 import pytest
@@ -256,6 +257,37 @@ def test_a_refused_first_connection_exits_1_naming_execute_api_invoke_without_re
         )
         assert [upgrade.status for upgrade in api.upgrades] == [403]
         assert api.sessions == {}
+        assert attached.timeline.kinds("instrument", "restore", "on_connected") == []
+
+    run(body)
+
+
+@pytest.mark.parametrize("override", [None, "http://127.0.0.1:4510"])
+def test_an_unreachable_websocket_api_is_named_and_so_is_its_override_when_aws_endpoint_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, override: str | None
+) -> None:
+    """AWS_ENDPOINT_URL alone does not redirect the WebSocket: the message says which variable does."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    if override is None:
+        monkeypatch.delenv(protocol.EXECUTE_API_ENDPOINT_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(protocol.EXECUTE_API_ENDPOINT_VARIABLE, override)
+
+    async def body(api: FakeHelperStack) -> None:
+        attached = start(api, websocket_url=f"ws://127.0.0.1:{closed_port}/prod")
+        hint = (
+            " AWS_ENDPOINT_URL sends AWS calls to http://127.0.0.1:4566, but not this connection: set "
+            "PLLDB_EXECUTE_API_ENDPOINT to the endpoint that serves the WebSocket API."
+        )
+        assert await attached.outcome() == SessionOutcome(
+            1,
+            f"Could not connect to the debugger WebSocket API at ws://127.0.0.1:{closed_port}/prod: "
+            f"Connect call failed ('127.0.0.1', {closed_port})." + (hint if override is None else ""),
+        )
+        assert api.upgrades == []
         assert attached.timeline.kinds("instrument", "restore", "on_connected") == []
 
     run(body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import traceback
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError
 from websockets.asyncio.client import ClientConnection, connect
@@ -147,7 +149,7 @@ class DebugSession:
             except InvalidStatus as exc:
                 return SessionOutcome(1, self._rejected_message(exc.response.status_code, first=True))
             except CONNECT_ERRORS as exc:
-                return SessionOutcome(1, f"Could not connect to the debugger WebSocket API: {describe(exc)}.")
+                return SessionOutcome(1, self._unreachable_message(exc))
             self._adopt(connection)
             self._observer.on_connected()
             self._spawn(self._keepalive())
@@ -410,6 +412,18 @@ class DebugSession:
                 await self._send_response(delivery)
         for message in list(self._unanswered.values()):
             await self._send(message)
+
+    def _unreachable_message(self, exc: BaseException) -> str:
+        where = urlsplit(self._url)._replace(query="", fragment="").geturl()
+        text = f"Could not connect to the debugger WebSocket API at {where}: {describe(exc)}."
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and not os.environ.get(protocol.EXECUTE_API_ENDPOINT_VARIABLE):
+            # AWS_ENDPOINT_URL redirects boto3 only; the WebSocket has its own documented override.
+            text += (
+                f" AWS_ENDPOINT_URL sends AWS calls to {endpoint}, but not this connection: set "
+                f"{protocol.EXECUTE_API_ENDPOINT_VARIABLE} to the endpoint that serves the WebSocket API."
+            )
+        return text
 
     def _rejected_message(self, status: int, first: bool) -> str:
         if first:
