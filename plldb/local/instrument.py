@@ -16,11 +16,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from plldb.bootstrap.helper_stack import HelperStack
 from plldb.instrumentation import functions, stacks, traffic
 from plldb.instrumentation.decisions import Target
 from plldb.instrumentation.functions import FunctionRef, Instrumented, Result
+from plldb.lambda_common import error_text
 from plldb.local.session import Opened, SessionObserver
 
 MAX_PARALLEL_FUNCTIONS = 16
@@ -210,6 +212,9 @@ def restore_stack(
 
 
 def _failure_text(exc: Exception) -> str:
+    """An AWS failure as AWS words it; anything else (a bug) with its type, so it can be reported."""
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return error_text(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
