@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: all init test lint typecheck unit unit-fast demo bench clean test-aws
+.PHONY: all init test lint typecheck unit unit-fast demo bench clean test-aws test-stress
 
 all: test
 
@@ -39,6 +39,10 @@ unit-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test: lint typecheck unit
+
+# The suite three times in a row beside two CPU-bound processes: it must never flake under load.
+test-stress: $(STAMP)
+	scripts/test-stress
 
 # The end-to-end scenario against the AWS account of your current credentials (docs/testing.md).
 test-aws: $(STAMP)
