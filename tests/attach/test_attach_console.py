@@ -60,6 +60,7 @@ def play(console: Console) -> None:
         ),
     )
     console.on_detaching()
+    console.stop()
 
 
 def test_json_mode_writes_one_event_object_per_line() -> None:
@@ -220,7 +221,6 @@ def test_live_view_on_a_terminal_respects_no_color(monkeypatch: pytest.MonkeyPat
         console = Console(choose_mode(False, tty), out=tty, err=tty)
         assert console.mode == MODE_LIVE
         play(console)
-        console.stop()
     screen = reader.text()
     os.close(controller)
     assert "hello from the handler" in screen
