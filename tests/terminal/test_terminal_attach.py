@@ -1,0 +1,241 @@
+"""`plldb attach` in a pseudo-terminal (the live status view, not piped output), end to end.
+
+Handlers print 0 to 10 000 lines per call, 50 calls at a time five by five, calls are made while the
+terminal is not reading, and Ctrl-C comes at every stage of a session. Every call is answered, every
+printed line reaches the screen once and in order, Ctrl-C always detaches and restores the function,
+and the terminal is left as it was (cursor shown, same settings). Order is proved by what the screen
+shows and what the invoker receives, never by waiting for time to pass.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.terminal.support import PrintingApp, invoke, printed_lines
+from tests.terminal.terminal import WAIT_LIMIT, Terminal
+
+pytestmark = pytest.mark.slow
+
+CALLS = 50
+AT_A_TIME = 5
+READY = "Ready: 1 function(s) instrumented. Invoke them as usual; press Ctrl-C to detach."
+DETACHED = "Detached: every function is restored."
+# Lambda changes these on every update; everything else must come back exactly.
+VOLATILE_FIELDS = {
+    "ResponseMetadata",
+    "LastModified",
+    "RevisionId",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+}
+
+
+def configuration(local_cloud: Any, function: str) -> dict[str, Any]:
+    config = local_cloud.client("lambda").get_function_configuration(FunctionName=function)
+    return {key: value for key, value in config.items() if key not in VOLATILE_FIELDS}
+
+
+def columns(line: str) -> list[str]:
+    """The cells of a status view row (rich separates them with two or more spaces)."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def final_status(lines: list[str]) -> list[str]:
+    """The status view as the session left it on screen: its header and the function table."""
+    header = max(index for index, line in enumerate(lines) if line.startswith("plldb: stack "))
+    return lines[header : header + 3]
+
+
+def assert_terminal_restored(terminal: Terminal) -> None:
+    """The live view hid the cursor; at the end it is shown again and the settings are as before."""
+    assert terminal.screen.cursor_hidden_count >= 1
+    assert terminal.screen.cursor_visible
+    assert terminal.settings() == terminal.settings_before
+    assert terminal.screen.unknown == []
+
+
+def expected_lines(answer: dict[str, Any]) -> list[tuple[str, int, int]]:
+    count = answer["lines"]
+    return [(answer["requestId"][:8], index, count) for index in range(1, count + 1)]
+
+
+def start_ready(attach_in_terminal: Any, app: PrintingApp, *arguments: str) -> Terminal:
+    terminal = attach_in_terminal(app.directory, app.stack_name, *arguments)
+    terminal.wait_for_text(READY)
+    return terminal
+
+
+@pytest.mark.parametrize("lines", [0, 5, 300, 10_000])
+def test_fifty_calls_are_all_answered_and_every_line_they_print_is_shown(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, lines: int
+) -> None:
+    before = configuration(local_cloud, printing_app.function)
+    terminal = start_ready(attach_in_terminal, printing_app)
+
+    def call(number: int) -> tuple[str | None, Any]:
+        return invoke(local_cloud, printing_app.function, {"tag": f"call{number}", "lines": lines})
+
+    with ThreadPoolExecutor(AT_A_TIME) as pool:
+        answers = list(pool.map(call, range(CALLS)))
+    assert [(error, answer["tag"], answer["lines"]) for error, answer in answers] == [
+        (None, f"call{number}", lines) for number in range(CALLS)
+    ]
+    assert len({answer["requestId"] for _, answer in answers}) == CALLS
+
+    terminal.ctrl_c()
+    assert terminal.wait_for_exit() == 0
+    shown = terminal.lines()
+    printed = printed_lines(shown)
+    assert printed == {
+        f"call{number}": expected_lines(answer) for number, (_, answer) in enumerate(answers) if lines
+    }
+    status = final_status(shown)
+    assert status[0] == f"plldb: stack {printing_app.stack_name}  [detached]"
+    assert [columns(row) for row in status[1:]] == [
+        ["Function", "Instrumented", "Invocations"],
+        ["PrintFunction", "no", str(CALLS)],
+    ]
+    assert shown[-1] == DETACHED
+    assert_terminal_restored(terminal)
+    assert configuration(local_cloud, printing_app.function) == before
+
+
+def test_calls_are_answered_while_the_terminal_does_not_read(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any
+) -> None:
+    """A terminal that stops reading (Ctrl-S, a stuck emulator) fills up and blocks plldb's writes:
+    the answers never wait for it, and once it reads again it shows everything."""
+    terminal = start_ready(attach_in_terminal, printing_app)
+    terminal.pause_reading()
+    # 20 x 300 lines of about 60 characters: far more than a pseudo-terminal buffers.
+    with ThreadPoolExecutor(AT_A_TIME) as pool:
+        answers = list(
+            pool.map(
+                lambda number: invoke(
+                    local_cloud, printing_app.function, {"tag": f"paused{number}", "lines": 300}
+                ),
+                range(20),
+            )
+        )
+    # Every answer arrived while the terminal was still not reading.
+    assert [(error, answer["tag"]) for error, answer in answers] == [
+        (None, f"paused{number}") for number in range(20)
+    ]
+    terminal.resume_reading()
+    terminal.wait_for_text("paused19 line 300/300")
+    terminal.ctrl_c()
+    assert terminal.wait_for_exit() == 0
+    shown = terminal.lines()
+    assert printed_lines(shown) == {
+        f"paused{number}": expected_lines(answer) for number, (_, answer) in enumerate(answers)
+    }
+    assert shown[-1] == DETACHED
+    assert_terminal_restored(terminal)
+
+
+def held_answer_or_not_attached(error: str | None, answer: dict[str, Any], tag: str, lines: int) -> str:
+    """A call in flight when the developer detaches: its result if the answer won the race with the
+    restore, else the layer's PlldbNotAttached. Either way it is answered; which one, said exactly."""
+    if error is None:
+        assert (answer["tag"], answer["lines"]) == (tag, lines)
+        return "result"
+    assert error == "Unhandled"
+    assert answer["errorType"] == "PlldbNotAttached"
+    assert answer["errorMessage"].startswith("plldb is not attached to this function's stack: ")
+    return "not attached"
+
+
+@pytest.mark.parametrize("moment", ["instrumenting", "ready", "printing", "five calls running"])
+def test_ctrl_c_at_any_moment_detaches_and_restores_the_terminal(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, tmp_path: Path, moment: str
+) -> None:
+    before = configuration(local_cloud, printing_app.function)
+    terminal = attach_in_terminal(printing_app.directory, printing_app.stack_name)
+    release = tmp_path / "release"
+    with ThreadPoolExecutor(AT_A_TIME) as pool:
+        calls = []
+        if moment == "instrumenting":
+            terminal.wait_for_text("Connected; instrumenting the functions...")
+        else:
+            terminal.wait_for_text(READY)
+        if moment == "printing":
+            calls.append(
+                (
+                    "flood",
+                    10_000,
+                    pool.submit(
+                        invoke, local_cloud, printing_app.function, {"tag": "flood", "lines": 10_000}
+                    ),
+                )
+            )
+            terminal.wait_for_text("flood line 1/10000")
+        if moment == "five calls running":
+            for number in range(AT_A_TIME):
+                event = {"tag": f"held{number}", "lines": 3, "hold": str(release)}
+                calls.append(
+                    (f"held{number}", 3, pool.submit(invoke, local_cloud, printing_app.function, event))
+                )
+            for number in range(AT_A_TIME):
+                terminal.wait_for_text(f"held{number} holding")
+        terminal.ctrl_c()
+        terminal.wait_for_text("Detaching: restoring the functions...")
+        release.write_text("go")
+        outcomes = [
+            held_answer_or_not_attached(*call.result(WAIT_LIMIT), tag, lines) for tag, lines, call in calls
+        ]
+    assert len(outcomes) == {"instrumenting": 0, "ready": 0, "printing": 1, "five calls running": 5}[moment]
+    assert terminal.wait_for_exit() == 0
+    shown = terminal.lines()
+    assert shown[-1] == DETACHED
+    status = final_status(shown)
+    assert status[0] == f"plldb: stack {printing_app.stack_name}  [detached]"
+    assert columns(status[2])[:2] == ["PrintFunction", "no"]
+    assert_terminal_restored(terminal)
+    assert configuration(local_cloud, printing_app.function) == before
+
+
+def test_sigterm_detaches_like_ctrl_c(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any
+) -> None:
+    before = configuration(local_cloud, printing_app.function)
+    terminal = start_ready(attach_in_terminal, printing_app)
+    error, answer = invoke(local_cloud, printing_app.function, {"tag": "before-term", "lines": 5})
+    assert error is None
+    terminal.process.send_signal(signal.SIGTERM)
+    assert terminal.wait_for_exit() == 0
+    shown = terminal.lines()
+    assert printed_lines(shown) == {"before-term": expected_lines(answer)}
+    assert shown[-1] == DETACHED
+    assert_terminal_restored(terminal)
+    assert configuration(local_cloud, printing_app.function) == before
+
+
+def test_a_second_ctrl_c_leaves_at_once_and_still_restores_the_terminal(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, tmp_path: Path
+) -> None:
+    terminal = start_ready(attach_in_terminal, printing_app)
+    release = tmp_path / "release"
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(
+            invoke, local_cloud, printing_app.function, {"tag": "held", "lines": 1, "hold": str(release)}
+        )
+        terminal.wait_for_text("held holding")
+        terminal.ctrl_c()
+        terminal.wait_for_text("Detaching: restoring the functions...")
+        terminal.ctrl_c()
+        code = terminal.wait_for_exit()
+        release.write_text("go")
+        held_answer_or_not_attached(*held.result(WAIT_LIMIT), "held", 1)
+    assert code == 130
+    shown = terminal.logical_lines()
+    assert shown[-1] == (
+        "Left without waiting for the restore. The functions are restored 10 s after the connection "
+        f"closes; to restore them now run 'plldb detach --stack-name {printing_app.stack_name}'."
+    )
+    assert_terminal_restored(terminal)
