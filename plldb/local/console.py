@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -102,18 +102,37 @@ class _Status:
 
 @dataclass
 class _Entry:
-    """One thing to write: a text line (plain and JSON modes), a rich renderable, or (live mode) a line
-    of handler output as (prefix, stream, line)."""
+    """One thing to write. Plain and JSON modes: ``text``, a finished line. Live mode: ``styled``, a
+    line and its rich style; ``output``, a line of handler output as (prefix, stream, line); or
+    ``make``, which builds a rich renderable. Rich objects are only made by the renderer thread."""
 
     text: str | None = None
-    renderable: RenderableType | None = None
+    styled: tuple[str, str] | None = None
     output: tuple[str, str, str] | None = None
+    make: Callable[[], RenderableType] | None = None
     to_err: bool = False
     output_size: int = 0  # > 0 for handler output: what it counts against the backlog limit
 
     @property
     def kind(self) -> str:
-        return "text" if self.text is not None else "output" if self.output is not None else "renderable"
+        if self.text is not None:
+            return "text"
+        return "output" if self.output is not None else "rich"
+
+    def renderable(self) -> RenderableType:
+        if self.make is not None:
+            return self.make()
+        text, style = self.styled or ("", "")
+        return Text(text, style=style)
+
+    def plain(self) -> str:
+        if self.output is not None:
+            prefix, _, line = self.output
+            return f"{prefix} {line}"
+        if self.styled is not None:
+            return self.styled[0]
+        renderable = self.renderable()
+        return renderable.plain if isinstance(renderable, Text) else str(renderable)
 
 
 # Control characters a handler prints would move the cursor inside the status view: on the live view
@@ -148,6 +167,18 @@ def function_name(entry: Any) -> str:
 
 def _yes_no(value: bool) -> Text:
     return Text("yes", style="green") if value else Text("no", style="yellow")
+
+
+def _stack_table(stack_name: str, functions: Sequence[FunctionRow], instrumented: set[str]) -> Table:
+    table = Table(title=f"Functions of stack {stack_name}", title_justify="left")
+    table.add_column("Logical id")
+    table.add_column("Deployed function")
+    table.add_column("Instrumented")
+    table.add_column("Local source")
+    for row in functions:
+        source = Text(row.source) if row.source else Text(row.note or "no local source", style="yellow")
+        table.add_row(row.label, row.physical_name, _yes_no(row.physical_name in instrumented), source)
+    return table
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -282,12 +313,14 @@ class Console(SessionObserver):
     def stop(self) -> None:
         """Write what is still queued, end the status view and restore the terminal; later lines are
         written at once. Ctrl-C or SIGTERM while it drains still restores the terminal."""
+        with self._queue_changed:
+            if self._stopping:
+                return
         with self._state_lock:
+            # The last status view must not offer Ctrl-C, nor claim a detach that never finished.
             if self._status.connection in _RUNNING_STATES or self._status.connection == DETACHING:
                 self._status.connection = STOPPED
         with self._queue_changed:
-            if self._stopped:
-                return
             self._stopping = True
             self._footer_dirty = True
             renderer = self._renderer
@@ -308,6 +341,7 @@ class Console(SessionObserver):
                 self._queue_changed.notify_all()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            atexit.unregister(self.stop)
 
     @staticmethod
     def _raise_on_sigterm() -> Any:
@@ -372,19 +406,7 @@ class Console(SessionObserver):
         if self.quiet:
             return
         if self.mode == MODE_LIVE:
-            table = Table(title=f"Functions of stack {stack_name}", title_justify="left")
-            table.add_column("Logical id")
-            table.add_column("Deployed function")
-            table.add_column("Instrumented")
-            table.add_column("Local source")
-            for row in functions:
-                source = (
-                    Text(row.source) if row.source else Text(row.note or "no local source", style="yellow")
-                )
-                table.add_row(
-                    row.label, row.physical_name, _yes_no(row.physical_name in instrumented), source
-                )
-            self._submit(_Entry(renderable=table))
+            self._submit(_Entry(make=lambda: _stack_table(stack_name, functions, instrumented)))
             return
         self._plain(f"Functions of stack {stack_name}:")
         for row in functions:
@@ -539,7 +561,7 @@ class Console(SessionObserver):
         if self.mode == MODE_PLAIN:
             self._plain(line)
         elif not outcome.ok:
-            self._submit(_Entry(renderable=Text(line, style="red")))
+            self._submit(_Entry(styled=(line, "red")))
 
     def on_invocation_stored(self, request_id: str) -> None:
         self._begin_streaming()
@@ -642,12 +664,16 @@ class Console(SessionObserver):
             recent = [
                 (row.label, row.request_id, row.duration_ms, row.state, row.detail) for row in status.recent
             ]
+        # Every line of the status view is cropped to the terminal's width (so rich always knows its
+        # height); only the line saying who ended the session wraps, so all of it stays readable.
         header = Text()
         header.append(f"plldb: stack {stack_name}  ", style="bold")
+        ended = None
         if connection == ENDED:
-            header.append(f"[session ended by {ended_by}]", style="red")
+            header.append("[session ended]", style="red")
+            ended = Text(f"Ended by {ended_by}", style="red", no_wrap=False, overflow="fold")
             if ended_reason:
-                header.append(f" {ended_reason}")
+                ended.append(f": {ended_reason}")
         else:
             style = "green" if connection in (CONNECTED, DETACHED) else "yellow"
             header.append(f"[{connection}]", style=style)
@@ -663,7 +689,7 @@ class Console(SessionObserver):
         table.add_column("Invocations", justify="right")
         for label, instrumented, count in functions:
             table.add_row(label, _yes_no(instrumented), str(count))
-        parts: list[RenderableType] = [header, table]
+        parts: list[RenderableType] = [header, *([ended] if ended is not None else []), table]
         if recent:
             invocations = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
             invocations.add_column("Function")
@@ -694,7 +720,7 @@ class Console(SessionObserver):
                 self._emit(event, **{"message": text, **fields})
             return
         if self.mode == MODE_LIVE:
-            self._submit(_Entry(renderable=Text(text, style=style or ""), to_err=to_err))
+            self._submit(_Entry(styled=(text, style or ""), to_err=to_err))
         else:
             self._plain(text, to_err=to_err)
 
@@ -720,6 +746,7 @@ class Console(SessionObserver):
             self._streaming = True
             self._renderer = threading.Thread(target=self._render_loop, name="plldb-console", daemon=True)
             self._renderer.start()
+        atexit.register(self.stop)  # whatever ends the process, what was queued is written
 
     def _status_changed(self) -> None:
         if not self._live_wanted:
@@ -749,12 +776,12 @@ class Console(SessionObserver):
     def _dropped_entry(self, count: int) -> _Entry:
         text = (
             f"plldb: {count} line(s) of handler output were not shown: the terminal did not keep up "
-            f"(more than {self._backlog_limit // (1024 * 1024) or 1} MiB were waiting)."
+            f"(more than {_amount(self._backlog_limit)} were waiting)."
         )
         if self.mode == MODE_JSON:
             return _Entry(text=self._json("output_dropped", lines=count, message=text))
         if self.mode == MODE_LIVE:
-            return _Entry(renderable=Text(text, style="yellow"))
+            return _Entry(styled=(text, "yellow"))
         return _Entry(text=text)
 
     def _note_dropped_output(self) -> None:
@@ -783,7 +810,7 @@ class Console(SessionObserver):
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_ENTRIES))]
                     self._backlog -= sum(entry.output_size for entry in batch)
                     finishing = self._stopping and not self._queue
-                    start_live = self._live_wanted and self._live is None and not finishing
+                    start_live = self._live_wanted and self._live is None
                     redraw = self._footer_dirty
                     self._footer_dirty = False
                     if finishing:
@@ -793,14 +820,17 @@ class Console(SessionObserver):
                 if not finishing:
                     self._write_lock.acquire()
                 try:
-                    if start_live:
-                        self._start_live_view()
+                    with _output_gone_is_ignored():
+                        if start_live:
+                            self._start_live_view()
                     self._write_entries(batch)
-                    if self._live is not None and (redraw or finishing):
-                        self._live.update(self._render(), refresh=True)
-                        last_footer = time.monotonic()
+                    with _output_gone_is_ignored():
+                        if self._live is not None and (redraw or finishing):
+                            self._live.update(self._render(), refresh=True)
+                            last_footer = time.monotonic()
                     if finishing:
-                        self._end_live_view()
+                        with _output_gone_is_ignored():
+                            self._end_live_view()
                         return
                 finally:
                     self._write_lock.release()
@@ -847,41 +877,44 @@ class Console(SessionObserver):
                 stream = self._err if to_err else self._out
                 self._write_text(stream, "".join(f"{entry.text}\n" for entry in group))
             elif to_err and self._live is None and not self._err_is_terminal:
-                plain = "".join(f"{_plain_text(entry)}\n" for entry in group)
+                plain = "".join(f"{entry.plain()}\n" for entry in group)
                 self._write_text(self._err, plain)
             elif kind == "output":
                 target = self._rich_err if to_err and self._live is None else self._rich
                 self._print_rich(target, [_OutputLines([entry.output for entry in group if entry.output])])
             else:
                 target = self._rich_err if to_err and self._live is None else self._rich
-                self._print_rich(target, [entry.renderable for entry in group])
+                self._print_rich(target, [entry.renderable() for entry in group])
 
     @staticmethod
     def _write_text(stream: TextIO, text: str) -> None:
-        try:
+        with _output_gone_is_ignored():
             stream.write(text)
             stream.flush()
-        except (OSError, ValueError):
-            pass  # the terminal or pipe went away: nothing to show it on
 
     @staticmethod
     def _print_rich(target: RichConsole, renderables: list[Any]) -> None:
         texts = [r for r in renderables if isinstance(r, Text)]
-        try:
+        with _output_gone_is_ignored():
             if len(texts) == len(renderables):
                 target.print(Text("\n").join(texts))
             else:
                 for renderable in renderables:
                     target.print(renderable, end="" if isinstance(renderable, _OutputLines) else "\n")
-        except (OSError, ValueError):
-            pass
 
 
-def _plain_text(entry: _Entry) -> str:
-    if entry.output is not None:
-        prefix, _, line = entry.output
-        return f"{prefix} {line}"
-    return entry.renderable.plain if isinstance(entry.renderable, Text) else str(entry.renderable)
+@contextlib.contextmanager
+def _output_gone_is_ignored() -> Iterator[None]:
+    """The terminal or pipe went away (closed, hung up): there is nothing left to show it on."""
+    try:
+        yield
+    except (OSError, ValueError):
+        pass
+
+
+def _amount(chars: int) -> str:
+    mebi = 1024 * 1024
+    return f"{chars // mebi} MiB" if chars % mebi == 0 else f"{chars} characters"
 
 
 def _runs(entries: list[_Entry]) -> Iterator[tuple[bool, str, list[_Entry]]]:
