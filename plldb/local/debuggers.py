@@ -17,11 +17,17 @@ PyCharm
     Two ways. (1) The debug server (``--pycharm HOST:PORT``): start PyCharm's "Python Debug Server" run
     configuration, and every worker calls ``pydevd_pycharm.settrace()`` at start-up (the optional
     extra ``plldb[pycharm]``, or the ``pydevd-pycharm`` version matching your PyCharm build). This
-    covers every worker automatically. (2) "Run > Attach to Process": attach to a *worker*, not to
-    the plldb process: PyCharm's attach does not follow subprocesses, and handlers run in workers.
-    Workers show up in the list as ``python -u -m plldb.local.worker_main <LogicalId> <fd>`` (one per
-    function, started at the function's first invocation and kept warm; a code change or a crash
-    starts a new one, which needs attaching again).
+    covers every worker automatically. settrace()'s parameters are read from its signature, because
+    builds from 252 (PyCharm 2025.2) renamed them; its handshake is bounded (``pycharm_timeout()``),
+    and each way of failing is reported as what it is. (2) "Run > Attach to Process": attach to a
+    *worker*, not to the plldb process: PyCharm's attach does not follow subprocesses, and handlers
+    run in workers. Workers show up in the list as ``python -u -m plldb.local.worker_main <LogicalId>
+    <fd>`` (one per function, started at the function's first invocation and kept warm; a code change
+    or a crash starts a new one, which needs attaching again).
+
+VS Code launch.json
+    plldb writes its own entry, "plldb: <stack>", into the repository root's .vscode/launch.json,
+    editing the file as text so nothing else in it changes (it is JSON with comments).
 """
 
 from __future__ import annotations
