@@ -485,10 +485,10 @@ class Console(SessionObserver):
                 if self._status.connection == DETACHING:
                     self._status.connection = DETACHED
                 elif self._status.connection != ENDED:
-                    # Restored by another command (detach, --take-over, destroy --force): over.
+                    # Restored by another command (detach, --take-over, destroy --force): over. The
+                    # manager's message says so; on_session_ended() may name who, later.
                     self._status.connection = ENDED
-                    self._status.ended_by = self._status.ended_by or "another plldb command"
-                    self._status.ended_reason = self._status.ended_reason or str(message.get("message") or "")
+                    self._status.ended_reason = str(message.get("message") or "restored by another command")
         self._status_changed()
 
     def on_instrumented(self, message: Mapping[str, Any]) -> None:
@@ -671,9 +671,8 @@ class Console(SessionObserver):
         ended = None
         if connection == ENDED:
             header.append("[session ended]", style="red")
-            ended = Text(f"Ended by {ended_by}", style="red", no_wrap=False, overflow="fold")
-            if ended_reason:
-                ended.append(f": {ended_reason}")
+            said = f"Ended by {ended_by}: {ended_reason}" if ended_by else ended_reason
+            ended = Text(said, style="red", no_wrap=False, overflow="fold")
         else:
             style = "green" if connection in (CONNECTED, DETACHED) else "yellow"
             header.append(f"[{connection}]", style=style)

@@ -636,8 +636,7 @@ def test_a_restore_by_another_command_ends_the_status_view_even_unannounced(
     view = status_view(gated_terminal.lines())
     assert view[:2] == [
         "plldb: stack hello-sam  [session ended]",
-        "Ended by another plldb command: Another plldb command restored stack hello-sam and closed this "
-        "session: 1 restored",
+        "Another plldb command restored stack hello-sam and closed this session: 1 restored",
     ]
     assert re.split(r"\s{2,}", view[3].strip()) == ["HelloFunction", "no", "1"]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -238,4 +240,40 @@ def test_a_second_ctrl_c_leaves_at_once_and_still_restores_the_terminal(
         "Left without waiting for the restore. The functions are restored 10 s after the connection "
         f"closes; to restore them now run 'plldb detach --stack-name {printing_app.stack_name}'."
     )
+    assert_terminal_restored(terminal)
+
+
+def test_a_session_ended_by_another_command_says_so_and_leaves_a_true_status(
+    local_cloud: Any,
+    printing_app: PrintingApp,
+    attach_in_terminal: Any,
+    attach_environment: dict[str, str],
+    terminal_helper: Any,
+) -> None:
+    """`plldb detach` run elsewhere restores the stack under an attached developer: their terminal
+    says the session ended and why, its status view no longer offers Ctrl-C nor shows the function
+    as instrumented, and the terminal is restored."""
+    terminal = start_ready(attach_in_terminal, printing_app)
+    detach = subprocess.run(
+        [sys.executable, "-m", "plldb", "detach", "--stack-name", printing_app.stack_name]
+        + ["--helper-stack", terminal_helper.stack_name],
+        cwd=printing_app.directory,
+        env=attach_environment,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT,
+    )
+    assert detach.returncode == 0, detach.stderr
+    assert terminal.wait_for_exit() == 1
+    lines = terminal.logical_lines()
+    header = max(index for index, line in enumerate(lines) if line.startswith("plldb: stack "))
+    table = lines.index("Function       Instrumented  Invocations", header)
+    reason = (
+        f"Another plldb command restored stack {printing_app.stack_name} and closed this session: "
+        f"Stack {printing_app.stack_name} restored (1 function)"
+    )
+    assert lines[header] == f"plldb: stack {printing_app.stack_name}  [session ended]"
+    assert " ".join(lines[header + 1 : table]) == reason  # wrapped to the terminal's width
+    assert columns(lines[table + 1]) == ["PrintFunction", "no", "0"]
+    assert lines[-1] == f"The session was ended elsewhere: {reason}"
     assert_terminal_restored(terminal)
