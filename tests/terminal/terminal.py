@@ -97,6 +97,10 @@ class Terminal:
     def resume_reading(self) -> None:
         self._reading.set()
 
+    def unread_bytes(self) -> int:
+        """What the program wrote that the terminal holds unread (while reading is paused)."""
+        return int(struct.unpack("i", fcntl.ioctl(self._controller, termios.FIONREAD, b"\0" * 4))[0])
+
     def type(self, data: bytes) -> None:
         os.write(self._controller, data)
 

@@ -125,10 +125,15 @@ def test_calls_are_answered_while_the_terminal_does_not_read(
                 range(20),
             )
         )
-    # Every answer arrived while the terminal was still not reading.
+    # Every answer arrived while the terminal was still not reading, and the terminal was full: it
+    # holds far less than the lines printed, the rest waits in plldb.
     assert [(error, answer["tag"]) for error, answer in answers] == [
         (None, f"paused{number}") for number in range(20)
     ]
+    printed_bytes = sum(
+        len(f"[PrintFunction 12345678] paused{n} line {i}/300\r\n") for n in range(20) for i in range(1, 301)
+    )
+    assert terminal.unread_bytes() < printed_bytes // 2
     terminal.resume_reading()
     terminal.wait_for_text("paused19 line 300/300")
     terminal.ctrl_c()
