@@ -382,7 +382,7 @@ def write_vscode_launch(workspace: Path, config: dict[str, Any]) -> Path:
     is replaced or added, and every other byte (other entries, comments, formatting) stays as it was.
     """
     path = workspace / ".vscode" / "launch.json"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = path.read_bytes().decode("utf-8") if path.exists() else ""
     if not text.strip():
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {"version": "0.2.0", "configurations": [config]}
@@ -403,7 +403,9 @@ def write_vscode_launch(workspace: Path, config: dict[str, Any]) -> Path:
         raise PlldbError(f"'configurations' in {path} is not a list.", "Fix or remove the file.")
     else:
         new_text = _put_entry(text, configurations, config, unit)
-    path.write_text(new_text, encoding="utf-8")
+    if "\r\n" in text and text.count("\n") == text.count("\r\n"):  # a Windows file stays one
+        new_text = new_text.replace("\r\n", "\n").replace("\n", "\r\n")
+    path.write_bytes(new_text.encode("utf-8"))
     return path
 
 

@@ -418,6 +418,18 @@ def test_write_launch_fills_an_empty_list_and_follows_tab_indentation(tmp_path: 
     assert read_jsonc(path.read_text())["configurations"] == [config]
 
 
+def test_write_launch_keeps_windows_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / ".vscode" / "launch.json"
+    path.parent.mkdir()
+    path.write_bytes(b'{\r\n    "version": "0.2.0",\r\n    "configurations": []\r\n}\r\n')
+    config = vscode_launch_configuration("127.0.0.1", 5678, "hello-sam")
+    write_vscode_launch(tmp_path, config)
+    expected = (
+        '{\n    "version": "0.2.0",\n    "configurations": [\n' + plldb_entry(" " * 8, 5678) + "\n    ]\n}\n"
+    )
+    assert path.read_bytes() == expected.replace("\n", "\r\n").encode()
+
+
 def test_write_launch_refuses_a_broken_file_and_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / ".vscode" / "launch.json"
     path.parent.mkdir()
