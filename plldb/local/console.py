@@ -45,6 +45,12 @@ from rich.text import Text
 
 from plldb.local.session import IncomingInvocation, InvocationOutcome, SessionObserver, short_id
 
+_termios: Any
+try:
+    import termios as _termios
+except ImportError:  # no POSIX terminal: the status view still works, nothing to save or restore
+    _termios = None
+
 MODE_LIVE = "live"
 MODE_PLAIN = "plain"
 MODE_JSON = "json"
@@ -207,7 +213,8 @@ def rich_console(stream: TextIO) -> RichConsole:
 
 
 class _TerminalGuard:
-    """Remembers the terminal's settings and puts them back, with the cursor shown, exactly once."""
+    """While the status view is drawn, the terminal does not echo what is typed (a "^C" or stray keys
+    would land inside it); its settings as they were, and the cursor, are put back exactly once."""
 
     def __init__(self, stream: TextIO) -> None:
         self._fd: int | None = None
@@ -220,12 +227,14 @@ class _TerminalGuard:
         if not os.isatty(fd):
             return
         self._fd = fd
-        try:
-            import termios
-
-            self._settings = termios.tcgetattr(fd)
-        except (ImportError, OSError):
-            self._settings = None
+        if _termios is not None:
+            try:
+                self._settings = _termios.tcgetattr(fd)
+                quiet = list(self._settings)
+                quiet[3] &= ~_termios.ECHO  # Ctrl-C still interrupts (ISIG), it just is not echoed
+                _termios.tcsetattr(fd, _termios.TCSANOW, quiet)
+            except (OSError, _termios.error):
+                self._settings = None
         atexit.register(self.restore)
 
     def restore(self, show_cursor: bool = True) -> None:
@@ -240,11 +249,9 @@ class _TerminalGuard:
         if show_cursor:
             with contextlib.suppress(OSError):
                 os.write(self._fd, SHOW_CURSOR)
-        if self._settings is not None:
+        if self._settings is not None and _termios is not None:
             with contextlib.suppress(Exception):
-                import termios
-
-                termios.tcsetattr(self._fd, termios.TCSANOW, self._settings)
+                _termios.tcsetattr(self._fd, _termios.TCSANOW, self._settings)
 
 
 class Console(SessionObserver):

@@ -13,7 +13,8 @@ import codecs
 import re
 
 TOKEN = re.compile(
-    r"(?P<csi>\x1b\[(?P<parameters>[?0-9;]*)(?P<final>[@-~]))"
+    # A C0 control inside a sequence (an echoed Ctrl-C) is executed and the sequence goes on.
+    r"(?P<csi>\x1b\[(?P<parameters>[?0-9;\x00-\x1a\x1c-\x1f]*)(?P<final>[@-~]))"
     r"|(?P<osc>\x1b\][^\x07\x1b]*(?:\x07|\x1b\\))"
     r"|(?P<escape>\x1b[()][0-9A-Za-z]|\x1b[=>78])"
     r"|(?P<control>[\x00-\x1a\x1c-\x1f\x7f])"
@@ -64,7 +65,10 @@ class Screen:
             elif kind == "control":
                 self._control(match.group("control"))
             elif kind == "csi":
-                self._csi(match.group("parameters"), match.group("final"))
+                parameters = match.group("parameters")
+                for control in re.findall(r"[\x00-\x1f]", parameters):
+                    self._control(control)
+                self._csi(re.sub(r"[\x00-\x1f]", "", parameters), match.group("final"))
 
     def _touch(self) -> None:
         for watch in self.watches:

@@ -51,6 +51,11 @@ class Terminal:
         self.columns = columns
         self._controller, self._terminal = os.openpty()
         fcntl.ioctl(self._terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        # Ctrl-C is echoed as the control character itself, not as "^C": typed while output flows,
+        # "^C" would land in the middle of an escape sequence and garble it, in any terminal.
+        settings = termios.tcgetattr(self._terminal)
+        settings[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(self._terminal, termios.TCSANOW, settings)
         self.settings_before = termios.tcgetattr(self._terminal)
         self.screen = Screen(columns)
         self.raw = bytearray()
@@ -142,6 +147,23 @@ class Terminal:
             watch = Watch(self.screen)
         try:
             self.wait_until(repr(text), lambda screen: any(text in row for row in watch.changed_rows()))
+        finally:
+            with self._changed:
+                watch.close()
+
+    def wait_for_all(self, texts: list[str]) -> None:
+        """Until every one of ``texts`` has been shown in some row (reading each row once)."""
+        pending = set(texts)
+        with self._changed:
+            watch = Watch(self.screen)
+
+        def all_shown(screen: Screen) -> bool:
+            for row in watch.changed_rows():
+                pending.difference_update([text for text in pending if text in row])
+            return not pending
+
+        try:
+            self.wait_until(f"{len(texts)} texts", all_shown)
         finally:
             with self._changed:
                 watch.close()

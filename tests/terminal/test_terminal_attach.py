@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import termios
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,34 @@ def expected_lines(answer: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def start_ready(attach_in_terminal: Any, app: PrintingApp, *arguments: str) -> Terminal:
+    """attach showing its status view; meanwhile the terminal echoes nothing typed into it."""
     terminal = attach_in_terminal(app.directory, app.stack_name, *arguments)
     terminal.wait_for_text(READY)
+    assert terminal.settings()[3] & termios.ECHO == 0
+    assert terminal.settings_before[3] & termios.ECHO
     return terminal
 
 
-@pytest.mark.parametrize("lines", [0, 5, 300, 10_000])
-def test_fifty_calls_are_all_answered_and_every_line_they_print_is_shown(
-    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, lines: int
+def wait_until_every_call_is_shown(terminal: Terminal, answers: list[tuple[str | None, Any]]) -> None:
+    """Until the terminal shows the last line of every call: Ctrl-C typed while output is still being
+    drawn would echo "^C" into the middle of it, as it does in any terminal."""
+    terminal.wait_for_all(
+        [
+            f"{answer['tag']} line {answer['lines']}/{answer['lines']}"
+            for _, answer in answers
+            if answer["lines"]
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "calls"),
+    # 10 000 lines a call are checked with ten calls (100 000 lines): fifty would be half a million
+    # lines drawn on a machine that runs other tests beside this one.
+    [(0, CALLS), (5, CALLS), (300, CALLS), (10_000, 10)],
+)
+def test_calls_are_all_answered_and_every_line_they_print_is_shown(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, lines: int, calls: int
 ) -> None:
     before = configuration(local_cloud, printing_app.function)
     terminal = start_ready(attach_in_terminal, printing_app)
@@ -84,12 +105,13 @@ def test_fifty_calls_are_all_answered_and_every_line_they_print_is_shown(
         return invoke(local_cloud, printing_app.function, {"tag": f"call{number}", "lines": lines})
 
     with ThreadPoolExecutor(AT_A_TIME) as pool:
-        answers = list(pool.map(call, range(CALLS)))
+        answers = list(pool.map(call, range(calls)))
     assert [(error, answer["tag"], answer["lines"]) for error, answer in answers] == [
-        (None, f"call{number}", lines) for number in range(CALLS)
+        (None, f"call{number}", lines) for number in range(calls)
     ]
-    assert len({answer["requestId"] for _, answer in answers}) == CALLS
+    assert len({answer["requestId"] for _, answer in answers}) == calls
 
+    wait_until_every_call_is_shown(terminal, answers)
     terminal.ctrl_c()
     assert terminal.wait_for_exit() == 0
     shown = terminal.lines()
@@ -101,7 +123,7 @@ def test_fifty_calls_are_all_answered_and_every_line_they_print_is_shown(
     assert status[0] == f"plldb: stack {printing_app.stack_name}  [detached]"
     assert [columns(row) for row in status[1:]] == [
         ["Function", "Instrumented", "Invocations"],
-        ["PrintFunction", "no", str(CALLS)],
+        ["PrintFunction", "no", str(calls)],
     ]
     assert shown[-1] == DETACHED
     assert_terminal_restored(terminal)
@@ -135,7 +157,7 @@ def test_calls_are_answered_while_the_terminal_does_not_read(
     )
     assert terminal.unread_bytes() < printed_bytes // 2
     terminal.resume_reading()
-    terminal.wait_for_text("paused19 line 300/300")
+    wait_until_every_call_is_shown(terminal, answers)
     terminal.ctrl_c()
     assert terminal.wait_for_exit() == 0
     shown = terminal.lines()
