@@ -110,32 +110,59 @@ def get_configuration(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any
 
 
 def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
-    """Gap: ``Environment`` without ``Variables`` failed with HTTP 500. Lambda accepts it and keeps the
-    function's variables (only ``{"Variables": {}}`` removes them), as measured against the service."""
+    """UpdateFunctionConfiguration, all or nothing.
+
+    Gap: moto applied the request's fields one by one, so a request naming a layer version that does not
+    exist changed the fields before ``Layers`` (its Environment, say) and then failed. Lambda validates the
+    whole request first: a refused update changes nothing (its RevisionId included). Everything that can
+    refuse it is checked here before any field is applied.
+
+    Gap: ``Environment`` without ``Variables`` failed with HTTP 500. Lambda accepts it and keeps the
+    function's variables (only ``{"Variables": {}}`` removes them), as measured against the service.
+    """
+    check_revision(function, changes)
+    if "Layers" in changes:
+        function._get_layers_data(changes["Layers"])  # refuses a layer version that does not exist
     environment = changes.get("Environment")
     if isinstance(environment, dict) and "Variables" not in environment:
         changes = {key: value for key, value in changes.items() if key != "Environment"}
     if isinstance(changes.get("LoggingConfig"), dict):
         # A LoggingConfig replaces the function's (what it leaves out goes back to its default).
         function.plldb_logging_config = dict(changes["LoggingConfig"])
-    return _revised("update_configuration", function, changes)
+    original(lambda_models.LambdaFunction, "update_configuration")(function, changes)
+    new_revision(function)
+    return function.get_configuration()
 
 
 def update_function_code(function: Any, changes: dict[str, Any]) -> Any:
-    return _revised("update_function_code", function, changes)
+    check_revision(function, changes)
+    original(lambda_models.LambdaFunction, "update_function_code")(function, changes)
+    if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
+        new_revision(function)
+    return function.get_configuration()
 
 
-def _revised(update: str, function: Any, changes: dict[str, Any]) -> Any:
+def check_revision(function: Any, changes: dict[str, Any]) -> None:
     expected = changes.get("RevisionId")
     if expected is not None and expected != revision_of(function):
         raise lambda_exceptions.PreconditionFailedException(
             "The Revision Id provided does not match the latest Revision Id. "
             "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
         )
-    original(lambda_models.LambdaFunction, update)(function, changes)
-    if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
-        new_revision(function)
-    return function.get_configuration()
+
+
+# --- Layers a function names ---------------------------------------------------------------------------------
+# Gap: a layer version that does not exist was ResourceNotFoundException (404) "One or more LayerVersion does
+# not exist [...]". Lambda refuses the function's configuration with InvalidParameterValueException (400)
+# "Layer version ARN does not exist." (CreateFunction, UpdateFunctionConfiguration).
+def layers_data(function: Any, layer_version_arns: list[str]) -> list[dict[str, Any]]:
+    layers = []
+    for arn in layer_version_arns:
+        try:
+            layers.extend(original(lambda_models.LambdaFunction, "_get_layers_data")(function, [arn]))
+        except lambda_exceptions.UnknownLayerVersionException:
+            raise lambda_exceptions.InvalidParameterValueException(f"Layer version {arn} does not exist.")
+    return layers
 
 
 def revision_of(function: Any) -> str:
@@ -374,3 +401,4 @@ def install() -> None:
     patch(LambdaFunction, "get_configuration", get_configuration)
     patch(LambdaFunction, "update_configuration", update_configuration)
     patch(LambdaFunction, "update_function_code", update_function_code)
+    patch(LambdaFunction, "_get_layers_data", layers_data)
