@@ -7,6 +7,7 @@ The moto server here has plldb's extensions and no Lambda runtime: nothing is in
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -134,3 +135,128 @@ def test_an_update_with_a_stale_revision_changes_nothing(
 
     assert (refused["Code"], refused["Status"]) == ("PreconditionFailedException", 412)
     assert configuration(lambda_client, name) == before
+
+
+# --- Resource policies: one per function, version and alias --------------------------------------------------
+def allow(lambda_client: Any, name: str, sid: str, principal: str, qualifier: str | None = None) -> None:
+    options = {"Qualifier": qualifier} if qualifier else {}
+    lambda_client.add_permission(
+        FunctionName=name, StatementId=sid, Action="lambda:InvokeFunction", Principal=principal, **options
+    )
+
+
+def statements(lambda_client: Any, name: str, qualifier: str | None = None) -> list[tuple[str, str, str]]:
+    """(Sid, principal service, Resource) of the policy's statements."""
+    options = {"Qualifier": qualifier} if qualifier else {}
+    policy = json.loads(lambda_client.get_policy(FunctionName=name, **options)["Policy"])
+    return [(s["Sid"], s["Principal"]["Service"], s["Resource"]) for s in policy["Statement"]]
+
+
+def test_the_function_each_version_and_each_alias_have_their_own_resource_policy(
+    lambda_client: Any, new_function: Callable[..., str]
+) -> None:
+    name = new_function()
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    allow(lambda_client, name, "queue", "sqs.amazonaws.com", qualifier="1")
+    allow(lambda_client, name, "bucket", "s3.amazonaws.com", qualifier="live")
+    allow(lambda_client, name, "api", "apigateway.amazonaws.com")
+
+    assert statements(lambda_client, name, "1") == [("queue", "sqs.amazonaws.com", function_arn(name, "1"))]
+    assert statements(lambda_client, function_arn(name, "live")) == [
+        ("bucket", "s3.amazonaws.com", function_arn(name, "live"))
+    ]
+    assert statements(lambda_client, name) == [("api", "apigateway.amazonaws.com", function_arn(name))]
+
+    # A version published later starts without a policy.
+    lambda_client.update_function_configuration(FunctionName=name, Description="second")
+    assert lambda_client.publish_version(FunctionName=name)["Version"] == "2"
+    no_policy = {
+        "Code": "ResourceNotFoundException",
+        "Message": "The resource you requested does not exist.",
+        "Status": 404,
+    }
+    assert error_of(lambda: lambda_client.get_policy(FunctionName=name, Qualifier="2")) == no_policy
+    assert error_of(lambda: lambda_client.get_policy(FunctionName=name, Qualifier="7")) == {
+        "Code": "ResourceNotFoundException",
+        "Message": f"Function not found: {function_arn(name, '7')}",
+        "Status": 404,
+    }
+
+    # RemovePermission takes the statement out of the qualifier's policy only.
+    lambda_client.remove_permission(FunctionName=name, StatementId="queue", Qualifier="1")
+    assert error_of(lambda: lambda_client.get_policy(FunctionName=name, Qualifier="1")) == no_policy
+    assert statements(lambda_client, name, "live") == [
+        ("bucket", "s3.amazonaws.com", function_arn(name, "live"))
+    ]
+
+    # A deleted alias takes its policy with it: the same name starts afresh.
+    lambda_client.delete_alias(FunctionName=name, Name="live")
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="2")
+    assert error_of(lambda: lambda_client.get_policy(FunctionName=name, Qualifier="live")) == no_policy
+
+
+ALIAS_PERMISSION_TEMPLATE = """
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - {Effect: Allow, Principal: {Service: lambda.amazonaws.com}, Action: sts:AssumeRole}
+  Handler:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      Role: !GetAtt Role.Arn
+      Code: {ZipFile: "def handler(event, context):\\n    return event\\n"}
+  Version:
+    Type: AWS::Lambda::Version
+    Properties: {FunctionName: !Ref Handler}
+  Live:
+    Type: AWS::Lambda::Alias
+    Properties: {FunctionName: !Ref Handler, FunctionVersion: !GetAtt Version.Version, Name: live}
+  Permission:
+    Type: AWS::Lambda::Permission
+    Properties:
+      FunctionName: !Ref Live
+      Action: lambda:InvokeFunction
+      Principal: s3.amazonaws.com
+Outputs:
+  FunctionName: {Value: !Ref Handler}
+"""
+
+
+def test_a_cloudformation_permission_on_an_alias_is_in_the_alias_policy(moto_server: MotoServer) -> None:
+    cloudformation = moto_server.client("cloudformation")
+    lambda_client = moto_server.client("lambda")
+    stack_name = f"alias-permission-{uuid.uuid4().hex[:8]}"
+    cloudformation.create_stack(StackName=stack_name, TemplateBody=ALIAS_PERMISSION_TEMPLATE)
+    stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    name = stack["Outputs"][0]["OutputValue"]
+    (sid,) = [
+        row["PhysicalResourceId"]
+        for row in cloudformation.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
+        if row["LogicalResourceId"] == "Permission"
+    ]
+
+    assert statements(lambda_client, name, "live") == [(sid, "s3.amazonaws.com", function_arn(name, "live"))]
+    assert (
+        error_of(lambda: lambda_client.get_policy(FunctionName=name))["Code"] == "ResourceNotFoundException"
+    )
+
+    cloudformation.update_stack(
+        StackName=stack_name,
+        TemplateBody=ALIAS_PERMISSION_TEMPLATE.replace("  Permission:", "  Unused:").replace(
+            "      FunctionName: !Ref Live\n      Action", "      FunctionName: !Ref Handler\n      Action"
+        ),
+    )
+    # The permission moved from the alias to the function: the alias's statement went with the old resource.
+    assert error_of(lambda: lambda_client.get_policy(FunctionName=name, Qualifier="live")) == {
+        "Code": "ResourceNotFoundException",
+        "Message": "The resource you requested does not exist.",
+        "Status": 404,
+    }
+    assert [s[1:] for s in statements(lambda_client, name)] == [("s3.amazonaws.com", function_arn(name))]

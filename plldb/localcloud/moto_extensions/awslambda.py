@@ -236,7 +236,7 @@ def permission_create(
     cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
 ) -> Any:
     function_name, qualifier = split_function_reference(properties["FunctionName"])
-    backend = lambda_models.lambda_backends[account_id][region_name]
+    backend: Any = lambda_models.lambda_backends[account_id][region_name]  # add_permission is patched
     function = backend.get_function(function_name)
     statement = {
         "StatementId": resource_name,
@@ -252,18 +252,22 @@ def permission_create(
     ):
         if name in properties:
             statement[name] = properties[name]
-    function.policy.add_statement(json.dumps(statement), qualifier)
+    # The policy of the function, version or alias the FunctionName designates (each has its own).
+    backend.add_permission(function.function_name, qualifier, json.dumps(statement))
     permission = cls(region=region_name)
     permission.statement_id = resource_name
     permission.function_name = function.function_name
+    permission.qualifier = qualifier
     permission.account_id = account_id
     return permission
 
 
 def permission_delete(self: Any, account_id: str, region_name: str) -> None:
-    backend = lambda_models.lambda_backends[account_id][region_name]
+    backend: Any = lambda_models.lambda_backends[account_id][region_name]  # remove_permission is patched
     try:
-        backend.remove_permission(self.function_name, self.statement_id)
+        backend.remove_permission(
+            self.function_name, self.statement_id, qualifier=getattr(self, "qualifier", None)
+        )
     except Exception as exc:
         # The function may already be gone, which takes its policy with it.
         LOG.debug("permission %s of %s was already gone: %s", self.statement_id, self.function_name, exc)

@@ -11,6 +11,12 @@ Gaps closed here (moto 5.2.5):
   "You can't delete a version that an alias references."). A version that does not exist: Lambda
   answers 204 and deletes nothing (measured against the service, as reported publicly), moto 404.
 * UpdateAlias kept the alias's RevisionId; every update renews it.
+* Resource policies: moto kept one policy per function, shared by $LATEST, every version and every alias,
+  so GetPolicy with a Qualifier answered every statement of the function and RemovePermission ignored its
+  Qualifier. Lambda keeps a policy per qualified ARN (API reference, GetPolicy, Qualifier: "this API will
+  return all permissions associated with the specific qualified ARN. If you don't provide this parameter,
+  the API will return permissions that apply to the unqualified function ARN"); a new version starts
+  without one, and deleting a version or an alias deletes its policy.
 
 Observers registered in :data:`DELETION_LISTENERS` hear of every deleted function or version (the
 local cloud retires their execution environments).
@@ -21,9 +27,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from moto.awslambda import exceptions as lambda_exceptions
 from moto.awslambda import models as lambda_models
+from moto.awslambda.policy import Policy
+from moto.awslambda.responses import LambdaResponse
 
 from plldb.localcloud.moto_extensions.awslambda import new_revision
 from plldb.localcloud.moto_extensions.core import original, patch
@@ -108,6 +117,8 @@ def delete_function(self: Any, function_name: str, qualifier: str | None = None)
                 f"Unable to delete version because the following aliases reference it: [{', '.join(referencing)}]"
             )
     original(lambda_models.LambdaBackend, "delete_function")(self, function_name, qualifier)
+    if version is not None:
+        forget_qualifier(storage, name, version)
     for listener in list(DELETION_LISTENERS):
         listener(self.account_id, self.region_name, name, version)
 
@@ -134,8 +145,74 @@ def put_alias(self: Any, name: str, function_name: str, *settings: Any) -> Any:
     return original(lambda_models.LambdaStorage, "put_alias")(self, name, function_name, *settings)
 
 
+# --- Resource policies: one per function, per version and per alias ----------------------------------------
+def qualifier_policy(storage: Any, function_name: str, qualifier: str | None) -> Any:
+    """The resource policy of a function ($LATEST), version or alias; an unknown one is refused as Lambda
+    refuses it (ResourceNotFoundException naming the qualified ARN)."""
+    name, qualifier = split_qualifier(function_name, qualifier)
+    target = storage.get_function_by_name_or_arn_with_qualifier(name, qualifier)  # it must exist
+    latest = storage._functions[target.function_name]["latest"]
+    if qualifier is None or qualifier == "$LATEST":
+        return latest.policy
+    policies = qualifier_policies(latest)
+    if qualifier not in policies:
+        policies[qualifier] = Policy(latest)  # its statements name the qualified ARN
+    return policies[qualifier]
+
+
+def qualifier_policies(latest: Any) -> dict[str, Any]:
+    """The policies of a function's versions and aliases, by qualifier (kept on its $LATEST)."""
+    policies: dict[str, Any] = latest.__dict__.setdefault("plldb_policies", {})
+    return policies
+
+
+def forget_qualifier(storage: Any, function_name: str, qualifier: str) -> None:
+    """A deleted version or alias takes its resource policy with it."""
+    latest = storage._functions.get(function_name, {}).get("latest")
+    if latest is not None:
+        qualifier_policies(latest).pop(qualifier, None)
+
+
+def add_permission(self: Any, function_name: str, qualifier: str | None, raw: str) -> Any:
+    _, qualifier = split_qualifier(function_name, qualifier)
+    policy = qualifier_policy(self._lambdas, function_name, qualifier)
+    statement, _ = policy.add_statement(raw, None if qualifier == "$LATEST" else qualifier)
+    return statement
+
+
+def get_policy(self: Any, function_name: str, qualifier: str | None = None) -> str:
+    return str(qualifier_policy(self._lambdas, function_name, qualifier).wire_format())
+
+
+def remove_permission(
+    self: Any, function_name: str, sid: str, revision: str = "", qualifier: str | None = None
+) -> None:
+    qualifier_policy(self._lambdas, function_name, qualifier).del_statement(sid, revision)
+
+
+def remove_permission_action(self: Any) -> tuple[int, dict[str, Any], str]:
+    """moto's RemovePermission response ignored the Qualifier (and compared the RevisionId as a list)."""
+    function_name = unquote(self.path.split("/")[-3])
+    statement_id = self.path.split("/")[-1].split("?")[0]
+    revision = self.querystring.get("RevisionId", [""])[0]
+    qualifier = self.querystring.get("Qualifier", [None])[0]
+    self.backend.remove_permission(function_name, statement_id, revision, qualifier=qualifier)
+    return 204, {"status": 204}, "{}"
+
+
+def delete_alias(self: Any, name: str, function_name: str) -> None:
+    original(lambda_models.LambdaStorage, "delete_alias")(self, name, function_name)
+    function = self.get_function_by_name_or_arn_with_qualifier(function_name)
+    forget_qualifier(self, function.function_name, name)
+
+
 def install() -> None:
     patch(lambda_models.LambdaStorage, "publish_version", publish_version)
     patch(lambda_models.LambdaStorage, "update_alias", update_alias)
     patch(lambda_models.LambdaStorage, "put_alias", put_alias)
+    patch(lambda_models.LambdaStorage, "delete_alias", delete_alias)
     patch(lambda_models.LambdaBackend, "delete_function", delete_function)
+    patch(lambda_models.LambdaBackend, "add_permission", add_permission)
+    patch(lambda_models.LambdaBackend, "get_policy", get_policy)
+    patch(lambda_models.LambdaBackend, "remove_permission", remove_permission)
+    patch(LambdaResponse, "remove_permission", remove_permission_action)
