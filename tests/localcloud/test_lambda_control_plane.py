@@ -260,3 +260,110 @@ def test_a_cloudformation_permission_on_an_alias_is_in_the_alias_policy(moto_ser
         "Status": 404,
     }
     assert [s[1:] for s in statements(lambda_client, name)] == [("s3.amazonaws.com", function_arn(name))]
+
+
+# --- Event source mappings of functions, versions and aliases -----------------------------------------------
+MAPPINGS_REGION = "eu-west-3"  # a region of their own: ListEventSourceMappings lists all of its mappings
+
+
+def test_a_mapping_keeps_the_qualified_arn_it_was_created_with_and_is_listed_by_it(
+    moto_server: MotoServer,
+) -> None:
+    lambda_client = moto_server.session.client("lambda", region_name=MAPPINGS_REGION)
+    sqs = moto_server.session.client("sqs", region_name=MAPPINGS_REGION)
+    role = moto_server.client("iam").create_role(
+        RoleName=f"mapped-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    name, other = (f"mapped-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for function in (name, other):
+        lambda_client.create_function(
+            FunctionName=function,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.handle",
+            Code={"ZipFile": code_zip()},
+        )
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+
+    def arn(function: str, qualifier: str | None = None) -> str:
+        return f"arn:aws:lambda:{MAPPINGS_REGION}:{ACCOUNT}:function:{function}" + (
+            f":{qualifier}" if qualifier else ""
+        )
+
+    def mapping(function_name: str) -> tuple[str, str]:
+        url = sqs.create_queue(QueueName=f"feed-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        created = lambda_client.create_event_source_mapping(FunctionName=function_name, EventSourceArn=queue)
+        return created["UUID"], created["FunctionArn"]
+
+    on_alias_by_name = mapping(f"{name}:live")
+    on_alias_by_arn = mapping(arn(name, "live"))
+    on_version = mapping(f"{ACCOUNT}:function:{name}:1")  # a partial ARN
+    on_function = mapping(arn(name))
+    on_other = mapping(other)
+
+    assert [found for _, found in (on_alias_by_name, on_alias_by_arn, on_version, on_function, on_other)] == [
+        arn(name, "live"),
+        arn(name, "live"),
+        arn(name, "1"),
+        arn(name),
+        arn(other),
+    ]
+    assert lambda_client.get_event_source_mapping(UUID=on_alias_by_name[0])["FunctionArn"] == arn(
+        name, "live"
+    )
+
+    def listed(**filters: str) -> list[str]:
+        return [m["UUID"] for m in lambda_client.list_event_source_mappings(**filters)["EventSourceMappings"]]
+
+    assert listed() == [m[0] for m in (on_alias_by_name, on_alias_by_arn, on_version, on_function, on_other)]
+    assert listed(FunctionName=name) == listed(FunctionName=arn(name)) == [on_function[0]]
+    assert listed(FunctionName=arn(name, "live")) == [on_alias_by_name[0], on_alias_by_arn[0]]
+    assert listed(FunctionName=f"{name}:live") == [on_alias_by_name[0], on_alias_by_arn[0]]
+    assert listed(FunctionName=f"{name}:1") == [on_version[0]]
+    assert error_of(lambda: lambda_client.list_event_source_mappings(FunctionName=f"{name}:gone")) == {
+        "Code": "ResourceNotFoundException",
+        "Message": f"Function not found: {arn(name, 'gone')}",
+        "Status": 404,
+    }
+
+    # UpdateEventSourceMapping moves a mapping to another function, version or alias the same way.
+    lambda_client.update_event_source_mapping(UUID=on_version[0], FunctionName=arn(name, "live"))
+    assert listed(FunctionName=f"{name}:live") == [on_alias_by_name[0], on_alias_by_arn[0], on_version[0]]
+    assert listed(FunctionName=f"{name}:1") == []
+
+
+def test_event_source_mappings_are_listed_at_most_100_a_page(moto_server: MotoServer) -> None:
+    region = "ap-south-2"  # a region of its own
+    lambda_client = moto_server.session.client("lambda", region_name=region)
+    sqs = moto_server.session.client("sqs", region_name=region)
+    role = moto_server.client("iam").create_role(
+        RoleName=f"paged-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    name = f"paged-{uuid.uuid4().hex[:8]}"
+    lambda_client.create_function(
+        FunctionName=name, Runtime="python3.12", Role=role, Handler="app.handle", Code={"ZipFile": code_zip()}
+    )
+    created = []
+    for number in range(103):
+        url = sqs.create_queue(QueueName=f"page-{number}")["QueueUrl"]
+        queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        created.append(
+            lambda_client.create_event_source_mapping(FunctionName=name, EventSourceArn=queue)["UUID"]
+        )
+
+    first = lambda_client.list_event_source_mappings(MaxItems=1000)
+    second = lambda_client.list_event_source_mappings(MaxItems=1000, Marker=first["NextMarker"])
+    assert [len(first["EventSourceMappings"]), len(second["EventSourceMappings"])] == [100, 3]
+    assert "NextMarker" not in second
+    small = lambda_client.list_event_source_mappings(FunctionName=name, MaxItems=2)
+    assert [m["UUID"] for m in small["EventSourceMappings"]] == created[:2]
+    paged = [
+        m["UUID"]
+        for page in lambda_client.get_paginator("list_event_source_mappings").paginate(
+            FunctionName=name, PaginationConfig={"PageSize": 40}
+        )
+        for m in page["EventSourceMappings"]
+    ]
+    assert paged == created

@@ -17,6 +17,15 @@ Gaps closed here (moto 5.2.5):
   return all permissions associated with the specific qualified ARN. If you don't provide this parameter,
   the API will return permissions that apply to the unqualified function ARN"); a new version starts
   without one, and deleting a version or an alias deletes its policy.
+* Event source mappings: a mapping created for an alias recorded the version the alias pointed to as its
+  FunctionArn (and kept delivering to that version after the alias moved); Lambda keeps the qualified ARN
+  the mapping was created with (API reference, CreateEventSourceMapping, FunctionName: "Version or Alias
+  ARN"). ListEventSourceMappings filtered on the FunctionName text the mapping was created with, so a
+  function named by its ARN, or an alias by its ARN, found nothing; it now lists the mappings of exactly
+  the function, version or alias FunctionName designates (any of the documented name formats), all of the
+  account's mappings without it, at most 100 a page with ``NextMarker`` ("ListEventSourceMappings returns a
+  maximum of 100 items in each response, even if you set the number higher"), and a FunctionName that
+  designates nothing is ResourceNotFoundException.
 
 Observers registered in :data:`DELETION_LISTENERS` hear of every deleted function or version (the
 local cloud retires their execution environments).
@@ -24,6 +33,7 @@ local cloud retires their execution environments).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -206,6 +216,117 @@ def delete_alias(self: Any, name: str, function_name: str) -> None:
     forget_qualifier(self, function.function_name, name)
 
 
+# --- Event source mappings of functions, versions and aliases ----------------------------------------------
+# The FunctionName formats of the API reference: name, ARN, version or alias ARN, partial ARN, name:qualifier.
+FUNCTION_REFERENCE = re.compile(
+    r"^(?:arn:(?P<partition>aws[a-zA-Z-]*)?:lambda:)?(?:(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-\d):)?"
+    r"(?:(?P<account>\d{12}):)?(?:function:)?(?P<name>[a-zA-Z0-9-_]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]+))?$"
+)
+MAPPINGS_PER_PAGE = 100
+
+
+def function_reference_arn(reference: str, account_id: str, region: str) -> tuple[str, str | None, str]:
+    """(name, qualifier, the ARN it designates) of a FunctionName; $LATEST designates the unqualified ARN."""
+    match = FUNCTION_REFERENCE.match(reference)
+    if match is None:
+        name, qualifier = split_qualifier(reference, None)
+        partition, account, region_of = "aws", account_id, region
+    else:
+        name, qualifier = match["name"], match["qualifier"]
+        partition = match["partition"] or "aws"
+        account, region_of = match["account"] or account_id, match["region"] or region
+    arn = f"arn:{partition}:lambda:{region_of}:{account}:function:{name}"
+    if qualifier is not None and qualifier != "$LATEST":
+        arn = f"{arn}:{qualifier}"
+    return name, qualifier, arn
+
+
+def redirect_deliveries(mapping: Any, old_arn: str, new_arn: str) -> None:
+    """moto's queues and tables deliver to the function ARN they file the mapping under: refile it."""
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.sqs.models import sqs_backends
+
+    holders: list[dict[str, Any]] = [
+        queue.lambda_event_source_mappings
+        for queue in sqs_backends[mapping.account_id][mapping.region].queues.values()
+    ]
+    holders += [
+        table.lambda_event_source_mappings
+        for table in dynamodb_backends[mapping.account_id][mapping.region].tables.values()
+    ]
+    for held in holders:
+        if held.get(old_arn) is mapping:
+            del held[old_arn]
+            held[new_arn] = mapping
+
+
+def record_function(self: Any, mapping: Any, function_name: str) -> None:
+    """The mapping's FunctionArn is the function, version or alias its FunctionName designates."""
+    name, qualifier, arn = function_reference_arn(function_name, self.account_id, self.region_name)
+    self._lambdas.get_function_by_name_or_arn_with_qualifier(name, qualifier)  # it must exist
+    if mapping.function_arn != arn:
+        redirect_deliveries(mapping, mapping.function_arn, arn)
+        mapping.function_arn = arn
+
+
+def with_function_arn(self: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with its FunctionName as a full ARN (moto read neither partial ARNs nor qualified names)."""
+    if not spec.get("FunctionName"):
+        return spec
+    _, _, arn = function_reference_arn(str(spec["FunctionName"]), self.account_id, self.region_name)
+    return {**spec, "FunctionName": arn}
+
+
+def create_event_source_mapping(self: Any, spec: dict[str, Any]) -> Any:
+    spec = with_function_arn(self, spec)
+    mapping = original(lambda_models.LambdaBackend, "create_event_source_mapping")(self, spec)
+    record_function(self, mapping, spec["FunctionName"])
+    return mapping
+
+
+def update_event_source_mapping(self: Any, uuid: str, spec: dict[str, Any]) -> Any:
+    spec = with_function_arn(self, spec)
+    mapping = self.get_event_source_mapping(uuid)
+    before = mapping.function_arn if mapping is not None else None
+    updated = original(lambda_models.LambdaBackend, "update_event_source_mapping")(self, uuid, spec)
+    if updated is not None and spec.get("FunctionName"):
+        if before is not None and updated.function_arn != before:
+            redirect_deliveries(updated, before, updated.function_arn)  # moto did not refile it
+        record_function(self, updated, spec["FunctionName"])
+    return updated
+
+
+def list_event_source_mappings(
+    self: Any, event_source_arn: str | None, function_name: str | None
+) -> list[Any]:
+    """The mappings of exactly the function, version or alias function_name designates (all without it)."""
+    mappings = list(self._event_source_mappings.values())
+    if event_source_arn:
+        mappings = [m for m in mappings if m.event_source_arn == event_source_arn]
+    if function_name:
+        _, _, arn = function_reference_arn(function_name, self.account_id, self.region_name)
+        mappings = [m for m in mappings if m.function_arn == arn]
+    return mappings
+
+
+def list_event_source_mappings_action(self: Any) -> str:
+    """ListEventSourceMappings: a FunctionName must designate a function, version or alias; pages of 100."""
+    event_source_arn = self.querystring.get("EventSourceArn", [None])[0]
+    function_name = self.querystring.get("FunctionName", [None])[0]
+    if function_name:
+        name, qualifier, _ = function_reference_arn(function_name, self.current_account, self.region)
+        self.backend._lambdas.get_function_by_name_or_arn_with_qualifier(name, qualifier)  # it must exist
+    mappings = self.backend.list_event_source_mappings(event_source_arn, function_name)
+    start = int(self.querystring.get("Marker", ["0"])[0] or 0)
+    size = min(int(self.querystring.get("MaxItems", [MAPPINGS_PER_PAGE])[0]), MAPPINGS_PER_PAGE)
+    page: dict[str, Any] = {
+        "EventSourceMappings": [m.get_configuration() for m in mappings[start : start + size]]
+    }
+    if start + size < len(mappings):
+        page["NextMarker"] = str(start + size)
+    return json.dumps(page)
+
+
 def install() -> None:
     patch(lambda_models.LambdaStorage, "publish_version", publish_version)
     patch(lambda_models.LambdaStorage, "update_alias", update_alias)
@@ -216,3 +337,7 @@ def install() -> None:
     patch(lambda_models.LambdaBackend, "get_policy", get_policy)
     patch(lambda_models.LambdaBackend, "remove_permission", remove_permission)
     patch(LambdaResponse, "remove_permission", remove_permission_action)
+    patch(lambda_models.LambdaBackend, "create_event_source_mapping", create_event_source_mapping)
+    patch(lambda_models.LambdaBackend, "update_event_source_mapping", update_event_source_mapping)
+    patch(lambda_models.LambdaBackend, "list_event_source_mappings", list_event_source_mappings)
+    patch(LambdaResponse, "list_event_source_mappings", list_event_source_mappings_action)
