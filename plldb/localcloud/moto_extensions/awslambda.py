@@ -319,7 +319,12 @@ def split_function_reference(reference: str) -> tuple[str, str | None]:
 
 
 class FunctionAlias(UpdatableModel, CloudFormationModel):
-    """AWS::Lambda::Alias (SAM's AutoPublishAlias). Ref = the alias ARN."""
+    """AWS::Lambda::Alias (SAM's AutoPublishAlias). Ref = the alias ARN.
+
+    ``ProvisionedConcurrencyConfig`` ("Update requires: No interruption") is put on the alias once it points
+    at its version, changed in place, and deleted when the template drops it; CloudFormation completes the
+    resource once the allocation is ready, so it is READY when the stack operation ends.
+    """
 
     RESOURCE_TYPE = "AWS::Lambda::Alias"
     PHYSICAL_ID = "arn"
@@ -349,10 +354,13 @@ class FunctionAlias(UpdatableModel, CloudFormationModel):
         cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> FunctionAlias:
         function = cls._function(properties, account_id, region_name)
-        alias = lambda_models.lambda_backends[account_id][region_name].create_alias(
+        backend: Any = lambda_models.lambda_backends[account_id][region_name]
+        alias = backend.create_alias(
             name=properties["Name"], function_name=function.function_name, **cls._settings(properties)
         )
-        return cls(function.function_name, properties["Name"], alias.arn)
+        created = cls(function.function_name, properties["Name"], alias.arn)
+        created._provision(properties, backend)
+        return created
 
     def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
         if properties["Name"] != self.name:
@@ -360,9 +368,19 @@ class FunctionAlias(UpdatableModel, CloudFormationModel):
         return bool(self._function(properties, account_id, region_name).function_name != self.function_name)
 
     def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
-        lambda_models.lambda_backends[account_id][region_name].update_alias(
-            name=self.name, function_name=self.function_name, **self._settings(properties)
-        )
+        backend: Any = lambda_models.lambda_backends[account_id][region_name]
+        backend.update_alias(name=self.name, function_name=self.function_name, **self._settings(properties))
+        self._provision(properties, backend)
+
+    def _provision(self, properties: Properties, backend: Any) -> None:
+        """The alias's ProvisionedConcurrencyConfig, allocated as CloudFormation waits for it (or removed)."""
+        config = properties.get("ProvisionedConcurrencyConfig")
+        if config:
+            backend.put_provisioned_concurrency_config(
+                self.function_name, self.name, int(config["ProvisionedConcurrentExecutions"]), allocated=True
+            )
+        else:
+            backend.delete_provisioned_concurrency_config(self.function_name, self.name)
 
     def delete(self, account_id: str, region_name: str) -> None:
         backend = lambda_models.lambda_backends[account_id][region_name]

@@ -164,23 +164,29 @@ def qualifier_policy(storage: Any, function_name: str, qualifier: str | None) ->
     latest = storage._functions[target.function_name]["latest"]
     if qualifier is None or qualifier == "$LATEST":
         return latest.policy
-    policies = qualifier_policies(latest)
+    policies = qualifier_state(latest, "policies")
     if qualifier not in policies:
         policies[qualifier] = Policy(latest)  # its statements name the qualified ARN
     return policies[qualifier]
 
 
-def qualifier_policies(latest: Any) -> dict[str, Any]:
-    """The policies of a function's versions and aliases, by qualifier (kept on its $LATEST)."""
-    policies: dict[str, Any] = latest.__dict__.setdefault("plldb_policies", {})
-    return policies
+QUALIFIER_STATES = ("policies", "provisioned")  # what a version or an alias has of its own
+
+
+def qualifier_state(latest: Any, kind: str) -> dict[str, Any]:
+    """A function's versions' and aliases' own state of one kind, by qualifier (kept on its $LATEST, so it
+    goes when the function goes)."""
+    state: dict[str, Any] = latest.__dict__.setdefault(f"plldb_{kind}", {})
+    return state
 
 
 def forget_qualifier(storage: Any, function_name: str, qualifier: str) -> None:
-    """A deleted version or alias takes its resource policy with it."""
+    """A deleted version or alias takes what it has of its own with it (its policy, its provisioned
+    concurrency)."""
     latest = storage._functions.get(function_name, {}).get("latest")
     if latest is not None:
-        qualifier_policies(latest).pop(qualifier, None)
+        for kind in QUALIFIER_STATES:
+            qualifier_state(latest, kind).pop(qualifier, None)
 
 
 def add_permission(self: Any, function_name: str, qualifier: str | None, raw: str) -> Any:
