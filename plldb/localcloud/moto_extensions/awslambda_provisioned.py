@@ -47,6 +47,7 @@ from plldb.localcloud.moto_extensions import awslambda_versions
 from plldb.localcloud.moto_extensions.awslambda_versions import (
     aliases_of,
     function_reference_arn,
+    page_of,
     qualifier_state,
 )
 from plldb.localcloud.moto_extensions.core import patch
@@ -278,12 +279,11 @@ def get_action(self: Any) -> tuple[int, dict[str, Any], str]:
 
 def list_action(self: Any) -> tuple[int, dict[str, Any], str]:
     configs = self.backend.list_provisioned_concurrency_configs(_function_name(self))
-    start = int(self.querystring.get("Marker", ["0"])[0] or 0)
-    size = min(int(self.querystring.get("MaxItems", [MAX_CONFIGS_PER_PAGE])[0]), MAX_CONFIGS_PER_PAGE)
-    page: dict[str, Any] = {"ProvisionedConcurrencyConfigs": configs[start : start + size]}
-    if start + size < len(configs):
-        page["NextMarker"] = str(start + size)
-    return 200, {}, json.dumps(page)
+    return (
+        200,
+        {},
+        json.dumps(page_of(self.querystring, "ProvisionedConcurrencyConfigs", configs, MAX_CONFIGS_PER_PAGE)),
+    )
 
 
 def delete_action(self: Any) -> tuple[int, dict[str, Any], str]:

@@ -323,14 +323,28 @@ def list_event_source_mappings_action(self: Any) -> str:
         name, qualifier, _ = function_reference_arn(function_name, self.current_account, self.region)
         self.backend._lambdas.get_function_by_name_or_arn_with_qualifier(name, qualifier)  # it must exist
     mappings = self.backend.list_event_source_mappings(event_source_arn, function_name)
-    start = int(self.querystring.get("Marker", ["0"])[0] or 0)
-    size = min(int(self.querystring.get("MaxItems", [MAPPINGS_PER_PAGE])[0]), MAPPINGS_PER_PAGE)
-    page: dict[str, Any] = {
-        "EventSourceMappings": [m.get_configuration() for m in mappings[start : start + size]]
-    }
-    if start + size < len(mappings):
+    return json.dumps(
+        page_of(
+            self.querystring,
+            "EventSourceMappings",
+            [m.get_configuration() for m in mappings],
+            MAPPINGS_PER_PAGE,
+        )
+    )
+
+
+def page_of(querystring: dict[str, list[str]], key: str, items: list[Any], most: int) -> dict[str, Any]:
+    """One page of a list operation: at most ``most`` items from ``Marker`` (an opaque position), whatever
+    ``MaxItems`` asks for beyond that, and ``NextMarker`` when items remain."""
+    try:
+        start = int(querystring.get("Marker", ["0"])[0] or 0)
+        size = min(int(querystring.get("MaxItems", [str(most)])[0]), most)
+    except ValueError:
+        raise lambda_exceptions.InvalidParameterValueException("Invalid pagination token or MaxItems")
+    page: dict[str, Any] = {key: items[start : start + size]}
+    if start + size < len(items):
         page["NextMarker"] = str(start + size)
-    return json.dumps(page)
+    return page
 
 
 def install() -> None:
