@@ -308,7 +308,11 @@ def test_restore_returns_the_functions_it_could_not_put_back_and_restores_the_ot
 
     failures = instrumentation.restore()
 
-    reason = f"ResourceNotFoundException: One or more LayerVersion does not exist ['{own_layer['LayerVersionArn']}']"
+    reason = (
+        f"InvalidParameterValueException: Layer version {own_layer['LayerVersionArn']} does not exist; one of "
+        "the function's own layer versions was deleted since it was deployed, so Lambda refuses to update it: "
+        "redeploy the function (that removes plldb's instrumentation too)"
+    )
     assert failures == [f"Api/Layered: {reason}"]
     assert sorted((e["logicalId"], e["status"], e["message"]) for e in progress.events[1:]) == [
         ("Api/Layered", "failed", reason),
