@@ -254,6 +254,16 @@ class _TerminalGuard:
                 _termios.tcsetattr(self._fd, _termios.TCSANOW, self._settings)
 
 
+def _progress_line(phase: str, status: str, label: str, text: str) -> str:
+    """One function's progress: its verb and name, then what the message adds (aliases moved, a note)."""
+    if status != "ok":
+        return f"{status}: {label}" + (f": {text}" if text else "")
+    verb = {"instrument": "instrumented", "restore": "restored"}.get(phase, phase)
+    # "instrumented (timeout 60 s); aliases live now send traffic to version 4": the part after the verb.
+    extra = text.split("; ", 1)[1] if "; " in text else ""
+    return f"{verb}: {label}" + (f" ({extra})" if extra else "")
+
+
 class Console(SessionObserver):
     """Thread-safe output for one attach run. ``quiet`` keeps only handler output, warnings and errors.
 
@@ -472,8 +482,7 @@ class Console(SessionObserver):
         if self.quiet or status == "done":
             return
         if function:
-            verb = {"instrument": "instrumented", "restore": "restored"}.get(phase, phase)
-            self._line(f"  {verb if status == 'ok' else status}: {self.label(str(function))}", "", {})
+            self._line(f"  {_progress_line(phase, status, self.label(str(function)), text)}", "", {})
         elif text:
             self._line(text, "", {})
 
@@ -601,19 +610,19 @@ class Console(SessionObserver):
         self._set_connection(DETACHING)
         self._line("Detaching: restoring the functions...", "detaching", {})
 
-    def on_session_ended(self, by: str, reason: str) -> None:
+    def on_session_ended(self, by: str | None, reason: str) -> None:
         """The session was ended from elsewhere: ``by`` who (another developer's take-over, `plldb
         detach`, `plldb bootstrap destroy --force`) and why. The status view says so, lists no function
         as instrumented by this session any more, and stops offering Ctrl-C to detach."""
         self._begin_streaming()
         with self._state_lock:
             self._status.connection = ENDED
-            self._status.ended_by = by
+            self._status.ended_by = by or ""
             self._status.ended_reason = reason
             self._status.instrumented.clear()
         self._status_changed()
         self._line(
-            f"Session ended by {by}: {reason}",
+            f"Session ended by {by}: {reason}" if by and by not in reason else f"Session ended: {reason}",
             "session_ended",
             {"by": by, "reason": reason},
             style="bold yellow",
@@ -678,7 +687,7 @@ class Console(SessionObserver):
         ended = None
         if connection == ENDED:
             header.append("[session ended]", style="red")
-            said = f"Ended by {ended_by}: {ended_reason}" if ended_by else ended_reason
+            said = f"Ended by {ended_by}: {ended_reason}" if ended_by and ended_by not in ended_reason else ended_reason
             ended = Text(said, style="red", no_wrap=False, overflow="fold")
         else:
             style = "green" if connection in (CONNECTED, DETACHED) else "yellow"

@@ -664,6 +664,36 @@ def test_a_session_ended_elsewhere_in_json_and_plain_lines() -> None:
     )
 
 
+def test_a_session_ended_by_someone_unnamed_says_why_only() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(MODE_PLAIN, out=out, err=err)
+    console.on_session_ended(None, "the helper stack closed it")
+    console.stop()
+    assert (out.getvalue(), err.getvalue()) == ("", "Session ended: the helper stack closed it\n")
+
+
+def test_each_functions_progress_line_says_what_its_message_adds() -> None:
+    out = io.StringIO()
+    console = Console(MODE_PLAIN, out=out, err=io.StringIO())
+    console.set_stack("hello-sam", ROWS)
+    hello = ROWS[0].physical_name
+    for status, message in [
+        ("ok", "instrumented (timeout 60 s)"),
+        ("ok", "instrumented (timeout 60 s); alias live now sends traffic to version 4"),
+        ("note", "fed by SQS queue jobs (visibility timeout 30 s): a pause longer than that redelivers"),
+        ("skipped", "runtime nodejs20.x is not Python"),
+    ]:
+        console.on_progress({"phase": "instrument", "status": status, "message": message, "function": hello})
+    console.stop()
+    assert out.getvalue().splitlines() == [
+        "  instrumented: HelloFunction",
+        "  instrumented: HelloFunction (alias live now sends traffic to version 4)",
+        "  note: HelloFunction: fed by SQS queue jobs (visibility timeout 30 s): a pause longer than that "
+        "redelivers",
+        "  skipped: HelloFunction: runtime nodejs20.x is not Python",
+    ]
+
+
 def test_lines_before_the_session_and_after_stop_keep_their_order_with_the_session() -> None:
     """Before the session's first event and after stop() lines are written at once by the caller, so
     they stay in order with what the command prints itself (an error, a traceback) around them."""

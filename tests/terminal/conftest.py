@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from plldb import protocol
 from plldb.bootstrap.deploy import setup
-from plldb.bootstrap.helper_stack import HelperStack, invoke_manager, load_helper_stack
+from plldb.bootstrap.helper_stack import HelperStack, load_helper_stack
 from plldb.localcloud.sam_deploy import deploy
 from tests.terminal.support import GRACE_SECONDS, PrintingApp
 from tests.terminal.terminal import Terminal
@@ -47,14 +49,17 @@ def deployed_printing_app(
 
 @pytest.fixture
 def printing_app(
-    local_cloud: Any, terminal_helper: HelperStack, deployed_printing_app: PrintingApp
+    terminal_helper: HelperStack, deployed_printing_app: PrintingApp, attach_environment: dict[str, str]
 ) -> Iterator[PrintingApp]:
-    """The printing app; whatever a failing test left instrumented is restored before the next test."""
+    """The printing app; whatever a failing test left attached is detached before the next test."""
     yield deployed_printing_app
-    invoke_manager(
-        local_cloud.session(),
-        terminal_helper,
-        {"action": "restore_stack", "stackName": deployed_printing_app.stack_name},
+    subprocess.run(
+        [sys.executable, "-m", "plldb", "detach", "--stack-name", deployed_printing_app.stack_name]
+        + ["--helper-stack", terminal_helper.stack_name],
+        cwd=deployed_printing_app.directory,
+        env=attach_environment,
+        capture_output=True,
+        check=True,
     )
 
 

@@ -291,8 +291,8 @@ def test_a_second_ctrl_c_leaves_at_once_and_still_restores_the_terminal(
     assert code == 130
     shown = terminal.logical_lines()
     assert shown[-1] == (
-        "Left without waiting for the restore. The functions are restored 10 s after the connection "
-        f"closes; to restore them now run 'plldb detach --stack-name {printing_app.stack_name}'."
+        "Left without waiting for the restore. The helper stack restores the functions 10 s after the "
+        f"connection closes; to restore them now run 'plldb detach --stack-name {printing_app.stack_name}'."
     )
     assert_terminal_restored(terminal)
 
@@ -322,10 +322,8 @@ def test_a_session_ended_by_another_command_says_so_and_leaves_a_true_status(
     lines = terminal.logical_lines()
     header = max(index for index, line in enumerate(lines) if line.startswith("plldb: stack "))
     table = lines.index("Function       Instrumented  Invocations", header)
-    reason = (
-        f"Another plldb command restored stack {printing_app.stack_name} and closed this session: "
-        f"Stack {printing_app.stack_name} restored (1 function)"
-    )
+    developer = local_cloud.session().client("sts").get_caller_identity()["Arn"]
+    reason = f"stack {printing_app.stack_name} was restored and released by {developer}"
     assert lines[header] == f"plldb: stack {printing_app.stack_name}  [session ended]"
     assert " ".join(lines[header + 1 : table]) == reason  # wrapped to the terminal's width
     assert columns(lines[table + 1]) == ["PrintFunction", "no", "0"]
