@@ -16,8 +16,7 @@ variables, its code. docs/local-side.md tells the whole story; each module does 
 - ``pool``: warm workers per function, replaced when their source or configuration changes
   (``WorkerPool``).
 
-The names below are what code outside this package uses (the commands, recordings); import
-anything else from its module.
+The names below are what code outside this package uses; import anything else from its module.
 """
 
 from plldb.local.worker.invocation import Invocation, InvocationResult

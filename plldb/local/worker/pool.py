@@ -2,7 +2,7 @@
 
 Each function gets its own worker processes (``process``). A worker stays warm between invocations,
 so module state persists; concurrent invocations of one function get separate workers. A worker
-whose source changed (any file under its code or layer folders, compared by mtime and size:
+whose source changed (any file under its code or layer folders, compared by path, mtime and size:
 ``source_fingerprint``), whose deployed configuration changed (its handler's variables, or the
 function as the template describes it), or that crashed, is replaced before its next invocation; a
 busy worker always finishes first.

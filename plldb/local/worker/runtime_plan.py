@@ -28,7 +28,10 @@ from plldb.local.worker.python_environments import (
 
 
 def version_tag(version: tuple[int, ...] | str) -> str:
-    """(3, 12) or "3.12" -> "python3.12". Public: the handler's AWS_EXECUTION_ENV and the pool name runtimes so."""
+    """(3, 12) or "3.12" -> "python3.12".
+
+    Public: the handler's AWS_EXECUTION_ENV (``variables``) and the pool name runtimes so.
+    """
     if isinstance(version, str):
         return f"python{version}"
     return f"python{version[0]}.{version[1]}"

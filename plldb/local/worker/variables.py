@@ -1,4 +1,4 @@
-"""The handler's environment variables: an allowlist, so that a forged or stale variable cannot steer the worker.
+"""The handler's environment variables, from an allowlist: no forged or stale variable steers the worker.
 
 An invocation's variables come from the cloud (the deployed function's configuration, as the layer
 reports it). Only Lambda's defined runtime variables and the function's own configured variables are
