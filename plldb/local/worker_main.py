@@ -1,9 +1,9 @@
 """The worker process: one Lambda execution environment on the developer's machine.
 
-The parent (plldb.local.worker.WorkerPool) starts ``python -u -m plldb.local.worker_main <LogicalId>
-<fd>`` so ``ps`` and debuggers' process lists name the function. The worker talks to its parent over
-the inherited socket ``fd`` with length-prefixed JSON messages, never over stdout: the handler owns
-stdout and stderr, which the parent streams line by line.
+The parent (plldb.local.worker.process.WorkerProcess, for the pool) starts ``python -S -u -m
+plldb.local.worker_main <LogicalId> <fd>`` so ``ps`` and debuggers' process lists name the function.
+The worker talks to its parent over the inherited socket ``fd`` with length-prefixed JSON messages,
+never over stdout: the handler owns stdout and stderr, which the parent streams line by line.
 
 What the AWS Python runtime does around a handler (the import at init with its exact error types and
 messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
