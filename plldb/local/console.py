@@ -687,7 +687,11 @@ class Console(SessionObserver):
         ended = None
         if connection == ENDED:
             header.append("[session ended]", style="red")
-            said = f"Ended by {ended_by}: {ended_reason}" if ended_by and ended_by not in ended_reason else ended_reason
+            said = (
+                f"Ended by {ended_by}: {ended_reason}"
+                if ended_by and ended_by not in ended_reason
+                else ended_reason
+            )
             ended = Text(said, style="red", no_wrap=False, overflow="fold")
         else:
             style = "green" if connection in (CONNECTED, DETACHED) else "yellow"

@@ -165,7 +165,8 @@ def worker_environment(config: DebuggerConfig | None) -> dict[str, str]:
 def worker_settings(config: DebuggerConfig | None) -> dict[str, Any] | None:
     """What the worker itself must do at start-up (sent in its start message)."""
     if config is not None and config.kind == PYCHARM:
-        return {"kind": PYCHARM, "host": config.host, "port": config.port}
+        # The bound is read here, in plldb's process: the worker sees only the handler's environment.
+        return {"kind": PYCHARM, "host": config.host, "port": config.port, "timeout": pycharm_timeout()}
     return None
 
 
@@ -270,13 +271,13 @@ class _SwitchableStream:
         return getattr(self.target, name)
 
 
-def connect_worker_to_pycharm(host: str, port: int) -> None:
+def connect_worker_to_pycharm(host: str, port: int, timeout: float = PYCHARM_TIMEOUT_SECONDS) -> None:
     """Called by a worker at start-up: connect to PyCharm's debug server, without stopping.
 
     Works with every pydevd-pycharm build (settrace's parameters are read, not assumed). Each failure
     says what is true: the package is missing, it cannot be called the way plldb needs (a build
     mismatch), nothing listens at HOST:PORT, or what listens does not finish pydevd's handshake within
-    ``pycharm_timeout()`` seconds.
+    ``timeout`` seconds (``pycharm_timeout()`` of the plldb process that started the worker).
     """
     try:
         import pydevd_pycharm  # type: ignore[import-not-found]
@@ -298,7 +299,6 @@ def connect_worker_to_pycharm(host: str, port: int) -> None:
             f"(its parameters are: {_parameters_text(pydevd_pycharm.settrace)}).",
             PYCHARM_INSTALL_FIX,
         )
-    timeout = pycharm_timeout()
     real_stderr = sys.stderr
     quiet = _SwitchableStream(io.StringIO())
     sys.stderr = quiet

@@ -304,7 +304,7 @@ def _attach_debugger(settings: dict[str, Any] | None) -> None:
     if settings and settings.get("kind") == "pycharm":
         from plldb.local.debuggers import connect_worker_to_pycharm
 
-        connect_worker_to_pycharm(settings["host"], int(settings["port"]))
+        connect_worker_to_pycharm(settings["host"], int(settings["port"]), float(settings["timeout"]))
 
 
 def main(argv: list[str]) -> int:
