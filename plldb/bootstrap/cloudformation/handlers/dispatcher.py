@@ -257,7 +257,9 @@ def _post(
 def _posted_already(caller: str, delivery_id: str) -> dict[str, Any]:
     """The same delivery handed over again (the SDK retried an invoke whose answer was lost): it was
     posted once, and the layer waits for its answer as the first hand-over would have."""
-    log(LOGGER, logging.INFO, "delivery handed over again; posted once", caller=caller, deliveryId=delivery_id)
+    log(
+        LOGGER, logging.INFO, "delivery handed over again; posted once", caller=caller, deliveryId=delivery_id
+    )
     return {"status": POSTED}
 
 
