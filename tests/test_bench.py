@@ -12,7 +12,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plldb.bench.attach_bench import event_of_size, write_project
+from plldb.bench.attach_bench import write_project
+from plldb.bench.driver import event_of_size
 from plldb.bench.dynamodb_counter import DynamoRequest, tally
 from plldb.bench.stats import percentile, summary
 
@@ -45,10 +46,18 @@ def test_generated_project_has_one_function_per_count(tmp_path: Path) -> None:
     assert write_project(tmp_path, 3) == ["Echo001", "Echo002", "Echo003"]
     template = yaml.safe_load((tmp_path / "template.yaml").read_text())
     assert template["Resources"] == {
-        name: {"Type": "AWS::Serverless::Function"} for name in template["Resources"]
+        name: {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "Runtime": "python3.13",
+                "Timeout": 10,
+                "Handler": "app.handler",
+                "CodeUri": "src/",
+            },
+        }
+        for name in ("Echo001", "Echo002", "Echo003")
     }
     assert list(template["Resources"]) == ["Echo001", "Echo002", "Echo003"]
-    assert template["Globals"]["Function"]["CodeUri"] == "src/"
     assert (tmp_path / "src" / "app.py").read_text() == "def handler(event, context):\n    return event\n"
 
 

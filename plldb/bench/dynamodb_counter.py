@@ -1,16 +1,19 @@
 """Counts every DynamoDB request the local cloud serves, by caller and action, with its time.
 
 The benchmark runs the local cloud in its own process, so wrapping moto's request handler sees every
-request from every side (the layer, the route handlers, the manager, the local client) exactly once.
-Callers are told apart by their access keys, which the local STS hands out per assumed-role session.
+request from every side (the layer, the route handlers, the dispatcher, the manager, the local client)
+exactly once. Callers are told apart by their access keys, which the local STS hands out per
+assumed-role session. Hooks see each request's action, body and status once it is answered (the
+floor's StoredWatcher is one).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +36,16 @@ class DynamoRequest:
         return self.action in WRITE_ACTIONS
 
 
+Hook = Callable[[str, Mapping[str, Any], int], None]  # (action, request, HTTP status) once answered
+
+
 class DynamoRequestCounter:
     """Install with ``installed()``; take a ``mark()``, then ask for the requests made since it."""
 
     def __init__(self) -> None:
         self._requests: list[DynamoRequest] = []
         self._lock = threading.Lock()
+        self.hooks: list[Hook] = []
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[DynamoRequestCounter]:
@@ -52,7 +59,13 @@ class DynamoRequestCounter:
             request = DynamoRequest(time.monotonic(), handler.get_access_key(), action)
             with counter._lock:
                 counter._requests.append(request)
-            return original(handler)
+            response = original(handler)
+            if counter.hooks:
+                body = handler.body  # moto's handler has parsed it by now
+                request_body = body if isinstance(body, dict) else json.loads(body or "{}")
+                for hook in counter.hooks:
+                    hook(action, request_body, int(response[0]))
+            return response
 
         DynamoHandler.call_action = counting  # type: ignore[method-assign]
         try:
