@@ -183,6 +183,7 @@ def run(plan: Plan, mode: str, original_options: original.OriginalOptions) -> di
                     counted=plan.counted_invocations,
                     payload_sizes=plan.payload_sizes,
                     payload_repetitions=plan.payload_repetitions,
+                    invocations_table=helper.invocations_table_name,
                 )
             log("Attach: start-up of the command")
             startup = attach_bench.startup_seconds(environment, plan.startup_probes)
@@ -200,7 +201,6 @@ def run(plan: Plan, mode: str, original_options: original.OriginalOptions) -> di
             runner.watcher = None
             report["original"] = original.compare(
                 session,
-                cloud=cloud,
                 environment=environment,
                 runner=runner,
                 plain=plain,
@@ -215,6 +215,8 @@ def run(plan: Plan, mode: str, original_options: original.OriginalOptions) -> di
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+    if "skipped" not in report["original"]:
+        report["original"]["table"] = original.side_by_side(report)
     report["targets"] = {
         "overhead_to_floor_p50_ratio": TARGET_RATIO,
         "ratio_at_concurrency": TARGET_RATIO_CONCURRENCY,

@@ -159,23 +159,29 @@ class Driver:
             "target": [],
             "floor": [],
             "floor_hops": {"put": [], "dispatch": [], "answer": [], "read": []},
+            "spans": {"target": [], "floor": []},  # time.monotonic() at start and end, for timeline.py
             "failures": [],
         }
         lock = threading.Lock()
 
         def one_round(record: bool) -> None:
             measured: list[tuple[str, float]] = []
+            spans: list[tuple[str, list[float]]] = []
             failures: list[str] = []
             hops: dict[str, float] = {}
             for name, function in (("plain", plain), ("target", target)):
                 if function:
                     try:
+                        started = time.monotonic()
                         measured.append((name, self.invoke(function, event, expect)))
+                        spans.append((name, [started, time.monotonic()]))
                     except Failure as exc:
                         failures.append(f"{name}: {exc}")
             if self.floor is not None:
                 try:
+                    started = time.monotonic()
                     hops = self.floor_round()
+                    spans.append(("floor", [started, time.monotonic()]))
                     measured.append(("floor", hops.pop("total")))
                 except Failure as exc:
                     failures.append(f"floor: {exc}")
@@ -183,6 +189,9 @@ class Driver:
                 with lock:
                     for name, value in measured:
                         results[name].append(value)
+                    for name, span in spans:
+                        if name in results["spans"]:
+                            results["spans"][name].append(span)
                     for hop, value in hops.items():
                         results["floor_hops"][hop].append(value)
                     results["failures"].extend(failures)

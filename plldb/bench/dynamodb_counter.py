@@ -21,11 +21,15 @@ READ_ACTIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactG
 WRITE_ACTIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class DynamoRequest:
     at: float  # time.monotonic() when the request arrived
     access_key: str
     action: str
+    done: float = 0.0  # time.monotonic() when it was answered
+    table: str = ""
+    delivery_id: str = ""  # the invocation item's DeliveryId, for requests on one item
+    status: int = 0
 
     @property
     def is_read(self) -> bool:
@@ -60,11 +64,17 @@ class DynamoRequestCounter:
             with counter._lock:
                 counter._requests.append(request)
             response = original(handler)
-            if counter.hooks:
-                body = handler.body  # moto's handler has parsed it by now
-                request_body = body if isinstance(body, dict) else json.loads(body or "{}")
-                for hook in counter.hooks:
-                    hook(action, request_body, int(response[0]))
+            request.done = time.monotonic()
+            request.status = int(response[0])
+            body = handler.body  # moto's handler has parsed it by now
+            request_body = body if isinstance(body, dict) else json.loads(body or "{}")
+            request.table = str(request_body.get("TableName") or "")
+            key = request_body.get("Key") or request_body.get("Item") or {}
+            request.delivery_id = (
+                str((key.get("DeliveryId") or {}).get("S") or "") if isinstance(key, dict) else ""
+            )
+            for hook in counter.hooks:
+                hook(action, request_body, request.status)
             return response
 
         DynamoHandler.call_action = counting  # type: ignore[method-assign]

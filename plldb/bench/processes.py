@@ -23,9 +23,15 @@ class JsonLinesProcess:
     """A command whose stdout is JSON objects, one a line; each is kept with its arrival time."""
 
     def __init__(
-        self, argv: list[str], environment: dict[str, str], cwd: Path | None = None, name: str = ""
+        self,
+        argv: list[str],
+        environment: dict[str, str],
+        cwd: Path | None = None,
+        name: str = "",
+        merge_stderr: bool = False,
     ) -> None:
         self.argv = argv
+        self.merge_stderr = merge_stderr  # stderr lines become text events (a command that logs, not JSON)
         self.environment = environment
         self.cwd = cwd
         self.name = name or " ".join(argv[:4])
@@ -51,14 +57,13 @@ class JsonLinesProcess:
             env=self.environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if self.merge_stderr else subprocess.PIPE,
             text=True,
             bufsize=1,
         )
-        self._readers = [
-            threading.Thread(target=self._read_events, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
+        self._readers = [threading.Thread(target=self._read_events, daemon=True)]
+        if not self.merge_stderr:
+            self._readers.append(threading.Thread(target=self._read_stderr, daemon=True))
         for reader in self._readers:
             reader.start()
         return self.started
@@ -71,6 +76,8 @@ class JsonLinesProcess:
                 event = json.loads(line)
             except ValueError:
                 event = {"event": "text", "text": line.rstrip("\n")}
+                if self.merge_stderr:
+                    self.stderr = [*self.stderr[-(STDERR_KEPT - 1) :], line.rstrip("\n")]
             with self._changed:
                 self.events.append((arrived, event if isinstance(event, dict) else {"value": event}))
                 self._changed.notify_all()

@@ -20,6 +20,7 @@ from plldb.bench.dynamodb_counter import DynamoRequestCounter, tally
 from plldb.bench.latency import DriverRunner, latency_work, level_summary, throughput_work
 from plldb.bench.scripted import caller_labels
 from plldb.bench.stats import percentile, summary
+from plldb.bench.timeline import breakdown
 
 PAYLOAD_SIZES = {"1 KB": 1024, "100 KB": 100 * 1024, "1 MB": 1024 * 1024, "5 MB": 5 * 1024 * 1024}
 
@@ -78,6 +79,7 @@ class RealPath:
         counted: int,
         payload_sizes: dict[str, int],
         payload_repetitions: int,
+        invocations_table: str,
     ) -> dict[str, Any]:
         target = project.functions[0]
         cycle = AttachCycle(self.session, project, self.environment, self.helper_stack)
@@ -87,12 +89,18 @@ class RealPath:
             levels = {}
             for concurrency, rounds in concurrency_rounds.items():
                 self.log(f"Real path: concurrency {concurrency}, {rounds} rounds")
+                mark = self.counter.mark()
                 result = self.runner.run(
                     latency_work(
                         concurrency, rounds, warm_up=warm_up, plain=plain, target=target, floor=floor
                     )
                 )
                 level = level_summary(concurrency, result, judge_ratio=True)
+                requests = self.counter.since(mark)
+                level["phases_p50_ms"] = {
+                    "attached": breakdown(requests, invocations_table, result["spans"]["target"]),
+                    "floor": breakdown(requests, str(floor["table"]), result["spans"]["floor"]),
+                }
                 self.log(f"Real path: concurrency {concurrency}, throughput")
                 level["throughput_per_second"] = {
                     name: round(
@@ -117,6 +125,8 @@ class RealPath:
             )
         finally:
             detached = cycle.detach()
+        answer = self.session.client("lambda").invoke(FunctionName=target, Payload=b'{"ok": true}')
+        works_after_detach = not answer.get("FunctionError") and answer["Payload"].read() == b'{"ok": true}'
         return {
             "method": (
                 "`plldb attach --json` with its worker processes answers an echo function; overhead = latency "
@@ -127,4 +137,5 @@ class RealPath:
             "payload_round_trip": payloads,
             "inline_message_limit_bytes": protocol.INLINE_MESSAGE_LIMIT,
             "restore_differences": detached["restore_differences"],
+            "works_after_detach": works_after_detach,
         }

@@ -22,6 +22,7 @@ from plldb.bench.dynamodb_counter import DynamoRequestCounter, session_names_by_
 from plldb.bench.floor import FloorStack
 from plldb.bench.latency import DriverRunner, latency_work, level_summary
 from plldb.bench.processes import JsonLinesProcess
+from plldb.bench.timeline import breakdown
 from plldb.bootstrap.helper_stack import HelperStack
 
 OPEN_TIMEOUT_SECONDS = 120.0
@@ -111,10 +112,18 @@ class ScriptedBreakdown:
                 message = shown["message"]
                 floor_config = floor.driver_config(message)
                 self.log(f"Scripted: {rounds} rounds at concurrency 1")
+                mark = self.counter.mark()
                 result = self.runner.run(
                     latency_work(1, rounds, warm_up=warm_up, plain=plain, target=target, floor=floor_config)
                 )
                 level = level_summary(1, result, judge_ratio=False)
+                requests = self.counter.since(mark)
+                level["phases_p50_ms"] = {
+                    "attached": breakdown(
+                        requests, self.helper.invocations_table_name, result["spans"]["target"]
+                    ),
+                    "floor": breakdown(requests, floor.invocations_table, result["spans"]["floor"]),
+                }
                 counts = self._count(target, counted)
                 hold = self._hold(responder, target, hold_seconds)
             finally:
