@@ -448,6 +448,7 @@ class DebuggerBridge:
         }
         if payload is not None:
             request["payload"] = payload
+            request["sessionId"] = self._settings.session_id  # the dispatcher checks the item names it
         client = self._access.client("lambda")
         response = self._access.call(
             lambda: client.invoke(
