@@ -25,6 +25,7 @@ PHASES = (
     "answer_update",
     "polling_lag",
     "after_read",
+    "put_to_answer",  # to_dispatcher + dispatcher_on_item + to_answer
 )
 
 
@@ -58,9 +59,11 @@ def invocation_phases(
     seen = [read for read in reads if read.at >= answer.done]
     if not seen:
         return None
-    span = next((span for span in spans or [] if span[0] <= put.at <= span[1]), None)
     outside = {}
-    if span is not None:
+    if spans is not None:
+        span = next((span for span in spans if span[0] <= put.at <= span[1]), None)
+        if span is None:
+            return None  # not one of the measured invocations (a warm-up round)
         outside = {"before_put": (put.at - span[0]) * 1000, "after_read": (span[1] - seen[0].done) * 1000}
     return {
         **outside,
@@ -69,6 +72,7 @@ def invocation_phases(
         "dispatcher_on_item": (dispatched[-1].done - dispatched[0].at) * 1000,
         "to_answer": (answer.at - dispatched[-1].done) * 1000,
         "answer_update": (answer.done - answer.at) * 1000,
+        "put_to_answer": (answer.at - put.done) * 1000,
         "polling_lag": (seen[0].done - answer.done) * 1000,
         "layer_reads": float(len(reads)),
     }
