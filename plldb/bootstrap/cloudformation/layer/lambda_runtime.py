@@ -52,9 +52,11 @@ FIRST_POLL_DELAY_SECONDS = 0.002
 POLL_BACKOFF_FACTOR = 1.3
 MAX_POLL_DELAY_SECONDS = 0.5
 # While the dispatcher's answer is on its way back (it answers after posting), the developer's answer
-# may already be stored: the layer starts reading at EARLY_READ_FRACTION of the quickest of the last
-# QUICK_ANSWERS_KEPT unacknowledged answers (counted from the dispatcher invocation), on the schedule above.
+# may already be stored: the layer reads at EARLY_READ_FRACTION of the quickest of the last
+# QUICK_ANSWERS_KEPT unacknowledged answers (counted from the dispatcher invocation), then each read
+# POLL_BACKOFF_FACTOR later, at most EARLY_READS times before the dispatcher has answered.
 EARLY_READ_FRACTION = 0.8
+EARLY_READS = 4
 QUICK_ANSWERS_KEPT = 8
 UNKNOWN_DEADLINE_SECONDS = 900  # Lambda always sends a deadline; this only guards a missing header
 RETRY_DELAY_SECONDS = 0.25  # between attempts while a just-attached policy propagates
@@ -392,15 +394,15 @@ class DebuggerBridge:
     ) -> Answer | None:
         """The developer's answer when it is stored before the dispatcher's invocation returns, else None.
 
-        Reads start at EARLY_READ_FRACTION of the quickest recent answer, never before one was seen.
-        Only an answer (200 or 500) ends the wait here: anything else is left to the dispatcher's verdict.
+        Reads start at EARLY_READ_FRACTION of the quickest recent answer, never before one was seen, and
+        stop after EARLY_READS. Only an answer (200 or 500) ends the wait here: anything else is left to
+        the dispatcher's verdict.
         """
         if not self.quick_answers:
             return None
-        next_read = dispatched + min(self.quick_answers) * EARLY_READ_FRACTION
-        delays = poll_delays()
-        while True:
-            done, _ = wait_for_future([pending], timeout=max(0.0, next_read - time.monotonic()))
+        after = min(self.quick_answers) * EARLY_READ_FRACTION
+        for _ in range(EARLY_READS):
+            done, _ = wait_for_future([pending], timeout=max(0.0, dispatched + after - time.monotonic()))
             if done:
                 return None
             item = self._read(delivery)
@@ -410,7 +412,8 @@ class DebuggerBridge:
             ):
                 self.quick_answers.append(time.monotonic() - dispatched)
                 return self._answer_from_item(delivery, item)
-            next_read = time.monotonic() + next(delays)
+            after *= POLL_BACKOFF_FACTOR
+        return None
 
     def _without_debugger(self, invocation: Invocation, reason: str) -> Answer:
         if self._settings.fallback == protocol.FALLBACK_PASSTHROUGH:
