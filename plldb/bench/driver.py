@@ -94,7 +94,7 @@ class Driver:
             raise Failure(f"{function_name} answered {body[:200]!r}, not the expected answer")
         return elapsed
 
-    def floor_round(self) -> dict[str, float]:
+    def floor_round(self) -> dict[str, Any]:
         """The unavoidable hops, in milliseconds: put, dispatch (relay invocation), answer, read."""
         floor = self.floor
         assert floor is not None
@@ -139,6 +139,7 @@ class Driver:
         if not answer or answer.get("Response") != {"S": floor["answer"]}:
             raise Failure(f"the floor read {answer}")
         return {
+            "delivery_id": delivery_id,
             "total": (ended - started) * 1000,
             "put": (put_done - started) * 1000,
             "dispatch": (dispatched - put_done) * 1000,
@@ -159,7 +160,8 @@ class Driver:
             "target": [],
             "floor": [],
             "floor_hops": {"put": [], "dispatch": [], "answer": [], "read": []},
-            "spans": {"target": [], "floor": []},  # time.monotonic() at start and end, for timeline.py
+            # time.monotonic() at start and end (and a floor round's delivery id), for timeline.py
+            "spans": {"target": [], "floor": []},
             "failures": [],
         }
         lock = threading.Lock()
@@ -168,7 +170,7 @@ class Driver:
             measured: list[tuple[str, float]] = []
             spans: list[tuple[str, list[float]]] = []
             failures: list[str] = []
-            hops: dict[str, float] = {}
+            hops: dict[str, Any] = {}
             for name, function in (("plain", plain), ("target", target)):
                 if function:
                     try:
@@ -181,7 +183,7 @@ class Driver:
                 try:
                     started = time.monotonic()
                     hops = self.floor_round()
-                    spans.append(("floor", [started, time.monotonic()]))
+                    spans.append(("floor", [started, time.monotonic(), hops.pop("delivery_id")]))
                     measured.append(("floor", hops.pop("total")))
                 except Failure as exc:
                     failures.append(f"floor: {exc}")

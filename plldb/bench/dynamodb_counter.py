@@ -92,10 +92,16 @@ class DynamoRequestCounter:
             return list(self._requests[mark:until])
 
 
+BACKGROUND = frozenset({"manager"})  # its scheduled sweep runs whatever the invocations do
+
+
 def tally(
     requests: list[DynamoRequest], label_of: Callable[[str], str], per: float
 ) -> dict[str, dict[str, float]]:
-    """Reads and writes divided by ``per`` (invocations or seconds), in total and per caller label."""
+    """Reads and writes divided by ``per`` (invocations or seconds), in total and per caller label.
+
+    Background callers (the manager's sweep) are shown under their label but left out of the total.
+    """
     totals: dict[str, dict[str, float]] = {"total": {"reads": 0, "writes": 0}}
     for request in requests:
         if not (request.is_read or request.is_write):
@@ -103,7 +109,8 @@ def tally(
         kind = "reads" if request.is_read else "writes"
         label = label_of(request.access_key)
         totals.setdefault(label, {"reads": 0, "writes": 0})[kind] += 1
-        totals["total"][kind] += 1
+        if label not in BACKGROUND:
+            totals["total"][kind] += 1
     return {
         label: {kind: round(count / per, 2) for kind, count in counts.items()}
         for label, counts in sorted(totals.items())

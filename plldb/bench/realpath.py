@@ -98,7 +98,9 @@ class RealPath:
                 level = level_summary(concurrency, result, judge_ratio=True)
                 requests = self.counter.since(mark)
                 level["phases_p50_ms"] = {
-                    "attached": breakdown(requests, invocations_table, result["spans"]["target"]),
+                    "attached": breakdown(
+                        requests, invocations_table, result["spans"]["target"] if concurrency == 1 else None
+                    ),
                     "floor": breakdown(requests, str(floor["table"]), result["spans"]["floor"]),
                 }
                 self.log(f"Real path: concurrency {concurrency}, throughput")

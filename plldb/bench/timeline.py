@@ -30,12 +30,14 @@ PHASES = (
 
 
 def invocation_phases(
-    requests: list[DynamoRequest], spans: list[list[float]] | None = None
+    requests: list[DynamoRequest], spans: list[list[Any]] | None = None
 ) -> dict[str, float] | None:
     """The phases of one invocation, in ms, from the requests on its item (None when incomplete).
 
     With the invocations' ``spans`` (the driver's monotonic start and end of each, the same clock on
-    one machine), the time before the item's ``PutItem`` and after the read that saw the answer too.
+    one machine), the time before the item's ``PutItem`` and after the read that saw the answer too. A
+    span is matched to its item by delivery id when it names one (the floor's), else by containing the
+    ``PutItem`` (which holds only when invocations run one at a time).
     """
     ordered = sorted(requests, key=lambda request: request.at)
     if not ordered or ordered[0].action != "PutItem":
@@ -61,7 +63,14 @@ def invocation_phases(
         return None
     outside = {}
     if spans is not None:
-        span = next((span for span in spans if span[0] <= put.at <= span[1]), None)
+        span = next(
+            (
+                span
+                for span in spans
+                if (span[2] == put.delivery_id if len(span) > 2 else span[0] <= put.at <= span[1])
+            ),
+            None,
+        )
         if span is None:
             return None  # not one of the measured invocations (a warm-up round)
         outside = {"before_put": (put.at - span[0]) * 1000, "after_read": (span[1] - seen[0].done) * 1000}
