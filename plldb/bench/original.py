@@ -208,6 +208,17 @@ class RestApiShim:
         self.server.server_close()
 
 
+def shimmed_layer(runtime: bytes) -> bytes:
+    """The original's layer with shim 3: an executable ``bin/bootstrap`` that finds its runtime beside it."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        executable = zipfile.ZipInfo("bin/bootstrap")
+        executable.external_attr = 0o100755 << 16
+        bundle.writestr(executable, SHIMMED_BOOTSTRAP)
+        bundle.writestr("bin/lambda_runtime.py", runtime)
+    return archive.getvalue()
+
+
 def apply_cloud_shims(session: Any, command: Path) -> None:
     """Shims 1 (the instrumentation function's WEBSOCKET_ENDPOINT) and 3 (the layer's bootstrap)."""
     lambda_client = session.client("lambda")
@@ -230,18 +241,11 @@ def apply_cloud_shims(session: Any, command: Path) -> None:
             check=True,
         ).stdout.strip()
     )
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        executable = zipfile.ZipInfo("bin/bootstrap")
-        executable.external_attr = 0o100755 << 16
-        bundle.writestr(executable, SHIMMED_BOOTSTRAP)
-        bundle.write(
-            site_packages / "cloudformation" / "layer" / "lambda_runtime.py", "bin/lambda_runtime.py"
-        )
+    runtime = (site_packages / "cloudformation" / "layer" / "lambda_runtime.py").read_bytes()
     lambda_client.publish_layer_version(
         LayerName=LAYER_NAME,
         Description="plldb 0.1.3's layer; bin/bootstrap runs the lambda_runtime.py beside it (benchmark shim)",
-        Content={"ZipFile": archive.getvalue()},
+        Content={"ZipFile": shimmed_layer(runtime)},
         CompatibleRuntimes=["python3.13", "python3.12", "python3.11", "python3.10"],
     )
 
