@@ -231,7 +231,13 @@ def run(plan: Plan, mode: str, original_options: original.OriginalOptions) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plldb.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks that everything runs")
-    parser.add_argument("--output-dir", type=Path, default=Path("bench") / "results")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where to write benchmark.json and benchmark.md (default: bench/results, or a temporary "
+        "folder for --quick, so a smoke run never replaces the recorded results)",
+    )
     parser.add_argument(
         "--no-original",
         action="store_true",
@@ -253,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         enabled=not args.no_original, python=args.original_python, venv=args.original_venv
     )
     report = run(QUICK if args.quick else FULL, "quick" if args.quick else "full", options)
-    json_path, markdown_path = write_results(report, args.output_dir)
+    output = args.output_dir or (
+        Path(tempfile.gettempdir()) / "plldb-bench-quick" if args.quick else Path("bench") / "results"
+    )
+    json_path, markdown_path = write_results(report, output)
     print(markdown(report))
     log(f"Wrote {json_path} and {markdown_path}")
     return 0
