@@ -78,6 +78,14 @@ ANSWER_CODE = (
 
 def handler(event, context):
     message = json.loads(event["body"])
+    try:
+        update(message)
+    except DYNAMODB.exceptions.ConditionalCheckFailedException:
+        pass  # a repeated message (a post retried after a timeout): answered already, as $default says
+    return {"statusCode": 200}
+
+
+def update(message):
     DYNAMODB.update_item(
         TableName=os.environ["INVOCATIONS"],
         Key={"Caller": {"S": message["caller"]}, "DeliveryId": {"S": message["deliveryId"]}},
@@ -92,7 +100,6 @@ def handler(event, context):
             ":sid": {"S": os.environ["SESSION_ID"]},
         },
     )
-    return {"statusCode": 200}
 """
 )
 
