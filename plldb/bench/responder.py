@@ -31,7 +31,11 @@ def emit(event: str, **fields: Any) -> None:
 def answer_floor(url: str, session_id: str) -> None:
     from websockets.sync.client import connect
 
-    with connect(f"{url}?sessionId={session_id}", max_size=None, compression=None) as websocket:
+    # No keep-alive pings: API Gateway does not document answering them, and a pong the saturated local
+    # cloud sends late must not close the floor's connection (plldb's own client does the same).
+    with connect(
+        f"{url}?sessionId={session_id}", max_size=None, compression=None, ping_interval=None
+    ) as websocket:
         emit("connected")
         for raw in websocket:
             message = json.loads(raw)
@@ -79,6 +83,7 @@ class ScriptedSession:
             max_size=None,
             compression=None,
             open_timeout=OPEN_TIMEOUT_SECONDS,
+            ping_interval=None,
         ) as websocket:
             self.websocket = websocket
             websocket.send(protocol.encode(protocol.open_message(self.stack, key, anchor)))
