@@ -350,8 +350,9 @@ class DebuggerBridge:
         # Seconds from invoking the dispatcher to reading a quick (unacknowledged) answer, latest last.
         self.quick_answers: deque[float] = deque(maxlen=QUICK_ANSWERS_KEPT)
         # Dispatcher invocations run here, so the item can be read while one is still returning; an answer
-        # read first leaves its invocation to finish on its own (two threads: the next one never waits).
-        self._dispatching = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plldb-dispatch")
+        # read first leaves its invocation to finish on its own. Four threads: even when the dispatcher is
+        # slow, the invocations answered early before this one leave a thread free for its own.
+        self._dispatching = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plldb-dispatch")
 
     def warm_up(self) -> None:
         """Learn the function's identity and create the clients before the first invocation."""
