@@ -18,6 +18,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 ANSWER = '{"ok": true}'
@@ -91,7 +92,7 @@ class ScriptedSession:
             for raw in websocket:
                 self.on_message(json.loads(raw))
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Mapping[str, Any]) -> None:
         from plldb import protocol
 
         self.websocket.send(protocol.encode(message))

@@ -278,7 +278,7 @@ def _deliver_to_claimed_session(
         if old.get(protocol.A_PAYLOAD_SHA256) != digest:
             return _refused("the payload does not match the invocation item")
         if protocol.A_POSTED_AT in old:
-            return _refused("this delivery was posted already")
+            return _posted_already(caller, delivery_id)
         return _refused("the invocation item names another session")
     version = str((payload.get("function") or {}).get("version") or "$LATEST")
     member, why = membership(resources, session, caller, version)
