@@ -62,6 +62,10 @@ ORIGINAL_ENVIRONMENT_ABSENT = "absent"
 # JSON {alias: {"version": "3", "weights": {"2": 0.1}}}: where each alias pointed before plldb moved it
 # to the version it published of the instrumented configuration (which inherits this variable).
 ENV_ALIASES = "PLLDB_ALIASES"
+# JSON list of sessions with options, in the order the layer tries them (a function carries either
+# DEBUGGER_SESSION_ID or this, never both): [{"id": S, "observe": bool, "match": JMESPath|null,
+# "sample": 0<x<=1}]. See parse_sessions and docs/protocol.md.
+ENV_SESSIONS = "PLLDB_SESSIONS"
 INSTRUMENTATION_VARIABLES = (
     ENV_EXEC_WRAPPER,
     ENV_SESSION_ID,
@@ -73,6 +77,7 @@ INSTRUMENTATION_VARIABLES = (
     ENV_ORIGINAL_TIMEOUT,
     ENV_ORIGINAL_ENVIRONMENT,
     ENV_ALIASES,
+    ENV_SESSIONS,
 )
 # The description of a version plldb publishes: the session's id follows.
 PUBLISHED_VERSION_PREFIX = "plldb session "
@@ -246,11 +251,12 @@ class InvocationRef(TypedDict):
     deliveryId: str
 
 
-class OpenMessage(TypedDict):
+class OpenMessage(TypedDict, total=False):
     type: str
     stack: str  # stack name or StackId
     sessionKey: str  # 64 hex: the MAC key of the cloud's messages to this session
     reconnectAnchor: str  # 64 hex: H^N(seed) of the reconnect chain
+    shared: bool  # true for a session with a match: it may share the stack with other such sessions
 
 
 class ReleaseMessage(TypedDict):
@@ -283,6 +289,18 @@ class ResponseMessage(TypedDict, total=False):
     error: dict[str, Any]  # 500: {errorMessage, errorType, stackTrace}
 
 
+class ObservedOutcome(TypedDict, total=False):
+    """The cloud's outcome of an observed invocation: ``result`` (the JSON text Lambda returned) or
+    ``error`` (the Runtime API error document), or, for a result too large to travel in the message,
+    only its ``resultSize`` and ``resultSha256``; always ``durationMs``."""
+
+    result: str
+    error: dict[str, Any]
+    resultSize: int
+    resultSha256: str
+    durationMs: float
+
+
 class InvokeMessage(TypedDict, total=False):
     type: str
     v: int
@@ -298,6 +316,7 @@ class InvokeMessage(TypedDict, total=False):
     eventSize: int
     environment: dict[str, str]
     credentials: dict[str, Any] | None
+    observed: ObservedOutcome  # observe mode: what the deployed code answered in the cloud
     mac: str
 
 
@@ -460,6 +479,8 @@ def _validate_reference(message: Mapping[str, Any]) -> None:
 
 
 def _validate_open(message: Mapping[str, Any]) -> None:
+    if "shared" in message and not isinstance(message["shared"], bool):
+        raise ProtocolError(ERR_MALFORMED, "'shared' must be true or false")
     stack = message["stack"]
     if not 0 < len(stack) <= MAX_STACK_REFERENCE_LENGTH:
         raise ProtocolError(ERR_MALFORMED, "'stack' must name a stack")
@@ -519,6 +540,31 @@ def _validate_invoke(message: Mapping[str, Any]) -> None:
     environment = message["environment"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in environment.items()):
         raise ProtocolError(ERR_MALFORMED, "'environment' must map names to strings")
+    if "observed" in message:
+        validate_observed(message["observed"])
+
+
+def validate_observed(observed: Any) -> None:
+    if not isinstance(observed, dict):
+        raise ProtocolError(ERR_MALFORMED, "'observed' must be an object")
+    duration = observed.get("durationMs")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration < 0:
+        raise ProtocolError(ERR_MALFORMED, "'observed' needs a non-negative 'durationMs'")
+    kinds = [name for name in ("result", "error", "resultSha256") if name in observed]
+    if len(kinds) != 1:
+        raise ProtocolError(
+            ERR_MALFORMED, "'observed' needs exactly one of 'result', 'error', 'resultSha256'"
+        )
+    if "result" in observed and not isinstance(observed["result"], str):
+        raise ProtocolError(ERR_MALFORMED, "'observed.result' must be the result's JSON text")
+    if "error" in observed and not isinstance(observed["error"], dict):
+        raise ProtocolError(ERR_MALFORMED, "'observed.error' must be an error document")
+    if "resultSha256" in observed and not (
+        isinstance(observed["resultSha256"], str)
+        and HEX256_PATTERN.match(observed["resultSha256"])
+        and isinstance(observed.get("resultSize"), int)
+    ):
+        raise ProtocolError(ERR_MALFORMED, "'observed.resultSha256' needs 64 hex digits and 'resultSize'")
 
 
 _VALIDATORS = {
@@ -545,8 +591,16 @@ def reference(caller: str, delivery_id: str) -> InvocationRef:
     return {"caller": caller, "deliveryId": delivery_id}
 
 
-def open_message(stack: str, session_key: str, reconnect_anchor: str) -> OpenMessage:
-    return {"type": MSG_OPEN, "stack": stack, "sessionKey": session_key, "reconnectAnchor": reconnect_anchor}
+def open_message(stack: str, session_key: str, reconnect_anchor: str, shared: bool = False) -> OpenMessage:
+    message: OpenMessage = {
+        "type": MSG_OPEN,
+        "stack": stack,
+        "sessionKey": session_key,
+        "reconnectAnchor": reconnect_anchor,
+    }
+    if shared:
+        message["shared"] = True
+    return message
 
 
 def release_message(stack: str) -> ReleaseMessage:
@@ -672,6 +726,59 @@ def sha256_hex(data: bytes) -> str:
 def payload_digest(payload: Mapping[str, Any]) -> str:
     """The digest of what the layer hands the dispatcher, recorded in the item the layer alone writes."""
     return sha256_hex(_canonical(payload))
+
+
+# --- Sessions with options (PLLDB_SESSIONS) ----------------------------------------------------------
+MAX_MATCH_LENGTH = 1024  # a JMESPath expression of --match; Lambda's 4 KB of variables bound the list
+
+
+class SessionEntry(TypedDict):
+    id: str
+    observe: bool
+    match: str | None
+    sample: float
+
+
+def session_entry(session_id: str, observe: bool, match: str | None, sample: float) -> SessionEntry:
+    return {"id": session_id, "observe": observe, "match": match, "sample": sample}
+
+
+def parse_sessions(text: str) -> list[SessionEntry]:
+    """The entries of a PLLDB_SESSIONS value; ValueError naming the first problem otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{ENV_SESSIONS} is not JSON")
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{ENV_SESSIONS} must be a non-empty JSON list")
+    entries: list[SessionEntry] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(value):
+        where = f"{ENV_SESSIONS} entry {position}"
+        if not isinstance(entry, dict) or set(entry) != {"id", "observe", "match", "sample"}:
+            raise ValueError(f"{where} must be an object with exactly id, observe, match, sample")
+        session_id, observe, match, sample = entry["id"], entry["observe"], entry["match"], entry["sample"]
+        if not isinstance(session_id, str) or not SESSION_ID_PATTERN.match(session_id):
+            raise ValueError(f"{where}: id is not a session id")
+        if session_id in seen:
+            raise ValueError(f"{where}: session {session_id[:8]} is listed twice")
+        seen.add(session_id)
+        if not isinstance(observe, bool):
+            raise ValueError(f"{where}: observe must be true or false")
+        if match is not None and (not isinstance(match, str) or not 0 < len(match) <= MAX_MATCH_LENGTH):
+            raise ValueError(f"{where}: match must be null or a JMESPath expression")
+        if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 1:
+            raise ValueError(f"{where}: sample must be a number greater than 0 and at most 1")
+        entries.append(session_entry(session_id, observe, match, float(sample)))
+    return entries
+
+
+def sessions_variable(entries: list[SessionEntry]) -> str:
+    """The PLLDB_SESSIONS value of ``entries``: compact JSON, in order."""
+    return json.dumps(
+        [session_entry(e["id"], e["observe"], e["match"], e["sample"]) for e in entries],
+        separators=(",", ":"),
+    )
 
 
 # --- Credentials ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ LAMBDA_SIDE_MODULES = {
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
     for path in LAMBDA_SIDE_FILES
 }
-THIRD_PARTY_ALLOWED = {"boto3", "botocore"}
+THIRD_PARTY_ALLOWED = {"boto3", "botocore", "jmespath"}  # jmespath: a dependency of botocore
 LAMBDA_PYTHONS = ["python3.10", "python3.11", "python3.12", "python3.13"]
 
 

@@ -629,6 +629,7 @@ def test_instrumentation_variables_name_everything_plldb_puts_on_a_function() ->
         "PLLDB_ORIGINAL_TIMEOUT",
         "PLLDB_ORIGINAL_ENVIRONMENT",
         "PLLDB_ALIASES",
+        "PLLDB_SESSIONS",
     }
     assert set(p.INSTRUMENTATION_VARIABLES).isdisjoint(p.CREDENTIAL_VARIABLES)
 

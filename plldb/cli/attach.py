@@ -56,6 +56,7 @@ class AttachRequest:
     write_vscode: bool
     keepalive_seconds: float
     max_connection_age: float
+    options: Any = None  # plldb.local.session_options.SessionOptions: --observe, --match, --sample
 
 
 def _resolve_target(
@@ -140,6 +141,31 @@ def _resolve_target(
     is_flag=True,
     help="Also redirect aliases with provisioned concurrency (Lambda re-provisions them: minutes, billed).",
 )
+@click.option(
+    "--observe",
+    is_flag=True,
+    help="The deployed code keeps answering; each invocation also runs here (breakpoints hold nobody) "
+    "and its outcome is shown next to the cloud's.",
+)
+@click.option(
+    "--match",
+    metavar="EXPR",
+    default=None,
+    help="Only invocations whose event this JMESPath expression selects come here; the rest run the "
+    "deployed code. Several developers with a --match can share a stack.",
+)
+@click.option(
+    "--match-token",
+    is_flag=True,
+    help="Like --match, with a random token: only requests with the header attach prints come here.",
+)
+@click.option(
+    "--sample",
+    type=float,
+    default=None,
+    metavar="F",
+    help="With --observe or --match: only this fraction of the invocations (0.1: one in ten).",
+)
 @aws_options
 @samconfig_options
 @HELPER_STACK_OPTION
@@ -210,10 +236,17 @@ def attach(
     pycharm_address: str | None,
     keepalive_seconds: float,
     max_connection_age: float,
+    observe: bool,
+    match: str | None,
+    match_token: bool,
+    sample: float | None,
 ) -> None:
     """Run every invocation of a deployed stack's Python functions here, from local source."""
     from plldb.aws import translate_aws_errors
     from plldb.local.console import Console, choose_mode
+    from plldb.local.session_options import session_options
+
+    options = session_options(observe=observe, sample=sample, match=match, match_token=match_token)
 
     debugger = _debugger_config(
         use_debugpy=use_debugpy,
@@ -250,6 +283,7 @@ def attach(
         write_vscode=write_vscode,
         keepalive_seconds=keepalive_seconds,
         max_connection_age=max_connection_age,
+        options=options,
     )
     console = Console(choose_mode(json_output), quiet=quiet)
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
@@ -347,7 +381,12 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         include_provisioned=request.include_provisioned,
         account_id=helper.stack_id.split(":")[4],
         partition=helper.stack_id.split(":")[1],
+        options=request.options,
     )
+    if request.options is not None:
+        from plldb.local.session_options import announce
+
+        announce(console, request.options)
 
     def take_over() -> None:
         console.info(
@@ -385,6 +424,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
                 max_connection_age_seconds=request.max_connection_age,
             ),
             take_over=request.take_over,
+            shared=request.options is not None and request.options.shared,
         )
         instrumentation.stop = debug_session.stop_requested
         console.info(

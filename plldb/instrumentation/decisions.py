@@ -46,6 +46,9 @@ class Target:
     fallback: str = protocol.FALLBACK_ERROR
     timeout: int = MAX_TIMEOUT_SECONDS
     extra: dict[str, str] = field(default_factory=dict)  # further plldb variables (for aliases)
+    # A session with options (observe, match, sample): it joins PLLDB_SESSIONS instead of taking the
+    # function with DEBUGGER_SESSION_ID; None for a plain attach.
+    entry: protocol.SessionEntry | None = None
 
 
 def variables(config: Mapping[str, Any]) -> dict[str, str] | None:
@@ -66,9 +69,26 @@ def layer_base(layer_version_arn: str) -> str:
 
 
 def session_of(config: Mapping[str, Any]) -> str | None:
-    """The session a function is instrumented for, if any."""
+    """The session a plain attach instrumented the function for (DEBUGGER_SESSION_ID), if any."""
     value = (variables(config) or {}).get(protocol.ENV_SESSION_ID)
     return str(value) if value else None
+
+
+def session_entries(config: Mapping[str, Any]) -> list[protocol.SessionEntry]:
+    """The sessions with options (PLLDB_SESSIONS) the function carries; none when absent or invalid."""
+    text = (variables(config) or {}).get(protocol.ENV_SESSIONS)
+    if not text:
+        return []
+    try:
+        return protocol.parse_sessions(text)
+    except ValueError:
+        return []
+
+
+def sessions_of(config: Mapping[str, Any]) -> list[str]:
+    """Every session the function is instrumented for: DEBUGGER_SESSION_ID, or PLLDB_SESSIONS' ids."""
+    single = session_of(config)
+    return [single] if single else [entry["id"] for entry in session_entries(config)]
 
 
 def is_instrumented(config: Mapping[str, Any], layer_version_arn: str = "") -> bool:
@@ -117,14 +137,22 @@ def original_of(config: Mapping[str, Any], layer_version_arn: str) -> Original:
     return Original(environment=environment, layers=own_layers, timeout=timeout, derived=derived)
 
 
-def instrumented_variables(original: Original, target: Target) -> dict[str, str]:
-    """The original variables plus the session's; the function's own wrapper is chained, not lost."""
+def instrumented_variables(
+    original: Original, target: Target, entries: list[protocol.SessionEntry] | None = None
+) -> dict[str, str]:
+    """The original variables plus the session's; the function's own wrapper is chained, not lost.
+
+    ``entries``: with a target that has an entry, the PLLDB_SESSIONS list to write (see joined_entries).
+    """
     env = dict(original.environment or {})
     own_wrapper = env.get(protocol.ENV_EXEC_WRAPPER)
     if own_wrapper and own_wrapper != protocol.LAYER_WRAPPER_PATH:
         env[protocol.ENV_ORIGINAL_EXEC_WRAPPER] = own_wrapper
     env[protocol.ENV_EXEC_WRAPPER] = protocol.LAYER_WRAPPER_PATH
-    env[protocol.ENV_SESSION_ID] = target.session_id
+    if target.entry is None:
+        env[protocol.ENV_SESSION_ID] = target.session_id
+    else:
+        env[protocol.ENV_SESSIONS] = protocol.sessions_variable(entries or [target.entry])
     env[protocol.ENV_DISPATCHER] = target.dispatcher_arn
     env[protocol.ENV_INVOCATIONS_TABLE] = target.invocations_table
     env[protocol.ENV_PAYLOAD_BUCKET] = target.payload_bucket
@@ -158,7 +186,13 @@ def instrument_update(config: Mapping[str, Any], target: Target) -> dict[str, An
             f"it already has {len(original.layers)} layers and Lambda allows {MAX_LAYERS}, so the plldb "
             "layer cannot be added; remove a layer or leave this function out with --function"
         )
-    env = instrumented_variables(original, target)
+    entries = joined_entries(config, target) if target.entry is not None else None
+    env = instrumented_variables(original, target, entries)
+    if target.entry is not None:
+        # Aliases already redirected by an earlier session keep their recorded origin on $LATEST.
+        recorded = (variables(config) or {}).get(protocol.ENV_ALIASES)
+        if recorded and protocol.ENV_ALIASES not in target.extra:
+            env[protocol.ENV_ALIASES] = recorded
     if environment_bytes(env) > MAX_ENVIRONMENT_BYTES:
         raise CannotInstrument(
             "its variables and plldb's would exceed Lambda's 4 KB limit on a function's environment; "
@@ -167,7 +201,60 @@ def instrument_update(config: Mapping[str, Any], target: Target) -> dict[str, An
     return {
         "Environment": {"Variables": env},
         "Layers": [*original.layers, target.layer_version_arn],
-        "Timeout": max(1, min(MAX_TIMEOUT_SECONDS, target.timeout)),
+        "Timeout": instrumented_timeout(config, original, target, entries),
+    }
+
+
+def joined_entries(config: Mapping[str, Any], target: Target) -> list[protocol.SessionEntry]:
+    """PLLDB_SESSIONS with ``target``'s entry added, or put in place of its earlier one (order kept).
+
+    A function that a plain attach holds (DEBUGGER_SESSION_ID) has no entries to keep: the stack lock
+    lets a session with options in only once that session is gone.
+    """
+    assert target.entry is not None
+    kept = [entry for entry in session_entries(config) if entry["id"] != target.session_id]
+    mine = [entry for entry in session_entries(config) if entry["id"] == target.session_id]
+    if mine:
+        position = session_entries(config).index(mine[0])
+        return [*kept[:position], target.entry, *kept[position:]]
+    return [*kept, target.entry]
+
+
+def instrumented_timeout(
+    config: Mapping[str, Any],
+    original: Original,
+    target: Target,
+    entries: list[protocol.SessionEntry] | None,
+) -> int:
+    """The timeout while instrumented: the target's for a session that the caller waits on; the original
+    one while every session is an observing one (the deployed code answers, nobody waits on a debugger)."""
+    if target.entry is None:
+        return max(1, min(MAX_TIMEOUT_SECONDS, target.timeout))
+    candidates = [original.timeout]
+    if not target.entry["observe"]:
+        candidates.append(target.timeout)
+    if any(not e["observe"] for e in entries or [] if e["id"] != target.session_id):
+        candidates.append(int(config.get("Timeout") or original.timeout))
+    return max(1, min(MAX_TIMEOUT_SECONDS, max(candidates)))
+
+
+def leave_update(config: Mapping[str, Any], session_id: str, layer_version_arn: str) -> dict[str, Any] | None:
+    """The update that takes ``session_id``'s entry out of PLLDB_SESSIONS while others stay; None when
+    it was the last one (or not there): the function is then restored whole (strip_update)."""
+    entries = session_entries(config)
+    remaining = [entry for entry in entries if entry["id"] != session_id]
+    if not remaining or len(remaining) == len(entries):
+        return None
+    original = original_of(config, layer_version_arn)
+    env = dict(variables(config) or {})
+    env[protocol.ENV_SESSIONS] = protocol.sessions_variable(remaining)
+    timeout = int(config.get("Timeout") or original.timeout)
+    if all(entry["observe"] for entry in remaining):
+        timeout = original.timeout
+    return {
+        "Environment": {"Variables": env},
+        "Layers": layer_arns(config),
+        "Timeout": timeout,
     }
 
 

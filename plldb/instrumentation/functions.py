@@ -167,13 +167,15 @@ def instrument(
                 clients.lambda_client.update_alias(
                     FunctionName=function.name, Name=name, **decisions.redirect_update(version)
                 )
+            if target.entry is not None:  # the version an earlier session's list ran goes
+                _delete_unused_versions(clients, function, {version})
     except (ClientError, BotoCoreError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
         failure = error_text(exc) if isinstance(exc, ClientError) else str(exc)
         put_back = restore(clients, function, target.session_id)
         if put_back.status == STATUS_FAILED:
             failure += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
         return Result(function, STATUS_FAILED, failure)
-    text = f"instrumented (timeout {target.timeout} s)"
+    text = f"instrumented (timeout {updated.get('Timeout', target.timeout)} s)"
     if aliases:
         text += "; alias{} {} now send{} traffic to version {}".format(
             "es" if len(aliases) > 1 else "",
@@ -196,7 +198,7 @@ def _aliases_to_redirect(clients: Clients, function: FunctionRef) -> dict[str, A
         if current.version.isdigit():
             # An alias on a version an earlier, dead session published: its original is recorded there.
             version = get_configuration(clients.lambda_client, function.name, current.version)
-            if decisions.session_of(version):
+            if decisions.sessions_of(version):
                 recorded = decisions.alias_originals(version).get(str(alias["Name"]))
                 current = recorded or current
         aliases[str(alias["Name"])] = current
@@ -296,15 +298,15 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
             return Result(function, STATUS_SKIPPED, "the function no longer exists")
         return Result(function, STATUS_FAILED, error_text(exc))
     try:
-        notes = _restore_aliases(clients, function, session_id)
-        owner = decisions.session_of(config)
+        owners = decisions.sessions_of(config)
         traced = decisions.is_instrumented(config, clients.layer_version_arn)
-        if not traced:
-            text = "already in its deployed configuration"
-        elif session_id is not None and owner is not None and owner != session_id:
+        if traced and session_id is not None and len(owners) > 1 and session_id in owners:
+            return _leave(clients, function, config, session_id)
+        shared = bool(decisions.session_entries(config))
+        notes = _restore_aliases(clients, function, session_id, any_version=shared and session_id in owners)
+        if traced and session_id is not None and owners and session_id not in owners:
             return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
-        else:
-            text = _strip(clients, function, config)
+        text = _strip(clients, function, config) if traced else "already in its deployed configuration"
         # Once plldb is off the function, its tag goes whichever session put it there; otherwise only the
         # tag this session's own interrupted attach may have left.
         release_role(
@@ -313,6 +315,55 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
     except (ClientError, BotoCoreError, UpdateFailed) as exc:
         return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
+
+
+def _leave(clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str) -> Result:
+    """Take one session's entry out of PLLDB_SESSIONS; the other sessions keep the function (and the
+    role keeps its tag and policy, which the last one to leave removes)."""
+
+    def left(current: Mapping[str, Any]) -> dict[str, Any]:
+        update = decisions.leave_update(current, session_id, clients.layer_version_arn)
+        if update is None:
+            raise ChangedMeanwhile("the other sessions left meanwhile")
+        return update
+
+    try:
+        updated = update_until_applied(clients.lambda_client, function.name, left, known=config)
+    except ChangedMeanwhile:
+        return restore(clients, function, session_id)  # now the last one: restored whole
+    notes = _republish_aliases(clients, function, updated)
+    return Result(function, STATUS_OK, "; ".join(["left to the other sessions", *notes]))
+
+
+def _republish_aliases(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -> list[str]:
+    """Aliases plldb redirected run a version carrying the current PLLDB_SESSIONS: publish one, move
+    them there, and delete the versions plldb published that no alias references any more."""
+    redirected = decisions.alias_originals(config)
+    if not redirected:
+        return []
+    entries = decisions.session_entries(config)
+    version = _publish(clients, function, config, entries[0]["id"] if entries else "")
+    for name in redirected:
+        clients.lambda_client.update_alias(
+            FunctionName=function.name, Name=name, **decisions.redirect_update(version)
+        )
+    _delete_unused_versions(clients, function, {version})
+    return [f"aliases {', '.join(sorted(redirected))} now on version {version}"]
+
+
+def _delete_unused_versions(clients: Clients, function: FunctionRef, used: set[str]) -> None:
+    """Delete every version plldb published (any session's) that no alias references, except ``used``."""
+    for alias in _list_aliases(clients, function.name):
+        target = decisions.AliasTarget.of(alias)
+        used = used | {target.version, *target.weights}
+    for old in sorted(_published_versions(clients, function.name, None), key=int):
+        if old in used:
+            continue
+        try:
+            clients.lambda_client.delete_function(FunctionName=function.name, Qualifier=old)
+        except ClientError as exc:
+            if error_code(exc) not in ("ResourceNotFoundException", "ResourceConflictException"):
+                raise
 
 
 def _restore_failure(exc: Exception) -> str:
@@ -339,7 +390,9 @@ def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -
     return "restored"
 
 
-def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | None) -> list[str]:
+def _restore_aliases(
+    clients: Clients, function: FunctionRef, session_id: str | None, any_version: bool = False
+) -> list[str]:
     """Aliases back where they pointed, then the versions plldb published that nothing points at deleted.
 
     The versions of a function with aliases are listed even when it no longer carries plldb (a deploy
@@ -355,8 +408,8 @@ def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | 
         original = None
         if target.version.isdigit():
             version_config = get_configuration(clients.lambda_client, function.name, target.version)
-            owner = decisions.session_of(version_config)
-            if owner is not None and (session_id is None or owner == session_id):
+            owners = decisions.sessions_of(version_config)
+            if owners and (session_id is None or session_id in owners):
                 original = decisions.alias_originals(version_config).get(str(alias["Name"]))
                 if original is None:
                     notes.append(
@@ -374,7 +427,9 @@ def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | 
         still_used |= {original.version, *original.weights}
     if not aliases:
         return notes  # plldb publishes a version only for a function with aliases to redirect
-    unused = [v for v in _published_versions(clients, function.name, session_id) if v not in still_used]
+    # The last session with options to leave deletes the versions published for earlier lists too.
+    mine = None if any_version else session_id
+    unused = [v for v in _published_versions(clients, function.name, mine) if v not in still_used]
     for version in sorted(unused, key=int):
         try:
             clients.lambda_client.delete_function(FunctionName=function.name, Qualifier=version)

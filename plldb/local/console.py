@@ -579,6 +579,24 @@ class Console(SessionObserver):
         elif not outcome.ok:
             self._submit(_Entry(styled=(line, "red")))
 
+    def on_invocation_observed(
+        self, invocation: IncomingInvocation, outcome: InvocationOutcome, observed: Mapping[str, Any]
+    ) -> None:
+        """Observe mode: the local run next to the cloud's outcome, a difference highlighted."""
+        from plldb.local.session_options import observed_event, observed_lines
+
+        self.on_invocation_answered(invocation, outcome)
+        event = observed_event(invocation, outcome, observed)
+        if self.mode == MODE_JSON:
+            self._emit("observed", **event)
+            return
+        label = self.label(invocation.function_name)
+        for text, style in observed_lines(label, short_id(invocation.request_id), event):
+            if self.mode == MODE_PLAIN:
+                self._plain(text)
+            else:
+                self._submit(_Entry(styled=(text, style)))
+
     def on_invocation_stored(self, request_id: str) -> None:
         self._begin_streaming()
         if self.mode == MODE_JSON:

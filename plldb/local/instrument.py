@@ -85,6 +85,7 @@ class StackInstrumentation:
     stop: threading.Event = field(default_factory=threading.Event)
     results: list[Result] = field(default_factory=list)
     session_id: str = ""
+    options: Any = None  # plldb.local.session_options.SessionOptions of a session with options
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -110,6 +111,7 @@ class StackInstrumentation:
             layer_version_arn=self.helper.layer_version_arn,
             fallback=self.fallback,
             timeout=self.timeout,
+            entry=self.options.entry(opened.session_id) if self.options is not None else None,
         )
         count = len(self.functions)
         try:

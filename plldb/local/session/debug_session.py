@@ -89,6 +89,7 @@ class DebugSession:
         observer: SessionObserver | None = None,
         settings: ConnectionSettings | None = None,
         take_over: bool = False,
+        shared: bool = False,
     ) -> None:
         self._url = websocket_url
         self._signer = signer
@@ -101,6 +102,7 @@ class DebugSession:
         self._observer = observer or SessionObserver()
         self._settings = settings or ConnectionSettings()
         self._take_over = take_over
+        self._shared = shared  # a session with a match: it may share its stack with other such sessions
         self._deliveries = Deliveries()
         self._opened: Opened | None = None
         self._current: _Connection | None = None
@@ -191,6 +193,7 @@ class DebugSession:
                     self._stack,
                     self._key,
                     protocol.reconnect_token(self._seed, protocol.RECONNECT_CHAIN_LENGTH),
+                    shared=self._shared,
                 ),
                 protocol.MSG_OPENED,
             )
@@ -512,18 +515,40 @@ class DebugSession:
             return
         decision, delivery = self._deliveries.receive(message)
         if decision == Decision.RUN:
-            self._spawn(self._execute(message, delivery))
+            observed = message.get("observed")
+            self._spawn(
+                self._execute(message, delivery) if observed is None else self._observe(message, delivery)
+            )
             return
         self._observer.on_duplicate_invoke(delivery.request_id)
+        if "observed" in message:
+            return  # an observed invocation is never answered: nothing to repeat
         if decision == Decision.REPEAT_ACK:
             self._spawn(self._send(delivery.ack))
         elif decision == Decision.REPEAT_ANSWER:
             self._spawn(self._send_response(delivery))
 
+    async def _observe(self, message: dict[str, Any], delivery: Delivery) -> None:
+        """Observe mode: the cloud has answered already; the local run is shown next to its outcome,
+        and nothing is sent back (no caller waits, so a breakpoint holds nobody)."""
+        invocation, outcome = await self._run_locally(message, delivery)
+        self._deliveries.refused(delivery)  # finished: a repeated post is ignored
+        self._observer.on_invocation_observed(invocation, outcome, message["observed"])
+
     async def _execute(self, message: dict[str, Any], delivery: Delivery) -> None:
+        ack = self._spawn(self._acknowledge_later(delivery))
+        invocation, outcome = await self._run_locally(message, delivery)
+        response, outcome = await self._response(delivery, outcome)
+        ack.cancel()
+        self._deliveries.answered(delivery, response)
+        self._observer.on_invocation_answered(invocation, outcome)
+        await self._send_response(delivery)
+
+    async def _run_locally(
+        self, message: dict[str, Any], delivery: Delivery
+    ) -> tuple[IncomingInvocation, InvocationOutcome]:
         assert self._loop is not None
         started = time.monotonic()
-        ack = self._spawn(self._acknowledge_later(delivery))
         function = message.get("function") or {}
         invocation = IncomingInvocation(
             request_id=delivery.request_id,
@@ -555,11 +580,7 @@ class DebugSession:
             outcome = InvocationOutcome(
                 outcome.status_code, outcome.payload, outcome.error, (time.monotonic() - started) * 1000
             )
-        response, outcome = await self._response(delivery, outcome)
-        ack.cancel()
-        self._deliveries.answered(delivery, response)
-        self._observer.on_invocation_answered(invocation, outcome)
-        await self._send_response(delivery)
+        return invocation, outcome
 
     async def _acknowledge_later(self, delivery: Delivery) -> None:
         """A quick answer needs no ack: the ack only tells the layer a slow one is coming."""

@@ -144,7 +144,7 @@ def membership(
         if error_code(exc) == "ResourceNotFoundException":
             return None, f"function {function_name} (version {version}) does not exist"
         raise
-    if decisions.session_of(config) != session_id:
+    if session_id not in decisions.sessions_of(config):
         return None, f"function {function_name} is not instrumented for this session"
     if _role_id(resources, str(config.get("Role") or "")) != role_id:
         return None, f"the caller is not the execution role of function {function_name}"
@@ -215,6 +215,13 @@ def invoke_message(
         ),
         "credentials": payload.get("credentials") if isinstance(payload.get("credentials"), dict) else None,
     }
+    if "observed" in payload:
+        observed = payload["observed"]
+        try:
+            protocol.validate_observed(observed)
+        except protocol.ProtocolError:
+            return None
+        message["observed"] = observed
     if isinstance(payload.get("event"), str):
         message["event"] = payload["event"]
     elif payload.get("eventObject") is True and isinstance(payload.get("eventSha256"), str):

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import plldb
 from plldb import lambda_common, protocol
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb.bootstrap.cloudformation.layer import lambda_compat, routing
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
 
 LOGGER = logging.getLogger("plldb.layer")
@@ -93,6 +93,9 @@ class Settings:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.session_id = environ.get(protocol.ENV_SESSION_ID, "")
+        # Sessions with options (observe, match, sample) instead of one session: see routing.py.
+        self.sessions = environ.get(protocol.ENV_SESSIONS, "")
+        self.routes: list[routing.Route] = []
         self.dispatcher_arn = environ.get(protocol.ENV_DISPATCHER, "")
         self.invocations_table = environ.get(protocol.ENV_INVOCATIONS_TABLE, "")
         self.payload_bucket = environ.get(protocol.ENV_PAYLOAD_BUCKET, "")
@@ -106,8 +109,13 @@ class Settings:
 
     def _check(self, environ: Mapping[str, str]) -> list[str]:
         problems = []
+        if self.sessions:
+            if self.session_id:
+                problems.append(f"both {protocol.ENV_SESSION_ID} and {protocol.ENV_SESSIONS} are set")
+            self.routes, invalid = routing.routes_from_environment(self.sessions)
+            problems += invalid
         required = (
-            protocol.ENV_SESSION_ID,
+            *(() if self.sessions else (protocol.ENV_SESSION_ID,)),
             protocol.ENV_DISPATCHER,
             protocol.ENV_INVOCATIONS_TABLE,
             protocol.ENV_PAYLOAD_BUCKET,
@@ -321,9 +329,10 @@ class CloudHandler:
 class Delivery:
     """One round of one invocation: its item's key and what is known of it."""
 
-    def __init__(self, invocation: Invocation, caller: str) -> None:
+    def __init__(self, invocation: Invocation, caller: str, session_id: str = "") -> None:
         self.invocation = invocation
         self.caller = caller
+        self.session_id = session_id
         self.delivery_id = protocol.new_delivery_id()
         self.request_id = invocation.request_id
 
@@ -341,11 +350,16 @@ class DebuggerBridge:
         access: FunctionAccess,
         cloud_handler: CloudHandler,
         sleep: Callable[[float], None] = time.sleep,
+        router: routing.Router | None = None,
     ) -> None:
         self._settings = settings
         self._access = access
         self._cloud_handler = cloud_handler
         self._sleep = sleep
+        self._router = (
+            router if router is not None or not settings.routes else routing.Router(settings.routes)
+        )
+        self._follow_up: Callable[[], None] | None = None  # observe: the delivery, after the answer
         self.reads = 0  # item reads of the last invocation (reported in the log)
         # Seconds from invoking the dispatcher to reading a quick (unacknowledged) answer, latest last.
         self.quick_answers: deque[float] = deque(maxlen=QUICK_ANSWERS_KEPT)
@@ -365,8 +379,16 @@ class DebuggerBridge:
 
     # The invocation path ---------------------------------------------------------------------------------
     def answer(self, invocation: Invocation) -> Answer:
+        session_id = self._settings.session_id
+        if self._router is not None:
+            route = self._router.choose(invocation.body)
+            if route is None:
+                return self._cloud_handler.run(invocation)  # no session takes it: the deployed code
+            if route.observe:
+                return self._observe(invocation, route.session_id)
+            session_id = route.session_id
         self.reads = 0
-        delivery = Delivery(invocation, self._access.identify())
+        delivery = Delivery(invocation, self._access.identify(), session_id)
         payload = self._payload(delivery)
         self._record(delivery, payload)
         dispatched = time.monotonic()
@@ -379,7 +401,7 @@ class DebuggerBridge:
         if status == "posted":
             LOGGER.info(
                 "plldb: invocation sent to the local debugger (session %s)",
-                lambda_common.redact(self._settings.session_id),
+                lambda_common.redact(delivery.session_id),
             )
             return self._await_answer(delivery, dispatched)
         reason = str(verdict.get("reason") or "the helper stack gave no reason")
@@ -389,6 +411,43 @@ class DebuggerBridge:
         if status == "absent":
             return self._without_debugger(invocation, reason)
         return Answer.failure(refused_error(reason, invocation.request_id))
+
+    def _observe(self, invocation: Invocation, session_id: str) -> Answer:
+        """Observe mode: the deployed handler answers; the delivery follows once Lambda has the answer."""
+        started = time.monotonic()
+        answer = self._cloud_handler.run(invocation)
+        duration_ms = (time.monotonic() - started) * 1000.0
+        self._follow_up = lambda: self._hand_over_observed(invocation, session_id, answer, duration_ms)
+        return answer
+
+    def follow_up(self) -> None:
+        """After the answer went to the Runtime API: what observe mode still owes its session, if any.
+
+        Lambda keeps the environment running until the runtime asks for the next invocation (the
+        Runtime API's ``/next``), so this runs before that request. A failure costs one log line and
+        never the invocation, which is already answered.
+        """
+        follow_up, self._follow_up = self._follow_up, None
+        if follow_up is None:
+            return
+        try:
+            follow_up()
+        except Exception as exc:
+            LOGGER.warning("plldb: the observed invocation could not be handed to the debugger (%s)", exc)
+
+    def _hand_over_observed(
+        self, invocation: Invocation, session_id: str, answer: Answer, duration_ms: float
+    ) -> None:
+        delivery = Delivery(invocation, self._access.identify(), session_id)
+        payload = self._payload(delivery, routing.observed_outcome(answer.body, answer.error, duration_ms))
+        self._record(delivery, payload)
+        verdict = self._dispatch(delivery, "deliver", payload)
+        if verdict.get("status") != "posted":
+            LOGGER.info(
+                "plldb: the observed invocation was not posted to session %s (%s)",
+                lambda_common.redact(session_id),
+                verdict.get("reason") or verdict.get("status"),
+            )
 
     def _answer_while_dispatching(
         self, delivery: Delivery, pending: Future[dict[str, Any]], dispatched: float
@@ -424,7 +483,7 @@ class DebuggerBridge:
             return self._cloud_handler.run(invocation)
         return Answer.failure(not_attached_error(reason, invocation.request_id))
 
-    def _payload(self, delivery: Delivery) -> dict[str, Any]:
+    def _payload(self, delivery: Delivery, observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What the dispatcher turns into the `invoke` message; a large event goes as an S3 object."""
         invocation = delivery.invocation
         environ = os.environ
@@ -448,6 +507,8 @@ class DebuggerBridge:
             "environment": protocol.without_credentials(environ),
             "credentials": self._access.credentials(),
         }
+        if observed is not None:
+            payload["observed"] = dict(observed)
         try:
             payload["event"] = invocation.body.decode("utf-8")
             if protocol.message_size(payload) <= protocol.INLINE_MESSAGE_LIMIT:
@@ -470,7 +531,7 @@ class DebuggerBridge:
         dynamodb = self._access.client("dynamodb")
         item = {
             **delivery.key,
-            protocol.A_SESSION_ID: {"S": self._settings.session_id},
+            protocol.A_SESSION_ID: {"S": delivery.session_id},
             protocol.A_REQUEST_ID: {"S": delivery.request_id},
             protocol.A_FUNCTION_NAME: {"S": self._settings.function_name},
             protocol.A_PAYLOAD_SHA256: {"S": protocol.payload_digest(payload)},
@@ -495,7 +556,7 @@ class DebuggerBridge:
         }
         if payload is not None:
             request["payload"] = payload
-            request["sessionId"] = self._settings.session_id  # the dispatcher checks the item names it
+            request["sessionId"] = delivery.session_id  # the dispatcher checks the item names it
         client = self._access.client("lambda")
         response = self._access.call(
             lambda: client.invoke(
@@ -745,6 +806,7 @@ def serve(runtime: RuntimeApiClient, bridge: DebuggerBridge, current: CurrentReq
             # One failed invocation (throttling, a network error, ...) must not end the environment.
             answer = Answer.failure(layer_error(f"{type(exc).__name__}: {exc}", invocation.request_id))
         deliver(runtime, invocation, answer)
+        bridge.follow_up()
 
 
 def _hide_layer_from_handler_imports() -> None:
@@ -762,7 +824,7 @@ def _hide_layer_from_handler_imports() -> None:
 def main(original_command: list[str]) -> None:
     """Started by the wrapper with the runtime's original command line (kept to hand over to)."""
     settings = Settings(os.environ)
-    if not settings.session_id:
+    if not settings.session_id and not settings.sessions:
         os.execvp(original_command[0], original_command)  # noqa: S606 - the runtime's own command line
     runtime = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     current = CurrentRequest()
@@ -782,7 +844,8 @@ def main(original_command: list[str]) -> None:
         "plldb: debugger layer %s (%s) active for session %s (function %s)",
         plldb.__version__,
         _LAYER_ROOT,
-        lambda_common.redact(settings.session_id),
+        ", ".join(lambda_common.redact(r.session_id) for r in settings.routes)
+        or lambda_common.redact(settings.session_id),
         settings.function_name,
     )
     bridge = DebuggerBridge(settings, FunctionAccess(settings), CloudHandler(settings.handler))
