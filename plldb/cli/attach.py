@@ -20,6 +20,7 @@ import click
 
 from plldb import protocol
 from plldb.cli.common import aws_options
+from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.cli.settings import samconfig_options
 from plldb.errors import PlldbError
 
@@ -150,33 +151,9 @@ def _resolve_target(
     is_flag=True,
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
-@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run handlers under debugpy (VS Code).")
-@click.option(
-    "--debugpy-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="The address debugpy listens on for VS Code. Only this machine can connect to the default; "
-    "another address needs --debugpy-allow-remote.",
-)
-@click.option(
-    "--debugpy-allow-remote",
-    is_flag=True,
-    help="Allow a --debugpy-host that other machines can reach. debugpy has no authentication: anyone "
-    "who can reach the port can run any code as you.",
-)
-@click.option(
-    "--debugpy-port",
-    type=click.IntRange(0, 65535),
-    default=5678,
-    show_default=True,
-    help="The port debugpy listens on (0: any free port).",
-)
-@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait for VS Code before attaching.")
+@debugger_options
 @click.option(
     "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
-)
-@click.option(
-    "--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect handlers to PyCharm's debug server."
 )
 @click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
 @click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
@@ -201,13 +178,8 @@ def attach(
     json_output: bool,
     quiet: bool,
     local_credentials: bool,
-    use_debugpy: bool,
-    debugpy_host: str,
-    debugpy_allow_remote: bool,
-    debugpy_port: int,
-    wait_for_client: bool,
+    debugger_choice: DebuggerChoice,
     write_vscode: bool,
-    pycharm_address: str | None,
     keepalive_seconds: float,
     max_connection_age: float,
 ) -> None:
@@ -215,15 +187,9 @@ def attach(
     from plldb.aws import translate_aws_errors
     from plldb.local.console import Console, choose_mode
 
-    debugger = _debugger_config(
-        use_debugpy=use_debugpy,
-        host=debugpy_host,
-        allow_remote=debugpy_allow_remote,
-        port=debugpy_port,
-        wait_for_client=wait_for_client,
-        write_vscode=write_vscode,
-        pycharm_address=pycharm_address,
-    )
+    debugger = debugger_choice.config()
+    if write_vscode and not debugger_choice.use_debugpy:
+        raise PlldbError("--write-vscode needs --debugpy.", "Add --debugpy.")
     settings = _resolve_target(
         stack_name=stack_name,
         template=template,
@@ -253,39 +219,6 @@ def attach(
     )
     console = Console(choose_mode(json_output), quiet=quiet)
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
-
-
-def _debugger_config(
-    *,
-    use_debugpy: bool,
-    host: str,
-    allow_remote: bool,
-    port: int,
-    wait_for_client: bool,
-    write_vscode: bool,
-    pycharm_address: str | None,
-) -> Any:
-    from plldb.local.debuggers import DebuggerConfig, is_loopback, parse_host_port
-
-    if use_debugpy and pycharm_address:
-        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Choose one debugger.")
-    if (wait_for_client or write_vscode) and not use_debugpy:
-        raise PlldbError("--wait-for-client and --write-vscode need --debugpy.", "Add --debugpy.")
-    if allow_remote and not use_debugpy:
-        raise PlldbError("--debugpy-allow-remote needs --debugpy.", "Add --debugpy.")
-    if use_debugpy and not is_loopback(host) and not allow_remote:
-        raise PlldbError(
-            f"--debugpy-host {host} would let other machines connect to debugpy, which has no "
-            "authentication: anyone who can reach the port could run any code as you.",
-            "Add --debugpy-allow-remote if that is what you want; to debug from another machine "
-            f"safely, keep 127.0.0.1 and forward the port over SSH (ssh -L {port}:127.0.0.1:{port}).",
-        )
-    if use_debugpy:
-        return DebuggerConfig("debugpy", host=host, port=port, wait_for_client=wait_for_client)
-    if pycharm_address:
-        pycharm_host, pycharm_port = parse_host_port(pycharm_address)
-        return DebuggerConfig("pycharm", host=pycharm_host, port=pycharm_port)
-    return None
 
 
 def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
@@ -464,8 +397,8 @@ def _start_debugger(
 
     from plldb.local.debuggers import (
         DEBUGPY,
+        exposure_warning,
         find_workspace,
-        is_loopback,
         pycharm_timeout,
         start_debugpy,
         vscode_launch_configuration,
@@ -483,11 +416,9 @@ def _start_debugger(
         )
         return
     host, port = start_debugpy(replace(debugger, wait_for_client=False))
-    if not is_loopback(host):
-        console.warning(
-            f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port "
-            "can run any code as you (--debugpy-allow-remote)."
-        )
+    warning = exposure_warning(host, port)
+    if warning:
+        console.warning(warning)
     configuration = vscode_launch_configuration(host, port, stack_map.stack_name)
     console.info(
         f"debugpy is listening on {host}:{port}. In VS Code, attach with this launch configuration "

@@ -83,6 +83,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning to show when debugpy listens where other machines can reach it, else None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port can run "
+        "any code as you (--debugpy-allow-remote)."
+    )
+
+
 def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``HOST:PORT`` or ``PORT`` (as given to --pycharm) -> (host, port)."""
     host, _, port_text = text.rpartition(":")
