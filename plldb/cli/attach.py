@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import stat
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -328,7 +331,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             region=helper.region,
         )
         try:
-            outcome = asyncio.run(_run_until_detached(debug_session))
+            outcome = asyncio.run(_run_until_detached(debug_session, console))
         finally:
             console.stop()
     finally:
@@ -436,17 +439,53 @@ def _start_debugger(
         start_debugpy(debugger, announce=lambda text: console.info(text, event="waiting_for_debugger"))
 
 
-async def _run_until_detached(debug_session: Any) -> Any:
-    """Run the session with Ctrl-C and SIGTERM wired to its detach (a second one leaves at once)."""
+async def _run_until_detached(debug_session: Any, console: Any) -> Any:
+    """Run the session with Ctrl-C and SIGTERM wired to its detach (a second one leaves at once), and
+    detach as well when the reader of a piped stdout leaves (`plldb attach | head -1`)."""
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, debug_session.interrupt)
+    watched = _watch_for_a_gone_reader(loop, console, debug_session.interrupt)
     try:
         return await debug_session.run()
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             with suppress(Exception):
                 loop.remove_signal_handler(signal_number)
+        if watched is not None:
+            with suppress(Exception):
+                loop.remove_reader(watched)
+
+
+def _watch_for_a_gone_reader(
+    loop: asyncio.AbstractEventLoop, console: Any, detach: Callable[[], None]
+) -> int | None:
+    """When stdout is a pipe, its closing read end wakes the loop (the write end then reports an error
+    condition, which every selector reports whatever was asked): detach once, and send what is still
+    written to stdout to the null device, so no write and no exit-time flush fails. Returns the fd
+    watched, or None (a terminal or a file has no reader to lose)."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+    def reader_gone() -> None:
+        loop.remove_reader(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        console.warning("The reader of plldb's output went away (its pipe closed): detaching.")
+        detach()
+
+    try:
+        loop.add_reader(fd, reader_gone)
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    return fd
 
 
 def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
