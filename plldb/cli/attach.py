@@ -309,7 +309,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             session_key=protocol.new_secret(),
             reconnect_seed=protocol.new_secret(),
             stack=stack.stack_id,
-            runner=_runner(stack_map, pool, instrumentation),
+            runner=_runner(stack_map, pool, instrumentation, _debugger_hold(console, debugger)),
             lifecycle=Lifecycle(
                 instrument=instrumentation.instrument,
                 restore=instrumentation.restore,
@@ -436,7 +436,13 @@ def _start_debugger(
         path = write_vscode_launch(find_workspace(Path.cwd()), configuration)
         console.info(f"Added it to {path}.", event="vscode_written", path=str(path))
     if debugger.wait_for_client:
-        start_debugpy(debugger, announce=lambda text: console.info(text, event="waiting_for_debugger"))
+        console.info(
+            f"Until a debugger attaches to {host}:{port}, invocations wait for it here (--wait-for-client), "
+            "each until its deadline.",
+            event="wait_for_client",
+            host=host,
+            port=port,
+        )
 
 
 async def _run_until_detached(debug_session: Any, console: Any) -> Any:
@@ -488,7 +494,45 @@ def _watch_for_a_gone_reader(
     return fd
 
 
-def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
+def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
+    """With --wait-for-client: hold an invocation until VS Code attaches; None when no hold applies.
+
+    The hold returns None once a debugger is there, or the invocation's error when its deadline (less
+    the layer's margin and a second for the answer to travel) passed first.
+    """
+    from plldb.local.debuggers import DEBUGPY, debugger_attached, wait_for_debugger
+    from plldb.local.session import local_failure
+
+    if debugger is None or debugger.kind != DEBUGPY or not debugger.wait_for_client:
+        return None
+    margin_seconds = protocol.DEADLINE_MARGIN_MS / 1000 + 1
+
+    def hold(invocation: Any) -> Any:
+        if debugger_attached():
+            return None
+        console.info(
+            f"{console.label(invocation.function_name)} {invocation.request_id[:8]} waits for a debugger "
+            f"at {debugger.host}:{debugger.port}...",
+            event="waiting_for_debugger",
+            **console.function_names(invocation.function_name),
+            requestId=invocation.request_id,
+        )
+        deadline = float(invocation.context.get("deadlineMs") or 0) / 1000 - margin_seconds
+        if wait_for_debugger(deadline):
+            return None
+        return local_failure(
+            "PlldbNoDebugger",
+            f"No debugger attached to debugpy at {debugger.host}:{debugger.port} before this invocation's "
+            "deadline (--wait-for-client). Attach VS Code with the configuration attach printed, or attach "
+            "without --wait-for-client.",
+        )
+
+    return hold
+
+
+def _runner(
+    stack_map: Any, pool: Any, instrumentation: Any, hold: Callable[[Any], Any] | None = None
+) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
@@ -501,6 +545,9 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
+        held = hold(invocation) if hold is not None else None
+        if held is not None:
+            return held  # type: ignore[no-any-return]
         result = pool.run(
             deployed.local,
             Invocation(

@@ -434,7 +434,7 @@ class Console(SessionObserver):
     def label(self, function_name: str) -> str:
         return self._labels.get(function_name, function_name)
 
-    def _names(self, function: Any) -> dict[str, Any]:
+    def function_names(self, function: Any) -> dict[str, Any]:
         """How every --json event names a function: its deployed name and its logical id (the worker
         knows a function by the latter, AWS by the former)."""
         if function is None:
@@ -487,7 +487,7 @@ class Console(SessionObserver):
         text = str(message.get("message", ""))
         self._record_progress(phase, status, function, message)
         if self.mode == MODE_JSON:
-            self._emit("progress", phase=phase, status=status, **self._names(function), message=text)
+            self._emit("progress", phase=phase, status=status, **self.function_names(function), message=text)
             return
         if status == "failed":
             subject = f"{self.label(str(function))}: " if function else ""
@@ -536,7 +536,7 @@ class Console(SessionObserver):
             f"Ready: {len(names)} function(s) instrumented. Invoke them as usual; press Ctrl-C to detach.",
             event="ready",
             functions=names,
-            logicalIds=[self._names(name)["logicalId"] for name in names],
+            logicalIds=[self.function_names(name)["logicalId"] for name in names],
         )
         self.start_live()
 
@@ -554,7 +554,9 @@ class Console(SessionObserver):
         self._status_changed()
         if self.mode == MODE_JSON:
             self._emit(
-                "invocation_started", **self._names(invocation.function_name), requestId=invocation.request_id
+                "invocation_started",
+                **self.function_names(invocation.function_name),
+                requestId=invocation.request_id,
             )
         elif self.mode == MODE_PLAIN and not self.quiet:
             self._plain(f"-> {label} {short_id(invocation.request_id)}")
@@ -578,7 +580,7 @@ class Console(SessionObserver):
         if self.mode == MODE_JSON:
             self._emit(
                 "invocation_finished",
-                **self._names(invocation.function_name),
+                **self.function_names(invocation.function_name),
                 requestId=invocation.request_id,
                 durationMs=round(outcome.duration_ms, 1),
                 status="ok" if outcome.ok else "error",
@@ -656,7 +658,11 @@ class Console(SessionObserver):
         if self.mode == MODE_JSON:
             entry = _Entry(
                 text=self._json(
-                    "output", **self._names(function_name), requestId=request_id, stream=stream, line=line
+                    "output",
+                    **self.function_names(function_name),
+                    requestId=request_id,
+                    stream=stream,
+                    line=line,
                 ),
                 output_size=size,
             )
