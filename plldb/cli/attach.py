@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import stat
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import click
 
 from plldb import protocol
 from plldb.cli.common import aws_options
+from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.cli.settings import samconfig_options
 from plldb.errors import PlldbError
 
@@ -176,33 +180,9 @@ def _resolve_target(
     is_flag=True,
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
-@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run handlers under debugpy (VS Code).")
-@click.option(
-    "--debugpy-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="The address debugpy listens on for VS Code. Only this machine can connect to the default; "
-    "another address needs --debugpy-allow-remote.",
-)
-@click.option(
-    "--debugpy-allow-remote",
-    is_flag=True,
-    help="Allow a --debugpy-host that other machines can reach. debugpy has no authentication: anyone "
-    "who can reach the port can run any code as you.",
-)
-@click.option(
-    "--debugpy-port",
-    type=click.IntRange(0, 65535),
-    default=5678,
-    show_default=True,
-    help="The port debugpy listens on (0: any free port).",
-)
-@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait for VS Code before attaching.")
+@debugger_options
 @click.option(
     "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
-)
-@click.option(
-    "--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect handlers to PyCharm's debug server."
 )
 @click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
 @click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
@@ -227,13 +207,8 @@ def attach(
     json_output: bool,
     quiet: bool,
     local_credentials: bool,
-    use_debugpy: bool,
-    debugpy_host: str,
-    debugpy_allow_remote: bool,
-    debugpy_port: int,
-    wait_for_client: bool,
+    debugger_choice: DebuggerChoice,
     write_vscode: bool,
-    pycharm_address: str | None,
     keepalive_seconds: float,
     max_connection_age: float,
     observe: bool,
@@ -248,15 +223,9 @@ def attach(
 
     options = session_options(observe=observe, sample=sample, match=match, match_token=match_token)
 
-    debugger = _debugger_config(
-        use_debugpy=use_debugpy,
-        host=debugpy_host,
-        allow_remote=debugpy_allow_remote,
-        port=debugpy_port,
-        wait_for_client=wait_for_client,
-        write_vscode=write_vscode,
-        pycharm_address=pycharm_address,
-    )
+    debugger = debugger_choice.config()
+    if write_vscode and not debugger_choice.use_debugpy:
+        raise PlldbError("--write-vscode needs --debugpy.", "Add --debugpy.")
     settings = _resolve_target(
         stack_name=stack_name,
         template=template,
@@ -287,39 +256,6 @@ def attach(
     )
     console = Console(choose_mode(json_output), quiet=quiet)
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
-
-
-def _debugger_config(
-    *,
-    use_debugpy: bool,
-    host: str,
-    allow_remote: bool,
-    port: int,
-    wait_for_client: bool,
-    write_vscode: bool,
-    pycharm_address: str | None,
-) -> Any:
-    from plldb.local.debuggers import DebuggerConfig, is_loopback, parse_host_port
-
-    if use_debugpy and pycharm_address:
-        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Choose one debugger.")
-    if (wait_for_client or write_vscode) and not use_debugpy:
-        raise PlldbError("--wait-for-client and --write-vscode need --debugpy.", "Add --debugpy.")
-    if allow_remote and not use_debugpy:
-        raise PlldbError("--debugpy-allow-remote needs --debugpy.", "Add --debugpy.")
-    if use_debugpy and not is_loopback(host) and not allow_remote:
-        raise PlldbError(
-            f"--debugpy-host {host} would let other machines connect to debugpy, which has no "
-            "authentication: anyone who can reach the port could run any code as you.",
-            "Add --debugpy-allow-remote if that is what you want; to debug from another machine "
-            f"safely, keep 127.0.0.1 and forward the port over SSH (ssh -L {port}:127.0.0.1:{port}).",
-        )
-    if use_debugpy:
-        return DebuggerConfig("debugpy", host=host, port=port, wait_for_client=wait_for_client)
-    if pycharm_address:
-        pycharm_host, pycharm_port = parse_host_port(pycharm_address)
-        return DebuggerConfig("pycharm", host=pycharm_host, port=pycharm_port)
-    return None
 
 
 def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
@@ -412,7 +348,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             session_key=protocol.new_secret(),
             reconnect_seed=protocol.new_secret(),
             stack=stack.stack_id,
-            runner=_runner(stack_map, pool, instrumentation),
+            runner=_runner(stack_map, pool, instrumentation, _debugger_hold(console, debugger)),
             lifecycle=Lifecycle(
                 instrument=instrumentation.instrument,
                 restore=instrumentation.restore,
@@ -435,7 +371,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             region=helper.region,
         )
         try:
-            outcome = asyncio.run(_run_until_detached(debug_session))
+            outcome = asyncio.run(_run_until_detached(debug_session, console))
         finally:
             console.stop()
     finally:
@@ -504,8 +440,8 @@ def _start_debugger(
 
     from plldb.local.debuggers import (
         DEBUGPY,
+        exposure_warning,
         find_workspace,
-        is_loopback,
         pycharm_timeout,
         start_debugpy,
         vscode_launch_configuration,
@@ -523,11 +459,9 @@ def _start_debugger(
         )
         return
     host, port = start_debugpy(replace(debugger, wait_for_client=False))
-    if not is_loopback(host):
-        console.warning(
-            f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port "
-            "can run any code as you (--debugpy-allow-remote)."
-        )
+    warning = exposure_warning(host, port)
+    if warning:
+        console.warning(warning)
     configuration = vscode_launch_configuration(host, port, stack_map.stack_name)
     console.info(
         f"debugpy is listening on {host}:{port}. In VS Code, attach with this launch configuration "
@@ -542,23 +476,103 @@ def _start_debugger(
         path = write_vscode_launch(find_workspace(Path.cwd()), configuration)
         console.info(f"Added it to {path}.", event="vscode_written", path=str(path))
     if debugger.wait_for_client:
-        start_debugpy(debugger, announce=lambda text: console.info(text, event="waiting_for_debugger"))
+        console.info(
+            f"Until a debugger attaches to {host}:{port}, invocations wait for it here (--wait-for-client), "
+            "each until its deadline.",
+            event="wait_for_client",
+            host=host,
+            port=port,
+        )
 
 
-async def _run_until_detached(debug_session: Any) -> Any:
-    """Run the session with Ctrl-C and SIGTERM wired to its detach (a second one leaves at once)."""
+async def _run_until_detached(debug_session: Any, console: Any) -> Any:
+    """Run the session with Ctrl-C and SIGTERM wired to its detach (a second one leaves at once), and
+    detach as well when the reader of a piped stdout leaves (`plldb attach | head -1`)."""
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, debug_session.interrupt)
+    watched = _watch_for_a_gone_reader(loop, console, debug_session.interrupt)
     try:
         return await debug_session.run()
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             with suppress(Exception):
                 loop.remove_signal_handler(signal_number)
+        if watched is not None:
+            with suppress(Exception):
+                loop.remove_reader(watched)
 
 
-def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
+def _watch_for_a_gone_reader(
+    loop: asyncio.AbstractEventLoop, console: Any, detach: Callable[[], None]
+) -> int | None:
+    """When stdout is a pipe, its closing read end wakes the loop (the write end then reports an error
+    condition, which every selector reports whatever was asked): detach once, and send what is still
+    written to stdout to the null device, so no write and no exit-time flush fails. Returns the fd
+    watched, or None (a terminal or a file has no reader to lose)."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+    def reader_gone() -> None:
+        loop.remove_reader(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        console.warning("The reader of plldb's output went away (its pipe closed): detaching.")
+        detach()
+
+    try:
+        loop.add_reader(fd, reader_gone)
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    return fd
+
+
+def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
+    """With --wait-for-client: hold an invocation until VS Code attaches; None when no hold applies.
+
+    The hold returns None once a debugger is there, or the invocation's error when its deadline (less
+    the layer's margin and a second for the answer to travel) passed first.
+    """
+    from plldb.local.debuggers import DEBUGPY, debugger_attached, wait_for_debugger
+    from plldb.local.session import local_failure
+
+    if debugger is None or debugger.kind != DEBUGPY or not debugger.wait_for_client:
+        return None
+    margin_seconds = protocol.DEADLINE_MARGIN_MS / 1000 + 1
+
+    def hold(invocation: Any) -> Any:
+        if debugger_attached():
+            return None
+        console.info(
+            f"{console.label(invocation.function_name)} {invocation.request_id[:8]} waits for a debugger "
+            f"at {debugger.host}:{debugger.port}...",
+            event="waiting_for_debugger",
+            **console.function_names(invocation.function_name),
+            requestId=invocation.request_id,
+        )
+        deadline = float(invocation.context.get("deadlineMs") or 0) / 1000 - margin_seconds
+        if wait_for_debugger(deadline):
+            return None
+        return local_failure(
+            "PlldbNoDebugger",
+            f"No debugger attached to debugpy at {debugger.host}:{debugger.port} before this invocation's "
+            "deadline (--wait-for-client). Attach VS Code with the configuration attach printed, or attach "
+            "without --wait-for-client.",
+        )
+
+    return hold
+
+
+def _runner(
+    stack_map: Any, pool: Any, instrumentation: Any, hold: Callable[[Any], Any] | None = None
+) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
@@ -571,6 +585,9 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
+        held = hold(invocation) if hold is not None else None
+        if held is not None:
+            return held  # type: ignore[no-any-return]
         result = pool.run(
             deployed.local,
             Invocation(

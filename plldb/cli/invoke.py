@@ -13,12 +13,14 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from plldb.cli.common import echo_err
+from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.errors import PlldbError
 
 DEFAULT_TIMEOUT_SECONDS = 3  # SAM's default Timeout
@@ -131,11 +133,7 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     default=None,
     help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
 )
-@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run under debugpy (VS Code: Remote Attach).")
-@click.option("--debugpy-host", default="127.0.0.1", show_default=True, help="Where debugpy listens.")
-@click.option("--debugpy-port", default=5678, show_default=True, type=int, help="0 picks a free port.")
-@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait until a debugger attaches.")
-@click.option("--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect to PyCharm's debug server.")
+@debugger_options
 def invoke(
     *,
     logical_id: str,
@@ -145,11 +143,7 @@ def invoke(
     python: Path | None,
     event_source: str | None,
     env_vars_path: Path | None,
-    use_debugpy: bool,
-    debugpy_host: str,
-    debugpy_port: int,
-    wait_for_client: bool,
-    pycharm_address: str | None,
+    debugger_choice: DebuggerChoice,
 ) -> None:
     """Run function LOGICAL_ID of the local template once, with an event, on this machine.
 
@@ -157,15 +151,12 @@ def invoke(
     and the template's environment variables.
     """
     from plldb import protocol
-    from plldb.local.debuggers import DebuggerConfig, parse_host_port, start_debugpy
+    from plldb.local.debuggers import exposure_warning, start_debugpy
     from plldb.local.samconfig import load_samconfig
     from plldb.local.template import locate_template
     from plldb.local.worker import Invocation, WorkerPool, plan_runtimes
 
-    if use_debugpy and pycharm_address:
-        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Pick one debugger.")
-    if wait_for_client and not use_debugpy:
-        raise PlldbError("--wait-for-client needs --debugpy.")
+    debugger = debugger_choice.config()
     samconfig_template = None
     if template_path is None and cdk_out is None:
         samconfig_template = load_samconfig(Path.cwd(), sections=INVOKE_TEMPLATE_SECTIONS).template
@@ -203,13 +194,12 @@ def invoke(
     if warning:
         echo_err(f"Warning: {warning}")
 
-    debugger = None
-    if use_debugpy:
-        debugger = DebuggerConfig("debugpy", debugpy_host, debugpy_port, wait_for_client)
+    if debugger is not None and debugger.kind == "debugpy":
+        host, port = start_debugpy(replace(debugger, wait_for_client=False), announce=echo_err)
+        warning = exposure_warning(host, port)
+        if warning:
+            echo_err(f"Warning: {warning}")
         start_debugpy(debugger, announce=echo_err)
-    elif pycharm_address:
-        host, port = parse_host_port(pycharm_address)
-        debugger = DebuggerConfig("pycharm", host, port)
 
     def show_output(function_id: str, request_id: str, stream: str, line: str) -> None:
         click.echo(line, err=True)

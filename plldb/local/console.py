@@ -434,6 +434,20 @@ class Console(SessionObserver):
     def label(self, function_name: str) -> str:
         return self._labels.get(function_name, function_name)
 
+    def function_names(self, function: Any) -> dict[str, Any]:
+        """How every --json event names a function: its deployed name and its logical id (the worker
+        knows a function by the latter, AWS by the former)."""
+        if function is None:
+            return {"function": None, "logicalId": None}
+        name = str(function)
+        with self._state_lock:
+            if name in self._labels:
+                return {"function": name, "logicalId": self._labels[name]}
+            physical = next((p for p, label in self._labels.items() if label == name), None)
+        if physical is not None:
+            return {"function": physical, "logicalId": name}
+        return {"function": name, "logicalId": None}
+
     # -- session events (SessionObserver) -------------------------------------------------------------
     def on_connected(self) -> None:
         self._begin_streaming()
@@ -473,7 +487,7 @@ class Console(SessionObserver):
         text = str(message.get("message", ""))
         self._record_progress(phase, status, function, message)
         if self.mode == MODE_JSON:
-            self._emit("progress", phase=phase, status=status, function=function, message=text)
+            self._emit("progress", phase=phase, status=status, **self.function_names(function), message=text)
             return
         if status == "failed":
             subject = f"{self.label(str(function))}: " if function else ""
@@ -522,6 +536,7 @@ class Console(SessionObserver):
             f"Ready: {len(names)} function(s) instrumented. Invoke them as usual; press Ctrl-C to detach.",
             event="ready",
             functions=names,
+            logicalIds=[self.function_names(name)["logicalId"] for name in names],
         )
         self.start_live()
 
@@ -539,7 +554,9 @@ class Console(SessionObserver):
         self._status_changed()
         if self.mode == MODE_JSON:
             self._emit(
-                "invocation_started", function=invocation.function_name, requestId=invocation.request_id
+                "invocation_started",
+                **self.function_names(invocation.function_name),
+                requestId=invocation.request_id,
             )
         elif self.mode == MODE_PLAIN and not self.quiet:
             self._plain(f"-> {label} {short_id(invocation.request_id)}")
@@ -563,7 +580,7 @@ class Console(SessionObserver):
         if self.mode == MODE_JSON:
             self._emit(
                 "invocation_finished",
-                function=invocation.function_name,
+                **self.function_names(invocation.function_name),
                 requestId=invocation.request_id,
                 durationMs=round(outcome.duration_ms, 1),
                 status="ok" if outcome.ok else "error",
@@ -659,7 +676,11 @@ class Console(SessionObserver):
         if self.mode == MODE_JSON:
             entry = _Entry(
                 text=self._json(
-                    "output", function=function_name, requestId=request_id, stream=stream, line=line
+                    "output",
+                    **self.function_names(function_name),
+                    requestId=request_id,
+                    stream=stream,
+                    line=line,
                 ),
                 output_size=size,
             )

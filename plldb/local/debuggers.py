@@ -43,6 +43,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from plldb.errors import PlldbError
 DEBUGPY = "debugpy"
 PYCHARM = "pycharm"
 DEFAULT_DEBUGPY_PORT = 5678
+WAIT_FOR_DEBUGGER_STEP_SECONDS = 0.1  # how often a held invocation looks for an attached debugger
 VSCODE_REMOTE_ATTACH = "Python Debugger: Remote Attach"  # VS Code's own attach configuration
 
 
@@ -81,6 +83,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning to show when debugpy listens where other machines can reach it, else None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port can run "
+        "any code as you (--debugpy-allow-remote)."
+    )
 
 
 def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -133,6 +145,32 @@ def start_debugpy(config: DebuggerConfig, announce: Callable[[str], None] | None
                 announce(f"Waiting for a debugger to attach to {address[0]}:{address[1]}...")
             debugpy.wait_for_client()
     return address
+
+
+def debugger_attached() -> bool:
+    """Whether a debugger (VS Code) is attached to this process's debugpy."""
+    import debugpy
+
+    return bool(debugpy.is_client_connected())
+
+
+def wait_for_debugger(
+    deadline_seconds: float,
+    attached: Callable[[], bool] = debugger_attached,
+    clock: Callable[[], float] = time.time,
+    pause: Callable[[float], Any] = time.sleep,
+) -> bool:
+    """Hold until a debugger is attached (True) or the wall-clock ``deadline_seconds`` passes (False).
+
+    ``--wait-for-client`` holds invocations here rather than before attaching, so calls made before VS
+    Code is there reach this machine instead of the deployed code; each waits until its own deadline.
+    """
+    while not attached():
+        remaining = deadline_seconds - clock()
+        if remaining <= 0:
+            return False
+        pause(min(WAIT_FOR_DEBUGGER_STEP_SECONDS, remaining))
+    return True
 
 
 def prepare_parent(config: DebuggerConfig | None) -> None:

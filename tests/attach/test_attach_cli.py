@@ -31,10 +31,8 @@ def run(command: click.Command, arguments: list[str], cwd: Path) -> Result:
             ["--stack-name", "s", "--debugpy", "--pycharm", "localhost:1234"],
             "--debugpy and --pycharm cannot be used together. Choose one debugger.",
         ),
-        (
-            ["--stack-name", "s", "--wait-for-client"],
-            "--wait-for-client and --write-vscode need --debugpy. Add --debugpy.",
-        ),
+        (["--stack-name", "s", "--wait-for-client"], "--wait-for-client needs --debugpy. Add --debugpy."),
+        (["--stack-name", "s", "--write-vscode"], "--write-vscode needs --debugpy. Add --debugpy."),
         (
             ["--stack-name", "s", "--pycharm", "localhost:notaport"],
             "'localhost:notaport' is not HOST:PORT. For example --pycharm localhost:12345.",

@@ -91,6 +91,7 @@ def test_json_mode_writes_one_event_object_per_line() -> None:
             "phase": "instrument",
             "status": "ok",
             "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "message": "instrumented",
         },
         {
@@ -117,15 +118,18 @@ def test_json_mode_writes_one_event_object_per_line() -> None:
             "event": "ready",
             "message": "Ready: 1 function(s) instrumented. Invoke them as usual; press Ctrl-C to detach.",
             "functions": [ROWS[0].physical_name],
+            "logicalIds": ["HelloFunction"],
         },
         {
             "event": "invocation_started",
             "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "requestId": "0a1b2c3d-4e5f-6789-abcd-ef0123456789",
         },
         {
             "event": "output",
-            "function": "HelloFunction",
+            "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "requestId": "0a1b2c3d-4e5f-6789-abcd-ef0123456789",
             "stream": "stdout",
             "line": "hello from the handler",
@@ -133,6 +137,7 @@ def test_json_mode_writes_one_event_object_per_line() -> None:
         {
             "event": "invocation_finished",
             "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "requestId": "0a1b2c3d-4e5f-6789-abcd-ef0123456789",
             "durationMs": 12.4,
             "status": "ok",
@@ -141,11 +146,13 @@ def test_json_mode_writes_one_event_object_per_line() -> None:
         {
             "event": "invocation_started",
             "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "requestId": "99999999-0000-0000-0000-000000000000",
         },
         {
             "event": "invocation_finished",
             "function": ROWS[0].physical_name,
+            "logicalId": "HelloFunction",
             "requestId": "99999999-0000-0000-0000-000000000000",
             "durationMs": 3,
             "status": "error",

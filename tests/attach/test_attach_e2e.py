@@ -223,8 +223,9 @@ def test_invocations_run_local_code_and_ctrl_c_restores_exactly(
     # The handler's output reaches the terminal, tagged with the function and the request id.
     printed = attach.wait_for("output")[0]
     request_id = attach.named("invocation_finished")[-1]["requestId"]
-    assert {key: printed[key] for key in ("function", "requestId", "stream", "line")} == {
-        "function": "HelloFunction",
+    assert {key: printed[key] for key in ("function", "logicalId", "requestId", "stream", "line")} == {
+        "function": example.hello,
+        "logicalId": "HelloFunction",
         "requestId": request_id,
         "stream": "stdout",
         "line": "hi again",

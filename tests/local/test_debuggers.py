@@ -442,3 +442,35 @@ def test_write_launch_refuses_a_broken_file_and_changes_nothing(tmp_path: Path) 
         "Fix or remove the file."
     )
     assert path.read_text() == broken
+
+
+class _Clock:
+    """Wall-clock time that moves only when the code under test pauses."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_a_held_invocation_runs_as_soon_as_a_debugger_is_attached() -> None:
+    from plldb.local.debuggers import WAIT_FOR_DEBUGGER_STEP_SECONDS, wait_for_debugger
+
+    clock = _Clock()
+    answers = iter([False, False, True])
+    assert wait_for_debugger(
+        1010.0, attached=lambda: next(answers), clock=lambda: clock.now, pause=clock.pause
+    )
+    assert clock.pauses == [WAIT_FOR_DEBUGGER_STEP_SECONDS] * 2
+
+
+def test_a_held_invocation_gives_up_at_its_deadline_and_never_pauses_past_it() -> None:
+    from plldb.local.debuggers import wait_for_debugger
+
+    clock = _Clock()
+    assert not wait_for_debugger(1000.25, attached=lambda: False, clock=lambda: clock.now, pause=clock.pause)
+    assert clock.pauses == pytest.approx([0.1, 0.1, 0.05])
+    assert clock.now == pytest.approx(1000.25)

@@ -156,6 +156,32 @@ def test_invalid_event_is_refused(tmp_path):
     assert completed.stderr.startswith("Error: The event in stdin is not valid JSON: Expecting property name")
 
 
+def test_invoke_keeps_debugpy_on_this_machine_unless_told_otherwise():
+    """The same guard as attach: debugpy has no authentication, so another host needs the explicit flag."""
+    completed = plldb_invoke(
+        "PlainFunction", "--template", str(TEMPLATE), "--debugpy", "--debugpy-host", "0.0.0.0"
+    )
+    assert (completed.returncode, completed.stdout) == (1, "")
+    assert completed.stderr == (
+        "Error: --debugpy-host 0.0.0.0 would let other machines connect to debugpy, which has no "
+        "authentication: anyone who can reach the port could run any code as you. Add "
+        "--debugpy-allow-remote if that is what you want; to debug from another machine safely, keep "
+        "127.0.0.1 and forward the port over SSH (ssh -L 5678:127.0.0.1:5678).\n"
+    )
+
+
+def test_invoke_and_attach_offer_the_same_debugger_options():
+    from plldb.cli.attach import attach
+    from plldb.cli.invoke import invoke
+
+    def debugger_options(command):
+        names = {"use_debugpy", "debugpy_host", "debugpy_allow_remote", "debugpy_port", "wait_for_client"}
+        return {p.name: (p.opts, p.help) for p in command.params if p.name in names | {"pycharm_address"}}
+
+    assert debugger_options(invoke) == debugger_options(attach)
+    assert len(debugger_options(invoke)) == 6
+
+
 def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path, sam_app):
     """The worker runs on the function's Runtime (python3.12), another Python than plldb's, under debugpy."""
     event = tmp_path / "event.json"

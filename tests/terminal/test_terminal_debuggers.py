@@ -157,3 +157,48 @@ def test_the_debugpy_options_explain_themselves() -> None:
         "authentication: anyone who can reach the port can run any code as you.",
         "debugpy_port": "The port debugpy listens on (0: any free port).",
     }
+
+
+def test_wait_for_client_holds_an_invocation_until_the_debugger_attaches(
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any
+) -> None:
+    """The functions are instrumented at once; a call made before VS Code is there waits on this machine
+    (not in the deployed code) and runs here, under the debugger, once it attaches."""
+    terminal = attach_in_terminal(
+        printing_app.directory,
+        printing_app.stack_name,
+        "--debugpy",
+        "--debugpy-port",
+        "0",
+        "--wait-for-client",
+    )
+    terminal.wait_for_text(READY)
+    [announced] = [line for line in terminal.logical_lines() if line.startswith("Until a debugger attaches")]
+    match = re.fullmatch(
+        r"Until a debugger attaches to (127\.0\.0\.1):(\d+), invocations wait for it here "
+        r"\(--wait-for-client\), each until its deadline\.",
+        announced,
+    )
+    assert match is not None, announced
+    host, port = match.group(1), int(match.group(2))
+    source = printing_app.directory / "src" / "app.py"
+    breakpoint_line = line_of(source, 'lines = int(event.get("lines", 0))')
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(invoke, local_cloud, printing_app.function, {"tag": "held", "lines": 1})
+        terminal.wait_for_text("waits for a debugger at 127.0.0.1:")
+        assert not call.done()  # held: the hold is announced before any debugger exists
+        parent = attach_to_debugpy(host, port, WAIT_LIMIT)
+        clients = [parent]
+        try:
+            child = follow_subprocess(parent, host, port, {str(source): [breakpoint_line]}, WAIT_LIMIT)
+            clients.append(child)
+            stopped = child.wait_for_event("stopped", timeout=WAIT_LIMIT)
+            assert child.variables_of_top_frame(stopped["threadId"])["tag"]["value"] == "'held'"
+            child.request("continue", {"threadId": stopped["threadId"]})
+            error, answer = call.result(WAIT_LIMIT)
+        finally:
+            for client in clients:
+                client.close()
+    assert (error, answer["tag"], answer["lines"]) == (None, "held", 1)
+    terminal.ctrl_c()
+    assert terminal.wait_for_exit() == 0
