@@ -605,7 +605,7 @@ class Console(SessionObserver):
         self.on_invocation_answered(invocation, outcome)
         event = observed_event(invocation, outcome, observed)
         if self.mode == MODE_JSON:
-            self._emit("observed", **event)
+            self._emit("observed", **{**event, **self.function_names(invocation.function_name)})
             return
         label = self.label(invocation.function_name)
         for text, style in observed_lines(label, short_id(invocation.request_id), event):

@@ -67,7 +67,7 @@ def test_observe_returns_the_deployed_answer_and_shows_the_local_run_next_to_it(
     # The caller gets the deployed code's answer exactly, although the local source differs.
     assert invoke(local_cloud, example.hello, {"name": "observed"}) == deployed_hello
     observed = attach.wait_for("observed")[0]
-    assert observed["function"] == example.hello
+    assert (observed["function"], observed["logicalId"]) == (example.hello, "HelloFunction")
     assert observed["local"]["status"] == "ok"
     assert json.loads(observed["local"]["result"])["function"] == "hello, edited locally"
     assert observed["cloud"]["status"] == "ok"
