@@ -148,6 +148,10 @@ A_CONNECTION_ID = "ConnectionId"  # the session's current WebSocket connection
 A_TTL = "TTL"  # epoch seconds; DynamoDB TTL attribute of every table that has one
 A_CREATED_AT = "CreatedAt"  # epoch seconds
 A_STACK_ID = "StackId"  # the debugged stack, canonical
+# A stack lock held by sessions with a match (`open` with shared: true): any number of them at once.
+A_SHARED = "Shared"  # BOOL true on a shared lock
+A_HOLDERS = "Holders"  # string set: the session ids holding a shared lock
+A_LOCK_REVISION = "Revision"  # bumped by every change of a lock, the condition of the next one
 A_STACK_NAME = "StackName"  # its name, for messages
 A_RECONNECT_ANCHOR = "ReconnectAnchor"  # see the reconnect token chain below
 A_SESSION_KEY = "SessionKey"  # the MAC key of the cloud's messages to this session (hex)

@@ -287,18 +287,10 @@ class Resources:
         return from_item(item)
 
     def delete_lock(self, stack_id: str, session_id: str) -> None:
-        """Free the stack, only if ``session_id`` still holds it."""
-        try:
-            self.dynamodb.delete_item(
-                TableName=self.locks_table,
-                Key={protocol.A_STACK_ID: {"S": stack_id}},
-                ConditionExpression="#sid = :sid",
-                ExpressionAttributeNames={"#sid": protocol.A_SESSION_ID},
-                ExpressionAttributeValues={":sid": {"S": session_id}},
-            )
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
+        """Remove ``session_id`` from the stack's lock, if it holds it (the lock goes with its last holder)."""
+        from plldb.bootstrap.cloudformation.handlers import stack_locks
+
+        stack_locks.release(self, stack_id, session_id)
 
     # --- Connections --------------------------------------------------------------------------------------
     def post(self, connection_id: str, message: Mapping[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from plldb import protocol
+from plldb.bootstrap.cloudformation.handlers import stack_locks
 from plldb.bootstrap.cloudformation.handlers.common import (
     Resources,
     configure_logging,
@@ -253,11 +254,11 @@ def sweep(resources: Resources) -> dict[str, Any]:
 def _release_stale_locks(resources: Resources) -> int:
     released = 0
     for lock in _scan(resources, resources.locks_table):
-        holder_id = str(lock.get(protocol.A_SESSION_ID) or "")
-        holder = resources.get_session(holder_id) if holder_id else None
-        if holder is None or holder.get(protocol.A_STATUS) == protocol.STATUS_CLOSED:
-            resources.delete_lock(str(lock[protocol.A_STACK_ID]), holder_id)
-            released += 1
+        for holder_id in stack_locks.holder_ids(lock) or [""]:
+            holder = resources.get_session(holder_id) if holder_id else None
+            if holder is None or holder.get(protocol.A_STATUS) == protocol.STATUS_CLOSED:
+                resources.delete_lock(str(lock[protocol.A_STACK_ID]), holder_id)
+                released += 1
     return released
 
 

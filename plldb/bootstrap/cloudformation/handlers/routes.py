@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from plldb import protocol
+from plldb.bootstrap.cloudformation.handlers import stack_locks
 from plldb.bootstrap.cloudformation.handlers.common import (
     Resources,
     configure_logging,
@@ -354,17 +355,34 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
             f"Stack {stack.name!r} is the plldb helper stack itself; it cannot be debugged with plldb.",
         )
         return
-    holder = _acquire_lock(resources, stack, session)
-    if holder is not None:
+    shared = message.get("shared") is True
+    blocking, held_shared = stack_locks.acquire(
+        resources,
+        stack.stack_id,
+        session,
+        shared=shared,
+        is_live=lambda holder: (
+            holder is not None
+            and _still_holding(holder)
+            and resources.connection_alive(str(holder[protocol.A_CONNECTION_ID]))
+        ),
+        abandon=lambda holder_id, holder: _abandon(resources, holder_id, holder),
+    )
+    if blocking:
+        owners = " and ".join(
+            "{} (since {})".format(h.get(protocol.A_OWNER) or "someone", _when(h.get(protocol.A_CREATED_AT)))
+            for h in blocking
+        )
+        hint = ""
+        if held_shared:
+            hint = " They share it with --match: attach with --match or --match-token to join them."
+        elif shared:
+            hint = " A session with --match shares a stack only with other sessions that have a match."
         reply.error(
             protocol.ERR_STACK_LOCKED,
-            "Stack {!r} is already being debugged by {} (since {}).".format(
-                stack.name,
-                holder.get(protocol.A_OWNER) or "someone",
-                _when(holder.get(protocol.A_CREATED_AT)),
-            ),
-            owner=str(holder.get(protocol.A_OWNER) or ""),
-            since=int(holder.get(protocol.A_CREATED_AT) or 0),
+            f"Stack {stack.name!r} is already being debugged by {owners}.{hint}",
+            owner=", ".join(str(h.get(protocol.A_OWNER) or "") for h in blocking),
+            since=min(int(h.get(protocol.A_CREATED_AT) or 0) for h in blocking),
             stackName=stack.name,
         )
         return
@@ -411,59 +429,6 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
     )
 
 
-def _acquire_lock(
-    resources: Resources, stack: stacks.Stack, session: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """Take the stack for this session; the live session holding it instead, if any.
-
-    A lock whose holder is closed, expired, gone or whose connection API Gateway reports gone does not
-    block anyone: the holder is closed and handed to the manager for restore, and the lock taken over.
-    """
-    session_id = str(session[protocol.A_SESSION_ID])
-    item = to_attribute_values(
-        {
-            protocol.A_STACK_ID: stack.stack_id,
-            protocol.A_SESSION_ID: session_id,
-            protocol.A_OWNER: str(session.get(protocol.A_OWNER) or ""),
-            protocol.A_CREATED_AT: now_seconds(),
-        }
-    )
-    for _ in range(3):
-        try:
-            resources.dynamodb.put_item(
-                TableName=resources.locks_table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#stack) OR #sid = :sid",
-                ExpressionAttributeNames={"#stack": protocol.A_STACK_ID, "#sid": protocol.A_SESSION_ID},
-                ExpressionAttributeValues={":sid": {"S": session_id}},
-            )
-            return None
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-        lock = resources.get_lock(stack.stack_id)
-        if lock is None:
-            continue
-        holder_id = str(lock.get(protocol.A_SESSION_ID))
-        holder = resources.get_session(holder_id)
-        if _still_holding(holder) and resources.connection_alive(str(holder[protocol.A_CONNECTION_ID])):  # type: ignore[index]
-            return holder
-        _abandon(resources, holder_id, holder)
-        try:
-            resources.dynamodb.put_item(
-                TableName=resources.locks_table,
-                Item=item,
-                ConditionExpression="#sid = :holder",
-                ExpressionAttributeNames={"#sid": protocol.A_SESSION_ID},
-                ExpressionAttributeValues={":holder": {"S": holder_id}},
-            )
-            return None
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-    raise RuntimeError(f"the lock of stack {stack.stack_id} keeps changing")
-
-
 def _still_holding(holder: Mapping[str, Any] | None) -> bool:
     """Neither closed, nor expired, nor without a connection. A PENDING holder is one whose open is under
     way (it took the lock and is about to become ACTIVE): it holds the lock like an ACTIVE one, until its
@@ -504,15 +469,24 @@ def _release(resources: Resources, reply: _Reply, session_id: str, message: Mapp
             "Stack {!r} does not exist in {}.".format(str(message["stack"])[:200], resources.region),
         )
         return
-    lock = resources.get_lock(stack.stack_id)
-    holder_id = str(lock.get(protocol.A_SESSION_ID)) if lock else ""
-    holder = resources.get_session(holder_id) if holder_id else None
-    if holder is None or holder.get(protocol.A_STATUS) == protocol.STATUS_CLOSED:
-        if lock is not None:
-            resources.delete_lock(stack.stack_id, holder_id)
-        reply.send(protocol.released_message(stack.stack_id, 0))
-        return
     releaser = str(sender.get(protocol.A_OWNER) or "")
+    closed = 0
+    for holder_id in stack_locks.holder_ids(resources.get_lock(stack.stack_id)):
+        outcome = _release_holder(resources, reply, stack, holder_id, releaser)
+        if outcome is None:
+            return
+        closed += outcome
+    reply.send(protocol.released_message(stack.stack_id, closed))
+
+
+def _release_holder(
+    resources: Resources, reply: _Reply, stack: stacks.Stack, holder_id: str, releaser: str
+) -> int | None:
+    """End one holder of the stack's lock: 1 when closed, 0 when it was over already, None when refused."""
+    holder = resources.get_session(holder_id)
+    if holder is None or holder.get(protocol.A_STATUS) == protocol.STATUS_CLOSED:
+        resources.delete_lock(stack.stack_id, holder_id)
+        return 0
     if protocol.principal_of(releaser) != protocol.principal_of(str(holder.get(protocol.A_OWNER) or "")):
         still = _functions_carrying(resources, stack.stack_id, holder_id)
         if still:
@@ -525,7 +499,7 @@ def _release(resources: Resources, reply: _Reply, session_id: str, message: Mapp
                     holder.get(protocol.A_OWNER) or "someone",
                 ),
             )
-            return
+            return None
     text = f"stack {stack.name} was restored and released by {releaser}"
     resources.close_session(holder_id, protocol.CLOSED_RELEASED, by=releaser)
     resources.delete_lock(stack.stack_id, holder_id)
@@ -539,7 +513,7 @@ def _release(resources: Resources, reply: _Reply, session_id: str, message: Mapp
         by=releaser,
         stackId=stack.stack_id,
     )
-    reply.send(protocol.released_message(stack.stack_id, 1))
+    return 1
 
 
 def _functions_carrying(resources: Resources, stack_id: str, session_id: str) -> list[str]:
@@ -555,7 +529,7 @@ def _functions_carrying(resources: Resources, stack_id: str, session_id: str) ->
             if error_code(exc) == "ResourceNotFoundException":
                 return []
             raise
-        if decisions.session_of(config) == session_id:
+        if session_id in decisions.sessions_of(config):
             found.append(function.path)
         for page in client.get_paginator("list_aliases").paginate(FunctionName=function.function_name):
             for alias in page.get("Aliases", []):
@@ -565,7 +539,7 @@ def _functions_carrying(resources: Resources, stack_id: str, session_id: str) ->
                 aliased = client.get_function_configuration(
                     FunctionName=function.function_name, Qualifier=version
                 )
-                if decisions.session_of(aliased) == session_id:
+                if session_id in decisions.sessions_of(aliased):
                     found.append("{}:{}".format(function.path, alias.get("Name")))
         return found
 
