@@ -118,6 +118,24 @@ def test_publish_version_snapshots_configuration_with_its_own_revision(lambda_cl
     ]
 
 
+def test_publish_version_with_a_stale_revision_is_refused_and_publishes_nothing(lambda_client, function):
+    read = lambda_client.get_function_configuration(FunctionName=function)["RevisionId"]
+    lambda_client.update_function_configuration(
+        FunctionName=function, Environment={"Variables": {"SETTING": "b"}}
+    )
+    assert error_of(lambda: lambda_client.publish_version(FunctionName=function, RevisionId=read)) == {
+        "Code": "PreconditionFailedException",
+        "Message": "The Revision Id provided does not match the latest Revision Id. "
+        "Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
+        "Status": 412,
+    }
+    assert [
+        v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=function)["Versions"]
+    ] == ["$LATEST"]
+    current = lambda_client.get_function_configuration(FunctionName=function)["RevisionId"]
+    assert lambda_client.publish_version(FunctionName=function, RevisionId=current)["Version"] == "1"
+
+
 def test_aliases_resolve_list_and_take_a_new_revision_on_update(lambda_client, function):
     publish_two_versions(lambda_client, function)
     created = lambda_client.create_alias(FunctionName=function, Name="live", FunctionVersion="1")

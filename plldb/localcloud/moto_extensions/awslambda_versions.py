@@ -11,6 +11,9 @@ Gaps closed here (moto 5.2.5):
   "You can't delete a version that an alias references."). A version that does not exist: Lambda
   answers 204 and deletes nothing (measured against the service, as reported publicly), moto 404.
 * UpdateAlias kept the alias's RevisionId; every update renews it.
+* PublishVersion ignored its ``RevisionId``; Lambda publishes "only if the revision ID matches the ID
+  that's specified" and refuses otherwise with PreconditionFailedException (API reference,
+  PublishVersion), so two developers re-publishing a function's list at once cannot lose an update.
 * Resource policies: moto kept one policy per function, shared by $LATEST, every version and every alias,
   so GetPolicy with a Qualifier answered every statement of the function and RemovePermission ignored its
   Qualifier. Lambda keeps a policy per qualified ARN (API reference, GetPolicy, Qualifier: "this API will
@@ -44,7 +47,7 @@ from moto.awslambda import models as lambda_models
 from moto.awslambda.policy import Policy
 from moto.awslambda.responses import LambdaResponse
 
-from plldb.localcloud.moto_extensions.awslambda import new_revision
+from plldb.localcloud.moto_extensions.awslambda import check_revision, new_revision
 from plldb.localcloud.moto_extensions.core import original, patch
 
 # (account id, region, function name, version or None for the whole function)
@@ -103,6 +106,16 @@ def publish_version(self: Any, name_or_arn: str, description: str = "") -> Any:
         version.code = dict(version.code)  # $LATEST's later code updates are not this version's
         new_revision(version)
     return version
+
+
+def publish_version_action(self: Any) -> Any:
+    """PublishVersion with its RevisionId precondition, checked against $LATEST before publishing."""
+    revision = self._get_param("RevisionId")
+    if revision is not None:
+        function_name = unquote(self.path.split("/")[-2])
+        function = self.backend.get_function(function_name)
+        check_revision(function, {"RevisionId": revision})
+    return original(LambdaResponse, "publish_version")(self)
 
 
 def delete_function(self: Any, function_name: str, qualifier: str | None = None) -> None:
@@ -349,6 +362,7 @@ def page_of(querystring: dict[str, list[str]], key: str, items: list[Any], most:
 
 def install() -> None:
     patch(lambda_models.LambdaStorage, "publish_version", publish_version)
+    patch(LambdaResponse, "publish_version", publish_version_action)
     patch(lambda_models.LambdaStorage, "update_alias", update_alias)
     patch(lambda_models.LambdaStorage, "put_alias", put_alias)
     patch(lambda_models.LambdaStorage, "delete_alias", delete_alias)
