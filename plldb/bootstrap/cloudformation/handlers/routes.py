@@ -369,6 +369,7 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
         abandon=lambda holder_id, holder: _abandon(resources, holder_id, holder),
     )
     if blocking:
+        blocking.sort(key=lambda h: int(h.get(protocol.A_CREATED_AT) or 0))
         owners = " and ".join(
             "{} (since {})".format(h.get(protocol.A_OWNER) or "someone", _when(h.get(protocol.A_CREATED_AT)))
             for h in blocking
