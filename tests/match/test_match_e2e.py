@@ -19,8 +19,8 @@ import pytest
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
-from tests.attach.test_attach_e2e import AttachProcess, DeployedExample, invoke
-from tests.cloud_state import configuration, function_state, live_sessions
+from tests.attach.test_attach_e2e import AttachProcess, DeployedExample, invoke, wait_until
+from tests.cloud_state import configuration, function_state, live_sessions, table_items
 
 TAKE_OVER_HINT = (
     "Ask them to detach, or run again with --take-over: plldb then restores the stack's functions with "
@@ -129,5 +129,80 @@ def test_two_developers_with_matches_share_a_stack_and_each_gets_only_their_invo
     assert invoke(local_cloud, example.hello, {"name": "bob"})[1]["function"] == "hello from bob"
     assert invoke(local_cloud, example.hello, {"name": "alice"}) == deployed_alice
     # The last one restores the function exactly: configuration, aliases, versions, role tags and policies.
+    assert bob.stop(signal.SIGINT) == 0
+    assert function_state(local_cloud, example.hello) == before
+
+
+def test_a_match_session_is_refused_while_a_plain_one_holds_the_stack(
+    local_cloud: Any,
+    helper: HelperStack,
+    example: DeployedExample,
+    start_attach: Callable[..., AttachProcess],
+    bob_environment: dict[str, str],
+) -> None:
+    before = function_state(local_cloud, example.hello)
+    selected = ("--stack-name", example.stack_name, "-f", "HelloFunction")
+    plain = start_attach(example.directory, *selected)
+    plain.wait_for("ready")
+    during = function_state(local_cloud, example.hello)
+    (holder,) = live_sessions(local_cloud, helper, example.stack_name)
+
+    refused = run_attach(bob_environment, example.directory, *selected, "--match-token")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"Stack {example.stack_name!r} is already being debugged by {holder[protocol.A_OWNER]} "
+        f"(since {when(holder[protocol.A_CREATED_AT])}). A session with --match shares a stack only with other "
+        f"sessions that have a match. {TAKE_OVER_HINT}"
+    ]
+    assert function_state(local_cloud, example.hello) == during
+    assert plain.stop(signal.SIGINT) == 0
+    assert function_state(local_cloud, example.hello) == before
+
+
+def test_a_killed_match_session_is_removed_by_the_helper_stack_and_the_other_stays(
+    local_cloud: Any,
+    helper: HelperStack,
+    example: DeployedExample,
+    start_attach: Callable[..., AttachProcess],
+    bob_environment: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    before = function_state(local_cloud, example.hello)
+    selected = ("--stack-name", example.stack_name, "-f", "HelloFunction")
+    alice = start_attach(project_copy(example, "alice"), *selected, "--match", "name == 'alice'")
+    alice.wait_for("ready")
+    bob = AttachProcess(project_copy(example, "bob"), bob_environment, *selected, "--match-token")
+    request.addfinalizer(bob.close)
+    header = bob.wait_for("session_options")[0]["header"]
+    bob.wait_for("ready")
+    (token,) = header.values()
+    assert list(header) == ["x-plldb-debug"]
+
+    alice.process.kill()
+    alice.process.wait(10)
+    wait_until(
+        lambda: (
+            [e["match"] for e in entries(local_cloud, example.hello)]
+            == [f"headers.\"x-plldb-debug\" == '{token}'"]
+        ),
+        timeout=protocol.DISCONNECT_GRACE_SECONDS + 60,
+        what="the helper stack's restore of the killed session",
+    )
+    (survivor,) = live_sessions(local_cloud, helper, example.stack_name)
+    assert survivor[protocol.A_OWNER].split("/")[-1].startswith("bob-")
+    (lock,) = [
+        item
+        for item in table_items(local_cloud, helper, "PLLDBStackLocks")
+        if item[protocol.A_STACK_ID] == survivor[protocol.A_STACK_ID]
+    ]
+    assert (lock[protocol.A_SHARED], set(lock[protocol.A_HOLDERS])) == (
+        True,
+        {survivor[protocol.A_SESSION_ID]},
+    )
+    # The survivor still receives its requests (an API Gateway proxy event carries the header).
+    error, answer = invoke(local_cloud, example.hello, {"name": "bob", "headers": {"x-plldb-debug": token}})
+    assert (error, answer["function"]) == (None, "hello from bob")
+    error, answer = invoke(local_cloud, example.hello, {"name": "alice", "headers": {}})
+    assert (error, answer["function"]) == (None, "hello")
     assert bob.stop(signal.SIGINT) == 0
     assert function_state(local_cloud, example.hello) == before
