@@ -17,6 +17,10 @@ the caller, so they keep their order with the command's own messages.
 The terminal is restored on every exit path: ``stop()`` (which the command calls in ``finally``)
 shows the cursor and puts back the terminal settings saved when the live view started, also when it
 is interrupted by Ctrl-C or SIGTERM; an ``atexit`` hook does the same for any path that skips it.
+
+Why one module of this size: the status view's state, the queue and the renderer thread share two
+leaf locks and one write lock whose ordering rules (above) are what keep the console from locking up;
+kept in one class they can be read and checked together, split they could not.
 """
 
 from __future__ import annotations
