@@ -56,6 +56,8 @@ class AttachRequest:
     write_vscode: bool
     keepalive_seconds: float
     max_connection_age: float
+    record: bool = True  # keep each invocation in .plldb/recordings (plldb.local.recordings)
+    record_env: bool = False  # with the values of the function's variables, not only their names
 
 
 def _resolve_target(
@@ -178,6 +180,14 @@ def _resolve_target(
 @click.option(
     "--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect handlers to PyCharm's debug server."
 )
+@click.option(
+    "--no-record", is_flag=True, help="Do not record invocations in .plldb/recordings (plldb replay)."
+)
+@click.option(
+    "--record-env",
+    is_flag=True,
+    help="Record the values of the function's variables too (never credentials).",
+)
 @click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
 @click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
 @click.pass_context
@@ -208,6 +218,8 @@ def attach(
     wait_for_client: bool,
     write_vscode: bool,
     pycharm_address: str | None,
+    no_record: bool,
+    record_env: bool,
     keepalive_seconds: float,
     max_connection_age: float,
 ) -> None:
@@ -250,6 +262,8 @@ def attach(
         write_vscode=write_vscode,
         keepalive_seconds=keepalive_seconds,
         max_connection_age=max_connection_age,
+        record=not no_record,
+        record_env=record_env,
     )
     console = Console(choose_mode(json_output), quiet=quiet)
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
@@ -335,6 +349,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     runtimes = plan_runtimes([f.local for f in selected if f.local is not None], python=request.python)
     if runtimes.warning():
         console.warning(runtimes.warning())
+    recorder = _open_recorder(console, request, project.project_dir)
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
     instrumentation = StackInstrumentation(
@@ -358,7 +373,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
 
     pool = WorkerPool(
-        output=console.handler_output,
+        output=recorder.capture(console.handler_output),
         debugger=debugger,
         local_credentials=request.local_credentials,
         warn=console.warning,
@@ -373,7 +388,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             session_key=protocol.new_secret(),
             reconnect_seed=protocol.new_secret(),
             stack=stack.stack_id,
-            runner=_runner(stack_map, pool, instrumentation),
+            runner=_runner(stack_map, pool, instrumentation, recorder),
             lifecycle=Lifecycle(
                 instrument=instrumentation.instrument,
                 restore=instrumentation.restore,
@@ -400,6 +415,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             console.stop()
     finally:
         pool.close()
+        recorder.close()
     if outcome.exit_code == 0:
         console.info("Detached: every function is restored.", event="detached")
         return 0
@@ -518,7 +534,28 @@ async def _run_until_detached(debug_session: Any) -> Any:
                 loop.remove_signal_handler(signal_number)
 
 
-def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
+def _open_recorder(console: Any, request: AttachRequest, project_dir: Path) -> Any:
+    """The recorder of each invocation's event, context, outcome and output (plldb replay)."""
+    from plldb.local.recordings import open_recorder
+
+    recorder = open_recorder(
+        project_dir,
+        enabled=request.record,
+        record_env=request.record_env,
+        stack_name=request.stack_name,
+        warn=console.warning,
+    )
+    if recorder.folder is not None:
+        console.info(
+            f"Recording each invocation in {recorder.folder} ('plldb recordings', 'plldb replay'; "
+            "--no-record turns it off).",
+            event="recording",
+            folder=str(recorder.folder),
+        )
+    return recorder
+
+
+def _runner(stack_map: Any, pool: Any, instrumentation: Any, recorder: Any) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
@@ -531,24 +568,28 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
-        result = pool.run(
-            deployed.local,
-            Invocation(
-                request_id=invocation.request_id,
-                event_json=invocation.event_json,
-                context=dict(invocation.context),
-                environment=dict(invocation.environment),
-                credentials=dict(invocation.credentials) if invocation.credentials else None,
-                # The allowlist: the names the function configures, as read with the developer's rights.
-                configured_variables=instrumentation.variable_names(invocation.function_name),
-            ),
-        )
-        return InvocationOutcome(
-            status_code=result.status_code,
-            payload=result.payload,
-            error=result.error,
-            duration_ms=result.duration_ms,
-        )
+        # The allowlist: the names the function configures, as read with the developer's rights.
+        configured = instrumentation.variable_names(invocation.function_name)
+        with recorder.recording(deployed.local.logical_id, invocation.request_id) as recording:
+            result = pool.run(
+                deployed.local,
+                Invocation(
+                    request_id=invocation.request_id,
+                    event_json=invocation.event_json,
+                    context=dict(invocation.context),
+                    environment=dict(invocation.environment),
+                    credentials=dict(invocation.credentials) if invocation.credentials else None,
+                    configured_variables=configured,
+                ),
+            )
+            outcome = InvocationOutcome(
+                status_code=result.status_code,
+                payload=result.payload,
+                error=result.error,
+                duration_ms=result.duration_ms,
+            )
+            recording.done(invocation, outcome, configured)
+        return outcome
 
     return run
 
