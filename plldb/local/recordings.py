@@ -403,6 +403,13 @@ def _now_id(now: float, request_id: str) -> tuple[str, str]:
     return identifier, f"{moment:%Y-%m-%dT%H:%M:%S}.{milliseconds:03d}Z"
 
 
+def _reason(exc: Exception) -> str:
+    """An OSError as "No space left on device (path)"; anything else as its text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc)
+
+
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)
@@ -593,7 +600,7 @@ class Recorder:
             self.store.write(self.document(pending, invocation, outcome, configured))
         except (OSError, ValueError, TypeError) as exc:
             if not self._failing:
-                reason = getattr(exc, "strerror", None) or exc
+                reason = _reason(exc)
                 self._warn(
                     f"Could not record invocation {pending.request_id} in {self.store.folder}: {reason}. "
                     "Invocations still run; the next one is recorded if the folder allows it."

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from plldb import protocol
-from plldb.local.recordings import Recorder, Recording, RecordingStore, recordings_folder
+from plldb.local.recordings import Limits, Recorder, Recording, RecordingStore, recordings_folder
 from plldb.local.session import IncomingInvocation, InvocationOutcome
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -48,10 +48,15 @@ class Recorded:
 
 
 def record(
-    project: Path, recorded: Recorded, *, record_env: bool = False, stack: str = "orders"
+    project: Path,
+    recorded: Recorded,
+    *,
+    record_env: bool = False,
+    stack: str = "orders",
+    limits: Limits | None = None,
 ) -> Recording:
     """Record ``recorded`` into the project's folder with the same Recorder `plldb attach` uses."""
-    store = RecordingStore(recordings_folder(project))
+    store = RecordingStore(recordings_folder(project), limits)
     recorder = Recorder(store, stack_name=stack, record_env=record_env, clock=lambda: recorded.at, environ={})
     invocation = IncomingInvocation(
         request_id=recorded.request_id,
