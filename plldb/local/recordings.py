@@ -748,7 +748,7 @@ HANDLER = {handler}
 ENVIRONMENT = {environment}
 {unset_note}REQUEST_ID = {request_id}
 CONTEXT = {context}
-DEADLINE_BUDGET_MS = {budget!r}
+DEADLINE_BUDGET_MS = {budget}
 
 
 def _layer_paths(layer_dir):
@@ -862,8 +862,9 @@ def test_{name}(handler):
 _ERROR_ASSERTION = """\
 def test_{name}(handler):
     event = json.loads(EVENT_FILE.read_text(encoding="utf-8"))
+    context = LambdaContext()
     with pytest.raises(Exception) as raised:
-        handler(event, LambdaContext())
+        handler(event, context)
     assert type(raised.value).__name__ == ERROR_TYPE
     assert str(raised.value) == ERROR_MESSAGE
 """
