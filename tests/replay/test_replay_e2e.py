@@ -27,6 +27,7 @@ from plldb.bootstrap.deploy import setup
 from plldb.local.recordings import REDACTED, recordings_folder
 from plldb.localcloud.sam_deploy import deploy
 from tests.attach.test_attach_e2e import EXAMPLE, AttachProcess
+from tests.cloud_state import function_state
 from tests.dap import attach_to_debugpy, follow_subprocess
 from tests.replay.replay_support import run_pytest
 
@@ -372,3 +373,101 @@ def recording_time(recording_id: str) -> str:
     """How replay shows a recording's time (in the UTC the tests run with), from its id."""
     stamp = recording_id.split("-")[0]
     return f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}"
+
+
+def copy_project(attached: Attached, destination: Path) -> Path:
+    """Another checkout of the same project, without recordings: attach records into its own folder."""
+    shutil.copytree(attached.directory, destination, ignore=shutil.ignore_patterns("__pycache__", ".plldb"))
+    return destination
+
+
+def attach_ready(attached: Attached, directory: Path, *options: str) -> AttachProcess:
+    """`plldb attach` of HelloFunction with ``options`` in ``directory``, ready for invocations."""
+    attach = AttachProcess(
+        directory,
+        attached.environment,
+        "--stack-name",
+        attached.stack_name,
+        "-f",
+        "HelloFunction",
+        *options,
+    )
+    try:
+        attach.wait_for("ready")
+    except BaseException:
+        attach.close()
+        raise
+    return attach
+
+
+def test_record_env_keeps_the_values_and_replays_with_them(attached, local_cloud, tmp_path):
+    project = copy_project(attached, tmp_path / "hello-sam")
+    attach = attach_ready(attached, project, "--record-env")
+    try:
+        response = local_cloud.client("lambda").invoke(
+            FunctionName=attached.hello, Payload=b'{"name": "env"}'
+        )
+        answer = json.loads(response["Payload"].read())
+        attach.wait_for("invocation_finished")
+        assert attach.stop(signal.SIGINT) == 0
+    finally:
+        attach.close()
+    (entry,) = listed(attached, cwd=project)
+    document = json.loads(Path(entry["path"]).read_text())
+    values = document["environment"]["values"]
+    assert (values["GREETING"], values["HELLO_SUFFIX"]) == ("Hello", "!")
+    assert sorted(values) == document["environment"]["names"]
+    assert [
+        n for n in values if n.startswith(("PLLDB_", "DEBUGGER_", "AWS_ACCESS", "AWS_SECRET", "AWS_SESSION"))
+    ] == []
+    printed = next(
+        e["line"] for e in attach.events if e["event"] == "output" and e["line"].startswith("role ")
+    )
+    text = Path(entry["path"]).read_text()
+    assert [value for value in printed.split()[1:] if value in text] == []
+    completed = plldb(attached, "replay", "--last", cwd=project)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == answer
+
+
+def test_no_record_writes_nothing_and_bad_settings_change_nothing(attached, local_cloud, tmp_path):
+    project = copy_project(attached, tmp_path / "hello-sam")
+    attach = attach_ready(attached, project, "--no-record")
+    try:
+        response = local_cloud.client("lambda").invoke(
+            FunctionName=attached.hello, Payload=b'{"name": "quiet"}'
+        )
+        assert response.get("FunctionError") is None
+        attach.wait_for("invocation_finished")
+        assert attach.stop(signal.SIGINT) == 0
+    finally:
+        attach.close()
+    assert attach.named("recording") == []
+    assert not (project / ".plldb").exists()
+
+    before = function_state(local_cloud, attached.hello)
+    for options, environment, message in [
+        (
+            ("--no-record", "--record-env"),
+            {},
+            "Error: --record-env and --no-record cannot be used together. Pass only one of them.",
+        ),
+        (
+            (),
+            {"PLLDB_RECORDINGS_MAX_MB": "0"},
+            "Error: PLLDB_RECORDINGS_MAX_MB must be a number of megabytes "
+            "greater than 0, not '0'. Set it to 200 for example, or unset it.",
+        ),
+    ]:
+        completed = subprocess.run(
+            [sys.executable, "-m", "plldb", "attach", "--stack-name", attached.stack_name, *options],
+            cwd=project,
+            env={**attached.environment, **environment},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert completed.returncode == 1
+        assert completed.stderr.splitlines()[-1] == message
+        assert not (project / ".plldb").exists()
+        assert function_state(local_cloud, attached.hello) == before
