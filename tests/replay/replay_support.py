@@ -54,6 +54,7 @@ def record(
     record_env: bool = False,
     stack: str = "orders",
     limits: Limits | None = None,
+    logical_id: str = "OrderFunction",
 ) -> Recording:
     """Record ``recorded`` into the project's folder with the same Recorder `plldb attach` uses."""
     store = RecordingStore(recordings_folder(project), limits)
@@ -86,9 +87,9 @@ def record(
             protocol.RESPONSE_CODE_OK, json.dumps(recorded.payload), None, recorded.duration_ms
         )
     output = recorder.capture(lambda *line: None)
-    with recorder.recording("OrderFunction", recorded.request_id) as recording:
+    with recorder.recording(logical_id, recorded.request_id) as recording:
         for stream, line in recorded.output:
-            output("OrderFunction", recorded.request_id, stream, line)
+            output(logical_id, recorded.request_id, stream, line)
         recording.done(invocation, outcome, frozenset({"GREETING", "TABLE_NAME"}))
     recorder.close()
     (written,) = [r for r in store.recordings() if r.request_id == recorded.request_id]

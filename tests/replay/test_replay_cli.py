@@ -401,3 +401,36 @@ def test_to_test_refuses_runtime_failures_and_existing_files(app):
         "Error: tests/test_replay_orderfunction_20260101t000001000z_rtwice.py already exists. Remove it first, "
         "or pass another folder to --to-test.\n"
     )
+
+
+def test_a_cdk_app_records_in_its_folder_and_replays_in_the_recorded_stack(tmp_path):
+    """Every stack of a CDK app shares the app's recordings; replay picks the recording's stack."""
+    from tests.local.fixtures.apps import relocate_cdk_app
+
+    app = relocate_cdk_app(tmp_path / "orders-cdk")
+    reports = record(
+        app,
+        Recorded(event={"day": 1}, request_id="r-report", payload={"report": "daily"}),
+        stack="Prod-Reports",
+        logical_id="ReportsFunction9C0D1E2F",
+    )
+    orders = record(
+        app,
+        Recorded(event={"id": "o-1"}, request_id="r-order", payload={}, at=RECORDED_AT - 1),
+        stack="OrdersStack",
+        logical_id="OrdersFunction6A2CE8B1",
+    )
+    completed = plldb(app, "recordings", "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert [(e["id"], e["stack"]) for e in json.loads(completed.stdout)] == [
+        (reports.id, "Prod-Reports"),
+        (orders.id, "OrdersStack"),
+    ]
+    completed = plldb(app, "recordings", "--json", "--stack-name", "OrdersStack")
+    assert [e["id"] for e in json.loads(completed.stdout)] == [orders.id]
+    completed = plldb(app, "replay", "--last")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"report": "daily"}
+    assert stderr_lines(completed)[-1].startswith(
+        f"Same result as recording {reports.id} (ReportsFunction9C0D1E2F, "
+    )
