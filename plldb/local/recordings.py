@@ -95,7 +95,7 @@ class Limits:
             max_bytes = max(1, int(megabytes * MEGABYTE))
         text = environ.get(MAX_COUNT_VARIABLE)
         if text is not None:
-            if not text.strip().isdigit() or int(text) < 1:
+            if not text.strip().isdecimal() or int(text) < 1:
                 raise PlldbError(
                     f"{MAX_COUNT_VARIABLE} must be a whole number of recordings, at least 1, not {text!r}.",
                     f"Set it to {DEFAULT_MAX_COUNT} for example, or unset it.",
