@@ -11,7 +11,7 @@ debugpy
     started before any client attached run undebugged but stay registered with the adapter, which
     reports them to the client when it attaches; from then on they stop at breakpoints too. This was
     chosen over each worker calling ``debugpy.connect()`` because it needs nothing inside the worker
-    and VS Code handles it natively: one "Remote Attach" covers every function.
+    and VS Code handles it natively: one attach configuration covers every function.
 
 PyCharm
     Two ways. (1) The debug server (``--pycharm HOST:PORT``): start PyCharm's "Python Debug Server" run
@@ -21,8 +21,8 @@ PyCharm
     builds from 252 (PyCharm 2025.2) renamed them; its handshake is bounded (``pycharm_timeout()``),
     and each way of failing is reported as what it is. (2) "Run > Attach to Process": attach to a
     *worker*, not to the plldb process: PyCharm's attach does not follow subprocesses, and handlers
-    run in workers. Workers show up in the list as ``python -u -m plldb.local.worker_main <LogicalId>
-    <fd>`` (one per function, started at the function's first invocation and kept warm; a code change
+    run in workers. Workers show up in the list as ``python -S -u -m plldb.local.worker_main
+    <LogicalId> <fd>`` (one per function, started at the function's first invocation and kept warm; a code change
     or a crash starts a new one, which needs attaching again).
 
 VS Code launch.json
@@ -98,11 +98,6 @@ def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, in
 # --- debugpy ---------------------------------------------------------------------------------------
 _debugpy_lock = threading.Lock()
 _debugpy_address: tuple[str, int] | None = None
-
-
-def debugpy_address() -> tuple[str, int] | None:
-    """Where this process's debugpy adapter accepts clients, once start_debugpy() has run."""
-    return _debugpy_address
 
 
 def start_debugpy(config: DebuggerConfig, announce: Callable[[str], None] | None = None) -> tuple[str, int]:
