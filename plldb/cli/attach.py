@@ -415,7 +415,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             console.stop()
     finally:
         pool.close()
-        recorder.close()
+        recorder.close(wait=False)
     if outcome.exit_code == 0:
         console.info("Detached: every function is restored.", event="detached")
         return 0

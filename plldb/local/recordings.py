@@ -565,10 +565,12 @@ class Recorder:
         finally:
             self._release(pending)
 
-    def close(self) -> None:
-        """Wait until every recording started is on disk."""
+    def close(self, wait: bool = True) -> None:
+        """No recording is taken after this. ``wait``: return once every one submitted is on disk.
+        Without it they are still written before the process exits (the interpreter joins the writer
+        thread at exit), but attach's detach message is not held back by the disk."""
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            self._writer.shutdown(wait=wait)
 
     def _release(self, pending: _Pending) -> None:
         with self._lock:
@@ -591,8 +593,8 @@ class Recorder:
         assert self._writer is not None
         try:
             self._writer.submit(self._write, pending, invocation, outcome, configured)
-        except RuntimeError:  # closed: plldb is exiting
-            logger.warning("Invocation %s was not recorded: the recorder is closed.", pending.request_id)
+        except RuntimeError:  # closed: plldb is leaving, and the run was cut short by it
+            logger.debug("Invocation %s was not recorded: the recorder is closed.", pending.request_id)
 
     def _write(self, pending: _Pending, invocation: Any, outcome: Any, configured: frozenset[str]) -> None:
         assert self.store is not None
