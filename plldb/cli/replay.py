@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,29 @@ CDK_OUT_OPTION = click.option(
 # endpoint. The rest of the developer's environment (virtualenvs, PATH...) stays.
 NO_AWS_REMOVED_PREFIXES = ("AWS_",)
 NO_AWS_KEPT = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE"})
+# attach's options that choose and set up the debugger, in the order its help lists them.
+DEBUGGER_PARAMS = (
+    "use_debugpy",
+    "debugpy_host",
+    "debugpy_allow_remote",
+    "debugpy_port",
+    "wait_for_client",
+    "write_vscode",
+    "pycharm_address",
+)
+
+
+def _attach_debugger_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """attach's own debugger options, the very definitions (one definition: a replay is debugged as
+    attach debugs): --debugpy, --debugpy-host, --debugpy-allow-remote, --debugpy-port,
+    --wait-for-client, --write-vscode, --pycharm. ``_debugger_config`` checks them as attach does."""
+    from plldb.cli.attach import attach
+
+    params = {param.name: param for param in attach.params}
+    shared = [params[name] for name in DEBUGGER_PARAMS]
+    # click.option appends to __click_params__ and the command reverses that list: prepend them in order.
+    command.__click_params__ = [*reversed(shared), *getattr(command, "__click_params__", [])]  # type: ignore[attr-defined]
+    return command
 
 
 def _project_dir(template_path: Path | None, cdk_out: Path | None, stack_name: str | None) -> Path:
@@ -184,11 +207,7 @@ def _print_table(shown: list[Any]) -> None:
     is_flag=True,
     help="The handler's AWS calls fail at once (no credentials, no endpoint).",
 )
-@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run under debugpy (VS Code: Remote Attach).")
-@click.option("--debugpy-host", default="127.0.0.1", show_default=True, help="Where debugpy listens.")
-@click.option("--debugpy-port", default=5678, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait until a debugger attaches.")
-@click.option("--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect to PyCharm's debug server.")
+@_attach_debugger_options
 def replay(
     *,
     recording_id: str | None,
@@ -202,8 +221,10 @@ def replay(
     no_aws: bool,
     use_debugpy: bool,
     debugpy_host: str,
+    debugpy_allow_remote: bool,
     debugpy_port: int,
     wait_for_client: bool,
+    write_vscode: bool,
     pycharm_address: str | None,
 ) -> None:
     """Run a recorded invocation again here, and say whether the result is the recorded one.
@@ -213,24 +234,23 @@ def replay(
     plldb replay --function HelloFunction    the newest of a function
     plldb replay ID --to-test tests/         a pytest test from a recording
     """
-    from plldb.local.debuggers import DebuggerConfig, parse_host_port
+    from plldb.cli.attach import _debugger_config
     from plldb.local.recordings import select
 
-    if use_debugpy and pycharm_address:
-        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Pick one debugger.")
-    if wait_for_client and not use_debugpy:
-        raise PlldbError("--wait-for-client needs --debugpy.")
-    if to_test is not None and (use_debugpy or pycharm_address or no_aws or python is not None):
+    debugger = _debugger_config(
+        use_debugpy=use_debugpy,
+        host=debugpy_host,
+        allow_remote=debugpy_allow_remote,
+        port=debugpy_port,
+        wait_for_client=wait_for_client,
+        write_vscode=write_vscode,
+        pycharm_address=pycharm_address,
+    )
+    if to_test is not None and (debugger is not None or no_aws or python is not None):
         raise PlldbError(
             "--to-test writes a test and runs nothing: --debugpy, --pycharm, --no-aws and --python do not apply.",
             "Run the written test under your debugger instead.",
         )
-    debugger = None
-    if use_debugpy:
-        debugger = DebuggerConfig("debugpy", debugpy_host, debugpy_port, wait_for_client)
-    elif pycharm_address:
-        host, port = parse_host_port(pycharm_address)
-        debugger = DebuggerConfig("pycharm", host, port)
     store = _store(template_path, cdk_out, stack_name)
     problems: list[str] = []
     found = store.recordings(problems)
@@ -244,7 +264,14 @@ def replay(
     for notice in notices:
         echo_err(f"Warning: {notice}")
     click.get_current_context().exit(
-        _run(recording, local_function, debugger=debugger, python=python, no_aws=no_aws)
+        _run(
+            recording,
+            local_function,
+            debugger=debugger,
+            write_vscode=write_vscode,
+            python=python,
+            no_aws=no_aws,
+        )
     )
 
 
@@ -361,9 +388,39 @@ def no_aws_environment(port: int, environ: dict[str, str] | None = None) -> dict
     return kept
 
 
-def _run(recording: Any, function: Any, *, debugger: Any, python: Path | None, no_aws: bool) -> int:
+def _start_debugpy(debugger: Any, recording: Any, write_vscode: bool) -> None:
+    """debugpy listens (with attach's warning off this machine and its launch.json entry); then waits
+    for the client if asked, as attach does."""
+    from dataclasses import replace
+
+    from plldb.local.debuggers import (
+        find_workspace,
+        is_loopback,
+        start_debugpy,
+        vscode_launch_configuration,
+        write_vscode_launch,
+    )
+
+    host, port = start_debugpy(replace(debugger, wait_for_client=False), announce=echo_err)
+    if not is_loopback(host):
+        echo_err(
+            f"Warning: debugpy listens on {host}:{port} without authentication: anyone who can reach that "
+            "port can run any code as you (--debugpy-allow-remote)."
+        )
+    if write_vscode:
+        stack_name = recording.stack or recording.logical_id.split("/", 1)[0]
+        path = write_vscode_launch(
+            find_workspace(Path.cwd()), vscode_launch_configuration(host, port, stack_name)
+        )
+        echo_err(f"Added the attach entry to {path}.")
+    if debugger.wait_for_client:
+        start_debugpy(debugger, announce=echo_err)
+
+
+def _run(
+    recording: Any, function: Any, *, debugger: Any, write_vscode: bool, python: Path | None, no_aws: bool
+) -> int:
     from plldb import protocol
-    from plldb.local.debuggers import start_debugpy
     from plldb.local.recordings import comparable, difference
     from plldb.local.worker import Invocation, WorkerPool, lambda_runtime_variable, plan_runtimes
 
@@ -405,7 +462,7 @@ def _run(recording: Any, function: Any, *, debugger: Any, python: Path | None, n
                 f"(127.0.0.1:{port}); its AWS calls fail at once."
             )
         if debugger is not None and debugger.kind == "debugpy":
-            start_debugpy(debugger, announce=echo_err)
+            _start_debugpy(debugger, recording, write_vscode)
         pool = stack.enter_context(
             WorkerPool(
                 output=show_output,

@@ -335,10 +335,32 @@ def test_to_test_of_an_error_asserts_its_type_and_message(app):
             "Error: --to-test writes a test and runs nothing: --debugpy, --pycharm, --no-aws and --python do "
             "not apply. Run the written test under your debugger instead.",
         ),
-        (("replay", "--last", "--wait-for-client"), "Error: --wait-for-client needs --debugpy."),
+        (
+            ("replay", "--last", "--wait-for-client"),
+            "Error: --wait-for-client and --write-vscode need --debugpy. Add --debugpy.",
+        ),
+        (
+            ("replay", "--last", "--write-vscode"),
+            "Error: --wait-for-client and --write-vscode need --debugpy. Add --debugpy.",
+        ),
+        (
+            ("replay", "--last", "--debugpy-allow-remote"),
+            "Error: --debugpy-allow-remote needs --debugpy. Add --debugpy.",
+        ),
+        (
+            ("replay", "--last", "--debugpy", "--debugpy-host", "0.0.0.0"),
+            "Error: --debugpy-host 0.0.0.0 would let other machines connect to debugpy, which has no "
+            "authentication: anyone who can reach the port could run any code as you. Add "
+            "--debugpy-allow-remote if that is what you want; to debug from another machine safely, keep "
+            "127.0.0.1 and forward the port over SSH (ssh -L 5678:127.0.0.1:5678).",
+        ),
         (
             ("replay", "--last", "--debugpy", "--pycharm", "localhost:1"),
-            "Error: --debugpy and --pycharm cannot be used together. Pick one debugger.",
+            "Error: --debugpy and --pycharm cannot be used together. Choose one debugger.",
+        ),
+        (
+            ("replay", "--last", "--pycharm", "localhost"),
+            "Error: 'localhost' is not HOST:PORT. For example --pycharm localhost:12345.",
         ),
         (
             ("replay", "--last", "--to-test", "missing"),
@@ -434,3 +456,30 @@ def test_a_cdk_app_records_in_its_folder_and_replays_in_the_recorded_stack(tmp_p
     assert stderr_lines(completed)[-1].startswith(
         f"Same result as recording {reports.id} (ReportsFunction9C0D1E2F, "
     )
+
+
+def test_replay_takes_attachs_debugger_options_as_attach_defines_them():
+    from plldb.cli.attach import attach
+    from plldb.cli.replay import replay
+
+    attach_options = {param.name: param for param in attach.params}
+    replay_options = {param.name: param for param in replay.params}
+    shared = [
+        "use_debugpy",
+        "debugpy_host",
+        "debugpy_allow_remote",
+        "debugpy_port",
+        "wait_for_client",
+        "write_vscode",
+        "pycharm_address",
+    ]
+    assert all(replay_options[name] is attach_options[name] for name in shared)
+    assert [option for name in shared for option in replay_options[name].opts] == [
+        "--debugpy",
+        "--debugpy-host",
+        "--debugpy-allow-remote",
+        "--debugpy-port",
+        "--wait-for-client",
+        "--write-vscode",
+        "--pycharm",
+    ]

@@ -280,6 +280,7 @@ def test_replay_stops_at_a_breakpoint_under_a_real_debugger(attached, tmp_path):
                 "--debugpy-port",
                 "0",
                 "--wait-for-client",
+                "--write-vscode",
             ],
             cwd=attached.directory,
             env=attached.environment,
@@ -301,6 +302,20 @@ def test_replay_stops_at_a_breakpoint_under_a_real_debugger(attached, tmp_path):
         )
         assert match, line
         port = int(match.group(1))
+        launch = attached.directory / ".vscode" / "launch.json"
+        assert process.stderr.readline() == f"Added the attach entry to {launch}.\n"
+        assert json.loads(launch.read_text()) == {
+            "version": "0.2.0",
+            "configurations": [
+                {
+                    "name": f"plldb: {attached.stack_name}",
+                    "type": "debugpy",
+                    "request": "attach",
+                    "connect": {"host": "127.0.0.1", "port": port},
+                    "justMyCode": False,
+                }
+            ],
+        }
         reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
         reader.start()
         parent = attach_to_debugpy("127.0.0.1", port, DAP_TIMEOUT)
