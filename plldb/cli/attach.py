@@ -60,6 +60,8 @@ class AttachRequest:
     write_vscode: bool
     keepalive_seconds: float
     max_connection_age: float
+    record: bool = True  # keep each invocation in .plldb/recordings (plldb.local.recordings)
+    record_env: bool = False  # with the values of the function's variables, not only their names
 
 
 def _resolve_target(
@@ -154,9 +156,14 @@ def _resolve_target(
     is_flag=True,
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
-@debugger_options
+@debugger_options(write_vscode=True)
 @click.option(
-    "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
+    "--no-record", is_flag=True, help="Do not record invocations in .plldb/recordings (plldb replay)."
+)
+@click.option(
+    "--record-env",
+    is_flag=True,
+    help="Record the values of the function's variables too (never credentials).",
 )
 @click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
 @click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
@@ -182,7 +189,8 @@ def attach(
     quiet: bool,
     local_credentials: bool,
     debugger_choice: DebuggerChoice,
-    write_vscode: bool,
+    no_record: bool,
+    record_env: bool,
     keepalive_seconds: float,
     max_connection_age: float,
 ) -> None:
@@ -191,8 +199,7 @@ def attach(
     from plldb.local.console import Console, choose_mode
 
     debugger = debugger_choice.config()
-    if write_vscode and not debugger_choice.use_debugpy:
-        raise PlldbError("--write-vscode needs --debugpy.", "Add --debugpy.")
+    write_vscode = debugger_choice.write_vscode
     settings = _resolve_target(
         stack_name=stack_name,
         template=template,
@@ -219,6 +226,8 @@ def attach(
         write_vscode=write_vscode,
         keepalive_seconds=keepalive_seconds,
         max_connection_age=max_connection_age,
+        record=not no_record,
+        record_env=record_env,
     )
     console = Console(choose_mode(json_output), quiet=quiet)
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
@@ -271,6 +280,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     runtimes = plan_runtimes([f.local for f in selected if f.local is not None], python=request.python)
     if runtimes.warning():
         console.warning(runtimes.warning())
+    recorder = _open_recorder(console, request, project.project_dir)
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
     instrumentation = StackInstrumentation(
@@ -294,7 +304,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
 
     pool = WorkerPool(
-        output=console.handler_output,
+        output=recorder.capture(console.handler_output),
         debugger=debugger,
         local_credentials=request.local_credentials,
         warn=console.warning,
@@ -309,7 +319,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             session_key=protocol.new_secret(),
             reconnect_seed=protocol.new_secret(),
             stack=stack.stack_id,
-            runner=_runner(stack_map, pool, instrumentation, _debugger_hold(console, debugger)),
+            runner=_runner(stack_map, pool, instrumentation, recorder, _debugger_hold(console, debugger)),
             lifecycle=Lifecycle(
                 instrument=instrumentation.instrument,
                 restore=instrumentation.restore,
@@ -336,6 +346,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             console.stop()
     finally:
         pool.close()
+        recorder.close(wait=False)
     if outcome.exit_code == 0:
         console.info("Detached: every function is restored.", event="detached")
         return 0
@@ -530,8 +541,29 @@ def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
     return hold
 
 
+def _open_recorder(console: Any, request: AttachRequest, project_dir: Path) -> Any:
+    """The recorder of each invocation's event, context, outcome and output (plldb replay)."""
+    from plldb.local.recordings import open_recorder
+
+    recorder = open_recorder(
+        project_dir,
+        enabled=request.record,
+        record_env=request.record_env,
+        stack_name=request.stack_name,
+        warn=console.warning,
+    )
+    if recorder.folder is not None:
+        console.info(
+            f"Recording each invocation in {recorder.folder} ('plldb recordings', 'plldb replay'; "
+            "--no-record turns it off).",
+            event="recording",
+            folder=str(recorder.folder),
+        )
+    return recorder
+
+
 def _runner(
-    stack_map: Any, pool: Any, instrumentation: Any, hold: Callable[[Any], Any] | None = None
+    stack_map: Any, pool: Any, instrumentation: Any, recorder: Any, hold: Callable[[Any], Any] | None = None
 ) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
     from plldb.local.session import InvocationOutcome, local_failure
@@ -548,24 +580,28 @@ def _runner(
         held = hold(invocation) if hold is not None else None
         if held is not None:
             return held  # type: ignore[no-any-return]
-        result = pool.run(
-            deployed.local,
-            Invocation(
-                request_id=invocation.request_id,
-                event_json=invocation.event_json,
-                context=dict(invocation.context),
-                environment=dict(invocation.environment),
-                credentials=dict(invocation.credentials) if invocation.credentials else None,
-                # The allowlist: the names the function configures, as read with the developer's rights.
-                configured_variables=instrumentation.variable_names(invocation.function_name),
-            ),
-        )
-        return InvocationOutcome(
-            status_code=result.status_code,
-            payload=result.payload,
-            error=result.error,
-            duration_ms=result.duration_ms,
-        )
+        # The allowlist: the names the function configures, as read with the developer's rights.
+        configured = instrumentation.variable_names(invocation.function_name)
+        with recorder.recording(deployed.local.logical_id, invocation.request_id) as recording:
+            result = pool.run(
+                deployed.local,
+                Invocation(
+                    request_id=invocation.request_id,
+                    event_json=invocation.event_json,
+                    context=dict(invocation.context),
+                    environment=dict(invocation.environment),
+                    credentials=dict(invocation.credentials) if invocation.credentials else None,
+                    configured_variables=configured,
+                ),
+            )
+            outcome = InvocationOutcome(
+                status_code=result.status_code,
+                payload=result.payload,
+                error=result.error,
+                duration_ms=result.duration_ms,
+            )
+            recording.done(invocation, outcome, configured)
+        return outcome
 
     return run
 

@@ -133,7 +133,7 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     default=None,
     help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
 )
-@debugger_options
+@debugger_options()
 def invoke(
     *,
     logical_id: str,
