@@ -19,13 +19,20 @@ import os
 import re
 import site
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 import plldb
 from plldb import lambda_common, protocol
@@ -57,8 +64,19 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     tcp_keepalive=True,
 )
+# The dispatcher runs for at most its Timeout (15 s, template.yaml), after at most Lambda's 10 s init phase
+# when its environment is cold: the layer waits that long, with room, for its answer. An Invoke that may
+# have reached Lambda is never sent again: the second run would find the delivery posted already and
+# refuse it, although the first run posted it to the debugger. Only refusals that mean Lambda did not run
+# the dispatcher at all are retried (DISPATCH_ATTEMPTS in all).
+DISPATCHER_READ_TIMEOUT_SECONDS = 40
+DISPATCH_ATTEMPTS = 3
+NOT_INVOKED_ERRORS = ("TooManyRequestsException",)  # Lambda throttled the Invoke: nothing ran
 DISPATCHER_CONFIG = Config(
-    connect_timeout=3, read_timeout=20, retries={"mode": "standard", "max_attempts": 2}, tcp_keepalive=True
+    connect_timeout=3,
+    read_timeout=DISPATCHER_READ_TIMEOUT_SECONDS,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    tcp_keepalive=True,
 )
 
 _FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}$")
@@ -322,6 +340,23 @@ class Delivery:
         return {protocol.A_CALLER: {"S": self.caller}, protocol.A_DELIVERY_ID: {"S": self.delivery_id}}
 
 
+class SessionCheck:
+    """One check of an acknowledged invocation's session, run on a thread of its own."""
+
+    def __init__(self, check: Callable[[], str | None]) -> None:
+        self.reason: str | None = None  # why the session ended, once done
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(check,), name="plldb-session-check", daemon=True).start()
+
+    def _run(self, check: Callable[[], str | None]) -> None:
+        try:
+            self.reason = check()
+        except Exception as exc:  # a failed check changes nothing: the next one, or the deadline, decides
+            LOGGER.warning("plldb: could not check the debugging session (%s); still waiting", exc)
+        finally:
+            self.done.set()
+
+
 class DebuggerBridge:
     """Hands invocations to the developer through the dispatcher and waits on the function's own item."""
 
@@ -353,7 +388,18 @@ class DebuggerBridge:
         delivery = Delivery(invocation, self._access.identify())
         payload = self._payload(delivery)
         self._record(delivery, payload)
-        verdict = self._dispatch(delivery, "deliver", payload)
+        try:
+            verdict = self._dispatch(delivery, "deliver", payload)
+        except ReadTimeoutError:
+            # The dispatcher's answer was lost: it may have posted the invocation. An answer the debugger
+            # already stored is the result; otherwise the item is closed, so a later answer is refused
+            # (RequestClosed) instead of being taken for delivered, and this invocation fails.
+            answered = self._give_up(
+                delivery, protocol.RESPONSE_CODE_UNAVAILABLE, "the helper stack's dispatcher did not answer"
+            )
+            if answered is not None:
+                return answered
+            raise
         status = verdict.get("status")
         if status == "posted":
             LOGGER.info(
@@ -448,14 +494,7 @@ class DebuggerBridge:
         }
         if payload is not None:
             request["payload"] = payload
-        client = self._access.client("lambda")
-        response = self._access.call(
-            lambda: client.invoke(
-                FunctionName=self._settings.dispatcher_arn,
-                InvocationType="RequestResponse",
-                Payload=json.dumps(request, separators=(",", ":")).encode("utf-8"),
-            )
-        )
+        response = self._invoke_dispatcher(json.dumps(request, separators=(",", ":")).encode("utf-8"))
         body = response["Payload"].read()
         if response.get("FunctionError"):
             return {
@@ -474,12 +513,35 @@ class DebuggerBridge:
             else {"status": "absent", "reason": "the dispatcher's answer is unreadable"}
         )
 
+    def _invoke_dispatcher(self, body: bytes) -> Any:
+        """One run of the dispatcher; sent again only when Lambda surely did not run it (see DISPATCHER_CONFIG)."""
+        client = self._access.client("lambda")
+        attempt = 1
+        while True:
+            try:
+                return self._access.call(
+                    lambda: client.invoke(
+                        FunctionName=self._settings.dispatcher_arn,
+                        InvocationType="RequestResponse",
+                        Payload=body,
+                    )
+                )
+            except (EndpointConnectionError, ConnectTimeoutError):
+                if attempt >= DISPATCH_ATTEMPTS:
+                    raise
+            except ClientError as exc:
+                if lambda_common.error_code(exc) not in NOT_INVOKED_ERRORS or attempt >= DISPATCH_ATTEMPTS:
+                    raise
+            self._sleep(RETRY_DELAY_SECONDS * attempt)
+            attempt += 1
+
     def _await_answer(self, delivery: Delivery) -> Answer:
         """Poll the item until an answer, the ack timeout, the session's end or the deadline.
 
         Once acknowledged, the session is checked every SESSION_CHECK_SECONDS: a debugger that died while
         running the invocation closes its session (after the disconnect grace period), and the caller
-        should not wait for the deadline then.
+        should not wait for the deadline then. The check asks the dispatcher, whose answer can take
+        seconds (a cold start), so it runs beside this loop: the deadline is kept whatever it takes.
         """
         invocation = delivery.invocation
         started = time.monotonic()
@@ -487,6 +549,7 @@ class DebuggerBridge:
         deadline_ms = invocation.deadline_ms or int((time.time() + UNKNOWN_DEADLINE_SECONDS) * 1000)
         acked = False
         next_session_check = started + protocol.SESSION_CHECK_SECONDS
+        check: SessionCheck | None = None
         for delay in poll_delays():
             wait = min(delay, (deadline_ms - time.time() * 1000 - protocol.DEADLINE_MARGIN_MS) / 1000.0)
             if not acked:
@@ -514,11 +577,13 @@ class DebuggerBridge:
                 return self._answer_from_item(delivery, item)
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
-            if acked and time.monotonic() >= next_session_check:
+            if check is not None and check.done.is_set():
+                if check.reason is not None:
+                    return self._abandon_acknowledged(delivery, check.reason)
+                check = None
+            if acked and check is None and time.monotonic() >= next_session_check:
                 next_session_check = time.monotonic() + protocol.SESSION_CHECK_SECONDS
-                ended = self._session_end_reason(delivery)
-                if ended is not None:
-                    return self._abandon_acknowledged(delivery, ended)
+                check = SessionCheck(lambda: self._session_end_reason(delivery))
             if not acked and time.monotonic() >= ack_deadline:
                 reason = f"the debugger did not acknowledge the invocation within {protocol.ACK_TIMEOUT_SECONDS:g} s"
                 answered = self._give_up(delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason)
