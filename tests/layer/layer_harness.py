@@ -46,7 +46,8 @@ from plldb.local.instrument import developer_clients
 from plldb.local.session.connection import connect_url, session_url, sigv4_signer
 
 WAIT_GUARD_SECONDS = 90.0  # how long a wait may last before the test is declared hung
-POLL_SECONDS = 0.01  # how often a wait for a table's state reads it again
+POLL_SECONDS = 0.01  # the first pause of a wait for a table's state; it grows to MAX_POLL_SECONDS
+MAX_POLL_SECONDS = 0.2
 
 # One synchronous invocation per call, never retried by the SDK (a retry would be a second invocation),
 # and as long as Lambda's longest timeout.
@@ -61,13 +62,15 @@ INVOKE_CONFIG = Config(
 def wait_until(condition: Callable[[], Any], what: str) -> Any:
     """Poll ``condition`` until it returns something truthy; fail the test if it never does."""
     deadline = time.monotonic() + WAIT_GUARD_SECONDS
+    pause = POLL_SECONDS
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
+        pause = min(pause * 1.5, MAX_POLL_SECONDS)
 
 
 # --- The deployed pieces ------------------------------------------------------------------------------
@@ -236,11 +239,14 @@ class LambdaCalls:
         self._original = manager.invoke_function
         self._changed = threading.Condition()
         self._sequence = 0
+        self._stalls: list[tuple[Callable[[str, Any], bool], threading.Event]] = []
         self.calls: list[LambdaCall] = []
+        self.stalled: list[tuple[int, str, Any]] = []  # (sequence, function name, request) held by a stall
 
     def install(self) -> LambdaCalls:
         def recording(fn: Any, payload: bytes, *args: Any, **kwargs: Any) -> Any:
             started = self._next()
+            self._hold_if_stalled(started, fn.function_name, payload)
             result = self._original(fn, payload, *args, **kwargs)
             call = LambdaCall(started, self._next(), fn.function_name, bytes(payload), bytes(result.payload))
             with self._changed:
@@ -253,6 +259,30 @@ class LambdaCalls:
 
     def uninstall(self) -> None:
         self._manager.__dict__.pop("invoke_function", None)
+        with self._changed:
+            for _, release in self._stalls:
+                release.set()
+
+    def stall(self, predicate: Callable[[str, Any], bool]) -> threading.Event:
+        """Hold every invocation (function name, parsed request) that matches before it runs, until the
+        returned event is set: Lambda being slow to answer, for as long as the test says."""
+        release = threading.Event()
+        with self._changed:
+            self._stalls.append((predicate, release))
+        return release
+
+    def _hold_if_stalled(self, sequence: int, function_name: str, payload: bytes) -> None:
+        try:
+            request = json.loads(payload)
+        except ValueError:
+            request = None
+        with self._changed:
+            holds = [release for predicate, release in self._stalls if predicate(function_name, request)]
+            if holds:
+                self.stalled.append((sequence, function_name, request))
+                self._changed.notify_all()
+        for release in holds:
+            release.wait(WAIT_GUARD_SECONDS)
 
     def _next(self) -> int:
         with self._changed:
@@ -287,6 +317,7 @@ class Invoke:
         self.delivery_id: str = message["deliveryId"]
         self.request_id: str = message["requestId"]
         self._event: bytes | None = None
+        self._ack_sent: int | None = None
 
     @property
     def reference(self) -> dict[str, str]:
@@ -311,9 +342,16 @@ class Invoke:
     def item(self) -> dict[str, Any] | None:
         return self.debugger.bench.invocation_item(self.caller, self.delivery_id)
 
-    def ack(self) -> None:
-        """Acknowledge, and wait until the helper stack has recorded it (or refused it)."""
-        start = self.debugger.send(protocol.ack_message(self.caller, self.delivery_id))
+    def ack(self, wait: bool = True) -> None:
+        """Acknowledge; unless told not to, wait until the helper stack has recorded it (or refused it),
+        so that an answer sent next cannot overtake it."""
+        self._ack_sent = self.debugger.send(protocol.ack_message(self.caller, self.delivery_id))
+        if wait:
+            self.wait_acked()
+
+    def wait_acked(self) -> None:
+        start = self._ack_sent
+        assert start is not None, "no ack was sent"
         wait_until(
             lambda: (
                 protocol.A_ACKED_AT in (self.item() or {}) or self.debugger.reply_to(self, start, ("error",))
