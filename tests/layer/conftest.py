@@ -77,17 +77,17 @@ def debugger_factory(layer_bench: LayerBench) -> Iterator[Callable[..., Scripted
     """Scripted debuggers, connected but not opened; each is restored, closed and checked at the end."""
     started: list[ScriptedDebugger] = []
 
-    def start(script: Script = echo_script) -> ScriptedDebugger:
-        debugger = ScriptedDebugger(layer_bench, layer_bench.cloud.session(), script=script).connect()
+    def start(script: Script = echo_script, connect: bool = True) -> ScriptedDebugger:
+        debugger = ScriptedDebugger(layer_bench, layer_bench.cloud.session(), script=script)
         started.append(debugger)
-        return debugger
+        return debugger.connect() if connect else debugger
 
     yield start
     for debugger in started:
         debugger.finish()
     for debugger in started:
-        assert debugger.unauthenticated == [], "the debugger received unauthenticated messages"
-        assert debugger.script_errors == [], "the debugger's script failed"
+        assert debugger.unauthenticated == [], f"unauthenticated messages: {debugger.unauthenticated}"
+        assert debugger.script_errors == [], f"the debugger's script failed: {debugger.script_errors}"
 
 
 @pytest.fixture
@@ -115,3 +115,37 @@ def lambda_calls(local_cloud: Any) -> Iterator[LambdaCalls]:
     calls = LambdaCalls(local_cloud.lambdas).install()
     yield calls
     calls.uninstall()
+
+
+@pytest.fixture
+def scratch_function(layer_bench: LayerBench) -> Iterator[Callable[..., str]]:
+    """Functions of the test's own, outside the application stack (the application's code, Echo's role);
+    deleted when the test ends."""
+    lambda_client = layer_bench.client("lambda")
+    role = lambda_client.get_function_configuration(FunctionName=layer_bench.app.functions["Echo"])["Role"]
+    created: list[str] = []
+
+    def create(
+        handler: str,
+        variables: dict[str, str] | None = None,
+        layers: list[str] | None = None,
+        timeout: int = 30,
+    ) -> str:
+        name = f"layer-scratch-{handler.split('.')[-1].replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        lambda_client.create_function(
+            FunctionName=name,
+            Runtime=f"python{PYTHON_VERSION}",
+            Role=role,
+            Handler=handler,
+            Timeout=timeout,
+            MemorySize=256,
+            Code={"ZipFile": layer_bench.code_zip()},
+            Layers=layers or [],
+            Environment={"Variables": {"ORDERS_TABLE": "orders", **(variables or {})}},
+        )
+        created.append(name)
+        return name
+
+    yield create
+    for name in created:
+        lambda_client.delete_function(FunctionName=name)

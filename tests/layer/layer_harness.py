@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import json
 import re
 import threading
@@ -27,6 +28,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,9 @@ from plldb.local.session.connection import connect_url, session_url, sigv4_signe
 WAIT_GUARD_SECONDS = 90.0  # how long a wait may last before the test is declared hung
 POLL_SECONDS = 0.01  # the first pause of a wait for a table's state; it grows to MAX_POLL_SECONDS
 MAX_POLL_SECONDS = 0.2
+
+# Variables whose values belong to one execution environment or one invocation.
+PER_ENVIRONMENT_VARIABLES = ("AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_RUNTIME_API", "_X_AMZN_TRACE_ID")
 
 # One synchronous invocation per call, never retried by the SDK (a retry would be a second invocation),
 # and as long as Lambda's longest timeout.
@@ -154,6 +159,15 @@ class LayerBench:
             .get("Item")
         )
 
+    def wait_for_session(
+        self, session_id: str, condition: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """The session item, once ``condition`` holds for it."""
+        return wait_until(
+            lambda: (item := self.session_item(session_id)) is not None and condition(item) and item,
+            f"session {session_id} to change",
+        )
+
     def invocation_item(self, caller: str, delivery_id: str) -> dict[str, Any] | None:
         return (
             self.client("dynamodb")
@@ -199,6 +213,28 @@ class LayerBench:
         ):
             lines.extend(event["message"] for event in page["events"])
         return "\n".join(lines)
+
+    def code_zip(self) -> bytes:
+        """The application's src/ folder as a deployment package."""
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for path in sorted((self.app.directory / "src").rglob("*.py")):
+                bundle.write(path, path.relative_to(self.app.directory / "src").as_posix())
+        return archive.getvalue()
+
+    def normalized_environment(self, environ: dict[str, str]) -> dict[str, str]:
+        """A function's environment with what differs from one execution environment to the next left
+        out, and the local cloud's stand-ins for Lambda's fixed paths (/opt, /var/task, /var/runtime)
+        named as Lambda names them."""
+        work = re.escape(str(self.cloud.work_dir / "lambda"))
+        text = json.dumps(environ)
+        text = re.sub(work + r"/artifacts/opt/[0-9A-Za-z-]+", "/opt", text)
+        text = re.sub(work + r"/artifacts/code/[0-9a-f]+", "/var/task", text)
+        text = re.sub(work + r"/runtimes/[0-9a-f]+", "/var/runtime", text)
+        normalized: dict[str, str] = json.loads(text)
+        for name in (*PER_ENVIRONMENT_VARIABLES, *protocol.CREDENTIAL_VARIABLES):
+            normalized.pop(name, None)
+        return normalized
 
     def caller_of(self, function_name: str) -> str:
         """The layer's identity for a function: its role's unique id and its name (``aws:userid``)."""
