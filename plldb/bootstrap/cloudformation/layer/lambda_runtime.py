@@ -284,12 +284,13 @@ class CloudHandler:
         self._handler: Any = None
 
     def _load(self) -> Any:
-        """Import the handler with Lambda's path: the code, then the layers (their .pth files too)."""
+        """Import the handler with Lambda's path: the code, then the layers, and the folders their .pth
+        files name (the runtime processes those of the code as well as those of the layers)."""
         paths = lambda_python_path(self._environ)
         for entry in reversed(paths):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        for entry in paths[1:]:
+        for entry in paths:
             if os.path.isdir(entry):
                 site.addsitedir(entry)
         return lambda_compat.load_handler(self._handler_name)
