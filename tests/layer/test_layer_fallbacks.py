@@ -421,8 +421,9 @@ def test_passthrough_imports_the_functions_own_plldb_module(
 def test_passthrough_imports_from_the_functions_own_layer(
     layer_bench: LayerBench, attach: AttachFactory
 ) -> None:
-    """/opt/python and /opt/python/lib/pythonX.Y/site-packages: Lambda does not set PYTHONPATH, the
-    runtime builds them itself, and so must the layer."""
+    """/opt/python and /opt/python/lib/pythonX.Y/site-packages, and the folders the .pth files of the
+    function's code name: Lambda does not set PYTHONPATH, its runtime builds the path itself (and
+    processes those .pth files), and so must the layer."""
     function_name = layer_bench.app.functions["OwnLayerUser"]
     expected = layer_bench.invoke(function_name, {"order": 11})
     passthrough(attach, "OwnLayerUser")
@@ -431,6 +432,7 @@ def test_passthrough_imports_from_the_functions_own_layer(
     assert expected.json() == {
         "ownlib": "from the function's own layer (/opt/python)",
         "sitelib": "from the function's own layer (/opt/python/lib/pythonX.Y/site-packages)",
+        "vendlib": "from a folder named by a .pth file of the function's code",
         "event": {"order": 11},
     }
     assert (actual.function_error, actual.json()) == (None, expected.json())

@@ -45,5 +45,6 @@ def sleep(event, context):
 def own_layer(event, context):
     import ownlib  # from the function's own layer: /opt/python
     import sitelib  # from the function's own layer: /opt/python/lib/pythonX.Y/site-packages
+    import vendlib  # from src/vendored/, which src/vendored.pth puts on the path
 
-    return {"ownlib": ownlib.VALUE, "sitelib": sitelib.VALUE, "event": event}
+    return {"ownlib": ownlib.VALUE, "sitelib": sitelib.VALUE, "vendlib": vendlib.VALUE, "event": event}
