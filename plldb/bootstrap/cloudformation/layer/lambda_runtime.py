@@ -123,15 +123,16 @@ class Settings:
         missing = [name for name in required if not environ.get(name, "").strip()]
         if missing:
             problems.append("{} not set".format(", ".join(missing)))
-        if self.session_id and not protocol.SESSION_ID_PATTERN.match(self.session_id):
+        # A blank value is reported once, as not set, not also as malformed.
+        if self.session_id.strip() and not protocol.SESSION_ID_PATTERN.match(self.session_id):
             problems.append(f"{protocol.ENV_SESSION_ID} is not a session id")
-        if self.dispatcher_arn and not _FUNCTION_ARN.match(self.dispatcher_arn):
+        if self.dispatcher_arn.strip() and not _FUNCTION_ARN.match(self.dispatcher_arn):
             problems.append(f"{protocol.ENV_DISPATCHER} is not a Lambda function ARN")
         for name, value in (
             (protocol.ENV_INVOCATIONS_TABLE, self.invocations_table),
             (protocol.ENV_PAYLOAD_BUCKET, self.payload_bucket),
         ):
-            if value and not _NAME.match(value):
+            if value.strip() and not _NAME.match(value):
                 problems.append(f"{name} is not a table or bucket name")
         if not self.region:
             problems.append("AWS_REGION is not set")
