@@ -1,46 +1,45 @@
-"""The layer's parts on their own: polling schedule, configuration checks, session states, message building,
-and the Runtime API client's connection handling (against a real socket)."""
+"""The layer's parts on their own: the polling schedule, the configuration checks, the environment the
+handler and the debugger see, error documents, the dispatcher's Invoke (sent once, retried only when
+Lambda surely did not run it), and the Runtime API client's connection handling against a real socket."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer import lambda_runtime
 from plldb.bootstrap.cloudformation.layer.lambda_runtime import (
     DebuggerBridge,
-    DebuggerRole,
-    SessionView,
     Settings,
-    max_reads,
+    lambda_python_path,
     poll_delays,
     restore_function_environment,
 )
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
 
+DISPATCHER = "arn:aws:lambda:eu-west-1:123456789012:function:plldb-DispatcherFunction-1A2B3C"
 VALID = {
     "AWS_REGION": "eu-west-1",
     "AWS_LAMBDA_FUNCTION_NAME": "orders-create",
     "_HANDLER": "app.handler",
     protocol.ENV_SESSION_ID: "9ada04b8-639d-476f-af6a-40c89714b812",
-    protocol.ENV_CONNECTION_ID: "Vq3zXcHKoAMCJ0g=",
-    protocol.ENV_DEBUGGER_ROLE_ARN: "arn:aws:iam::123456789012:role/PLLDBDebuggerRole",
-    protocol.ENV_SESSIONS_TABLE: "PLLDBSessions",
-    protocol.ENV_DEBUGGER_TABLE: "PLLDBDebugger",
-    protocol.ENV_MANAGEMENT_URL: "https://abc123.execute-api.eu-west-1.amazonaws.com/live",
+    protocol.ENV_DISPATCHER: DISPATCHER,
+    protocol.ENV_INVOCATIONS_TABLE: "plldb-PLLDBInvocations-X1",
+    protocol.ENV_PAYLOAD_BUCKET: "plldb-payloadbucket-x1",
 }
 
 
-# --- Polling schedule -------------------------------------------------------------------------------------------
+# --- Polling schedule ----------------------------------------------------------------------------------
 def test_the_poll_schedule_starts_at_a_few_milliseconds_and_settles_at_two_reads_a_second() -> None:
     delays = list(itertools.islice(poll_delays(), 30))
     assert delays[:3] == pytest.approx([0.002, 0.0026, 0.00338])
@@ -50,64 +49,71 @@ def test_the_poll_schedule_starts_at_a_few_milliseconds_and_settles_at_two_reads
     assert sum(delays[:22]) == pytest.approx(2.1346, abs=1e-3)
 
 
-def test_the_documented_worst_case_read_counts() -> None:
-    assert max_reads(0.05) == 9
-    assert max_reads(1.0) == 20
-    assert max_reads(5.0) == 28
-    assert max_reads(900.0) == 1818
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.floats(min_value=0.0, max_value=900.0), st.floats(min_value=0.0, max_value=10.0))
-def test_reads_grow_at_most_two_a_second_after_the_first_22(wait: float, extra: float) -> None:
-    assert max_reads(wait) <= 23 + 2 * max(0.0, wait - 2.13) + 1
-    assert max_reads(wait + extra) >= max_reads(wait)
-
-
-# --- Configuration -----------------------------------------------------------------------------------------------
-def test_valid_session_variables_have_no_problems() -> None:
-    settings_ = Settings(VALID)
-    assert settings_.problems == []
-    assert settings_.session_configured
-    assert settings_.management_url == "https://abc123.execute-api.eu-west-1.amazonaws.com/live"
-
-
-def test_the_management_url_honours_the_execute_api_override() -> None:
-    environ = dict(VALID, PLLDB_EXECUTE_API_ENDPOINT="http://127.0.0.1:4510")
-    assert Settings(environ).management_url == "http://127.0.0.1:4510/abc123/live"
+# --- Configuration -------------------------------------------------------------------------------------
+def test_valid_instrumentation_variables_have_no_problems() -> None:
+    settings = Settings(VALID)
+    assert settings.problems == []
+    assert (settings.session_id, settings.dispatcher_arn, settings.fallback) == (
+        VALID[protocol.ENV_SESSION_ID],
+        DISPATCHER,
+        protocol.FALLBACK_ERROR,
+    )
+    assert (settings.function_version, settings.handler) == ("$LATEST", "app.handler")
 
 
 @pytest.mark.parametrize(
     ("changes", "problems"),
     [
-        ({protocol.ENV_SESSIONS_TABLE: ""}, ["PLLDB_SESSIONS_TABLE not set"]),
+        ({protocol.ENV_INVOCATIONS_TABLE: ""}, ["PLLDB_INVOCATIONS_TABLE not set"]),
         (
-            {protocol.ENV_DEBUGGER_TABLE: " ", protocol.ENV_MANAGEMENT_URL: ""},
-            ["PLLDB_DEBUGGER_TABLE, PLLDB_WEBSOCKET_MANAGEMENT_URL not set"],
+            {protocol.ENV_DISPATCHER: " ", protocol.ENV_PAYLOAD_BUCKET: ""},
+            ["PLLDB_DISPATCHER_FUNCTION, PLLDB_PAYLOAD_BUCKET not set"],
+        ),
+        ({protocol.ENV_SESSION_ID: "9ada04b8-session"}, ["DEBUGGER_SESSION_ID is not a session id"]),
+        (
+            {protocol.ENV_DISPATCHER: "arn:aws:lambda:eu-west-1:123:function:plldb"},
+            ["PLLDB_DISPATCHER_FUNCTION is not a Lambda function ARN"],
         ),
         (
-            {protocol.ENV_DEBUGGER_ROLE_ARN: "arn:aws:iam::123:role/x"},
-            ["PLLDB_DEBUGGER_ROLE_ARN is not an IAM role ARN"],
+            {protocol.ENV_DISPATCHER: DISPATCHER + ":live"},
+            ["PLLDB_DISPATCHER_FUNCTION is not a Lambda function ARN"],
         ),
-        ({protocol.ENV_DEBUGGER_TABLE: "bad table!"}, ["PLLDB_DEBUGGER_TABLE is not a DynamoDB table name"]),
-        ({protocol.ENV_MANAGEMENT_URL: "wss://x/y"}, ["PLLDB_WEBSOCKET_MANAGEMENT_URL is not an https URL"]),
+        (
+            {protocol.ENV_INVOCATIONS_TABLE: "a table!", protocol.ENV_PAYLOAD_BUCKET: "b/c"},
+            [
+                "PLLDB_INVOCATIONS_TABLE is not a table or bucket name",
+                "PLLDB_PAYLOAD_BUCKET is not a table or bucket name",
+            ],
+        ),
         ({"AWS_REGION": ""}, ["AWS_REGION is not set"]),
-        (
-            {protocol.ENV_SESSIONS_TABLE: "arn:aws:dynamodb:eu-west-1:123456789012:table/PLLDBSessions"},
-            [],
-        ),
+        ({"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu-west-1"}, []),
+        ({protocol.ENV_FALLBACK: "sideways"}, []),
     ],
 )
-def test_invalid_session_variables_are_named(changes: dict[str, str], problems: list[str]) -> None:
+def test_invalid_instrumentation_variables_are_named(changes: dict[str, str], problems: list[str]) -> None:
     assert Settings(dict(VALID, **changes)).problems == problems
 
 
-def test_restoring_the_environment_removes_plldb_variables_and_puts_back_a_chained_wrapper() -> None:
+@pytest.mark.parametrize(
+    ("stored", "fallback"),
+    [(None, "error"), ("passthrough", "passthrough"), ("error", "error"), ("sideways", "error")],
+)
+def test_the_fallback_defaults_to_error(stored: str | None, fallback: str) -> None:
+    environ = dict(VALID, **({protocol.ENV_FALLBACK: stored} if stored else {}))
+    assert Settings(environ).fallback == fallback
+
+
+def test_restoring_the_environment_removes_every_plldb_variable_and_puts_back_a_chained_wrapper() -> None:
     environ = dict(
         VALID,
-        AWS_LAMBDA_EXEC_WRAPPER="/opt/plldb-debugger/wrapper",
-        PLLDB_ORIGINAL_EXEC_WRAPPER="/opt/otel-instrument",
         ORDERS_TABLE="orders",
+        AWS_LAMBDA_EXEC_WRAPPER=protocol.LAYER_WRAPPER_PATH,
+        PLLDB_FALLBACK="passthrough",
+        PLLDB_ORIGINAL_EXEC_WRAPPER="/opt/otel-instrument",
+        PLLDB_ORIGINAL_TIMEOUT="3",
+        PLLDB_ORIGINAL_ENVIRONMENT="absent",
+        PLLDB_ALIASES='{"live": {"version": "3", "weights": {}}}',
+        PLLDB_EXECUTE_API_ENDPOINT="http://127.0.0.1:4510",
     )
     restore_function_environment(environ)
     assert environ == {
@@ -116,90 +122,28 @@ def test_restoring_the_environment_removes_plldb_variables_and_puts_back_a_chain
         "_HANDLER": "app.handler",
         "ORDERS_TABLE": "orders",
         "AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-instrument",
+        "PLLDB_EXECUTE_API_ENDPOINT": "http://127.0.0.1:4510",  # the local cloud's, not an instrumentation
     }
 
 
-# --- Sessions -------------------------------------------------------------------------------------------------------
-def _session_item(**overrides: Any) -> dict[str, Any]:
-    item = {
-        protocol.A_STATUS: {"S": protocol.STATUS_ACTIVE},
-        protocol.A_CONNECTION_ID: {"S": "conn-1"},
-        protocol.A_STACK_NAME: {"S": "orders"},
-        protocol.A_TTL: {"N": "2000"},
-    }
-    item.update(overrides)
-    return {k: v for k, v in item.items() if v is not None}
+def test_without_a_chained_wrapper_no_exec_wrapper_is_left() -> None:
+    environ = dict(VALID, AWS_LAMBDA_EXEC_WRAPPER=protocol.LAYER_WRAPPER_PATH)
+    restore_function_environment(environ)
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in environ
 
 
-@pytest.mark.parametrize(
-    ("item", "reason"),
-    [
-        (_session_item(), None),
-        (None, "its debugging session no longer exists"),
-        (_session_item(Status={"S": "CLOSED"}), "its debugging session has ended"),
-        (_session_item(Status={"S": "PENDING"}), "no debugger has connected to its debugging session"),
-        (_session_item(TTL={"N": "999"}), "its debugging session has expired"),
-        (_session_item(ConnectionId=None), "its debugging session has no WebSocket connection"),
-    ],
-)
-def test_session_states_that_mean_no_debugger(item: dict[str, Any] | None, reason: str | None) -> None:
-    assert SessionView.from_item(item, 0.0).absent_reason(now=1000.0) == reason
+def test_lambdas_python_path_is_the_code_then_the_layers() -> None:
+    """From the source tree the layers are at /opt (unpacked, they are next to plldb's own layer)."""
+    version = "python{}.{}".format(*sys.version_info[:2])
+    assert lambda_python_path({"LAMBDA_TASK_ROOT": "/var/task/app"}) == [
+        "/var/task/app",
+        f"/opt/python/lib/{version}/site-packages",
+        "/opt/python",
+    ]
+    assert lambda_python_path({})[0] == "/var/task"
 
 
-@pytest.mark.parametrize(
-    ("stored", "fallback"),
-    [(None, "error"), ("passthrough", "passthrough"), ("error", "error"), ("sideways", "error")],
-)
-def test_the_fallback_defaults_to_error(stored: str | None, fallback: str) -> None:
-    item = _session_item(Fallback={"S": stored} if stored else None)
-    assert SessionView.from_item(item, 0.0).fallback == fallback
-
-
-# --- The invoke message --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bridge() -> Iterator[DebuggerBridge]:
-    settings_ = Settings(VALID)
-    yield DebuggerBridge(settings_, DebuggerRole(settings_), lambda_runtime.CloudHandler("app.handler"))
-
-
-def _invocation(body: bytes) -> Invocation:
-    return Invocation(
-        body,
-        {
-            "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
-            "Lambda-Runtime-Deadline-Ms": "1700000000000",
-            "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:eu-west-1:123456789012:function:orders",
-        },
-    )
-
-
-@settings(max_examples=60, deadline=None)
-@given(size=st.integers(min_value=0, max_value=400_000), filler=st.sampled_from(["a", "é", "\u20ac", "\\n"]))
-def test_events_are_inline_exactly_when_the_message_fits(
-    bridge: DebuggerBridge, size: int, filler: str
-) -> None:
-    body = json.dumps({"data": filler * (size // len(filler.encode()))}, ensure_ascii=False).encode("utf-8")
-    message, chunks = bridge._invoke_message(_invocation(body))
-    with_event = dict(message, event=body.decode("utf-8"))
-    with_event.pop("eventChunks", None)
-    with_event.pop("eventSha256", None)
-    fits = protocol.message_size(with_event) <= protocol.INLINE_MESSAGE_LIMIT
-    assert (chunks is None) == fits
-    assert protocol.message_size(message) <= protocol.INLINE_MESSAGE_LIMIT
-    if chunks is not None:
-        assert b"".join(chunks) == body
-        assert all(len(chunk) <= protocol.CHUNK_SIZE for chunk in chunks)
-        assert message["eventChunks"] == len(chunks)
-        assert message["eventSha256"] == protocol.sha256_hex(body)
-        assert "event" not in message
-
-
-def test_an_event_that_is_not_utf8_goes_by_reference(bridge: DebuggerBridge) -> None:
-    message, chunks = bridge._invoke_message(_invocation(b'"\xff\xfe"'))
-    assert chunks == [b'"\xff\xfe"']
-    assert "event" not in message
-
-
+# --- Error documents -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("stored", "expected"),
     [
@@ -226,7 +170,143 @@ def test_local_errors_are_reported_in_awslambdarics_shape(stored: str, expected:
     assert lambda_runtime._local_error(stored, "r") == expected
 
 
-# --- Runtime API client ----------------------------------------------------------------------------------------------
+# --- The dispatcher's Invoke ------------------------------------------------------------------------------
+class FakeLambda:
+    """Answers each Invoke with the next outcome: an exception to raise, or a verdict."""
+
+    def __init__(self, outcomes: list[Any]) -> None:
+        self.outcomes = outcomes
+        self.payloads: list[bytes] = []
+
+    def invoke(self, **arguments: Any) -> dict[str, Any]:
+        assert arguments["FunctionName"] == DISPATCHER
+        assert arguments["InvocationType"] == "RequestResponse"
+        self.payloads.append(arguments["Payload"])
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(outcome).encode())}
+
+
+class FakeDynamoDB:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def put_item(self, **arguments: Any) -> None:
+        self.calls.append(("put_item", arguments))
+
+    def update_item(self, **arguments: Any) -> None:
+        self.calls.append(("update_item", arguments))
+
+    def get_item(self, **arguments: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", arguments))
+        return {"Item": {protocol.A_CALLER: arguments["Key"][protocol.A_CALLER]}}
+
+
+class FakeAccess:
+    def __init__(self, lambda_client: FakeLambda) -> None:
+        self.clients = {"lambda": lambda_client, "dynamodb": FakeDynamoDB()}
+
+    def client(self, service: str) -> Any:
+        return self.clients[service]
+
+    def identify(self) -> str:
+        return "AROAEXAMPLEROLEID:orders-create"
+
+    def credentials(self) -> dict[str, Any]:
+        return {"accessKeyId": "ASIAEXAMPLE", "secretAccessKey": "s", "sessionToken": "t"}
+
+    def call(self, operation: Any) -> Any:
+        return operation()
+
+
+def throttled() -> ClientError:
+    return ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}}, "Invoke")
+
+
+@pytest.fixture
+def bridge_with(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    sleeps: list[float] = []
+
+    def make(outcomes: list[Any]) -> tuple[DebuggerBridge, FakeAccess, list[float]]:
+        access = FakeAccess(FakeLambda(outcomes))
+        bridge = DebuggerBridge(
+            Settings(VALID), access, lambda_runtime.CloudHandler("app.handler"), sleeps.append
+        )  # type: ignore[arg-type]
+        return bridge, access, sleeps
+
+    yield make
+
+
+def _invocation() -> Invocation:
+    return Invocation(
+        b'{"order": 1}',
+        {
+            "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+            "Lambda-Runtime-Deadline-Ms": "1",
+        },
+    )
+
+
+def test_a_throttled_invoke_is_sent_again_unchanged(bridge_with: Any) -> None:
+    """Lambda refused it before running anything: the same request again, after a pause."""
+    bridge, access, sleeps = bridge_with([throttled(), throttled(), {"status": "refused", "reason": "r"}])
+    answer = bridge.answer(_invocation())
+    payloads = access.clients["lambda"].payloads
+    assert len(payloads) == 3 and len(set(payloads)) == 1
+    assert sleeps == [lambda_runtime.RETRY_DELAY_SECONDS, 2 * lambda_runtime.RETRY_DELAY_SECONDS]
+    assert answer.error is not None and answer.error["errorType"] == "PlldbRefused"
+
+
+def test_an_unreachable_dispatcher_is_tried_dispatch_attempts_times(bridge_with: Any) -> None:
+    never_connected = [EndpointConnectionError(endpoint_url="https://lambda") for _ in range(3)]
+    bridge, access, _ = bridge_with(never_connected)
+    with pytest.raises(EndpointConnectionError):
+        bridge.answer(_invocation())
+    assert len(access.clients["lambda"].payloads) == lambda_runtime.DISPATCH_ATTEMPTS == 3
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ClientError(
+            {
+                "Error": {"Code": "ServiceException", "Message": "x"},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            },
+            "Invoke",
+        ),
+        ReadTimeoutError(endpoint_url="https://lambda"),
+    ],
+    ids=["service-error", "read-timeout"],
+)
+def test_an_invoke_that_may_have_run_is_never_sent_again(bridge_with: Any, failure: Exception) -> None:
+    """A second run would find the delivery posted already and refuse it, though the first posted it."""
+    bridge, access, _ = bridge_with([failure, {"status": "posted"}])
+    with pytest.raises(type(failure)):
+        bridge.answer(_invocation())
+    assert len(access.clients["lambda"].payloads) == 1
+    updates = [arguments for name, arguments in access.clients["dynamodb"].calls if name == "update_item"]
+    if isinstance(failure, ReadTimeoutError):  # the item is closed: a late answer is refused, not lost
+        (update,) = updates
+        assert update["ExpressionAttributeValues"] == {
+            ":code": {"N": "503"},
+            ":reason": {"S": "the helper stack's dispatcher did not answer"},
+        }
+        assert update["ConditionExpression"] == "attribute_exists(#caller) AND attribute_not_exists(#code)"
+    else:
+        assert updates == []
+
+
+def test_the_dispatchers_client_never_retries_by_itself() -> None:
+    config = lambda_runtime.DISPATCHER_CONFIG
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert config.read_timeout >= 10 + 15  # Lambda's init phase plus the dispatcher's Timeout (template.yaml)
+
+
+# --- Runtime API client ------------------------------------------------------------------------------------
 class _OneShotServer:
     """Answers one request per connection, then closes it without saying so (a stale keep-alive)."""
 
@@ -247,22 +327,18 @@ class _OneShotServer:
                 while b"\r\n\r\n" not in data:
                     data += connection.recv(65536)
                 head, _, body = data.partition(b"\r\n\r\n")
-                length = int(
-                    dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
-                        b"Content-Length", b"0"
-                    )
-                )
+                headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+                length = int(headers.get(b"Content-Length", b"0"))
                 while len(body) < length:
                     body += connection.recv(65536)
                 self.requests.append(head.split(b"\r\n")[0] + b" " + body)
-                headers = (
+                extra = (
                     b"Lambda-Runtime-Aws-Request-Id: r-%d\r\nLambda-Runtime-Deadline-Ms: 5\r\n"
                     % self.connections
+                    if status == 200
+                    else b""
                 )
-                connection.sendall(
-                    b"HTTP/1.1 %d X\r\n%sContent-Length: 2\r\n\r\n{}"
-                    % (status, headers if status == 200 else b"")
-                )
+                connection.sendall(b"HTTP/1.1 %d X\r\n%sContent-Length: 2\r\n\r\n{}" % (status, extra))
 
 
 def test_the_runtime_api_client_reopens_a_connection_the_server_dropped() -> None:
