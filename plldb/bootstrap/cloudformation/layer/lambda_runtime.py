@@ -623,39 +623,43 @@ class DebuggerBridge:
     def _read(self, delivery: Delivery) -> dict[str, Any] | None:
         dynamodb = self._access.client("dynamodb")
         self.reads += 1
-        return dynamodb.get_item(  # type: ignore[no-any-return]
-            TableName=self._settings.invocations_table,
-            Key=delivery.key,
-            ConsistentRead=True,
-            ProjectionExpression="#caller, #code, #response, #object, #sha, #size, #error, #acked, #reason",
-            ExpressionAttributeNames={
-                "#caller": protocol.A_CALLER,
-                "#code": protocol.A_RESPONSE_CODE,
-                "#response": protocol.A_RESPONSE,
-                "#object": protocol.A_RESPONSE_OBJECT,
-                "#sha": protocol.A_RESPONSE_SHA256,
-                "#size": protocol.A_RESPONSE_SIZE,
-                "#error": protocol.A_ERROR,
-                "#acked": protocol.A_ACKED_AT,
-                "#reason": protocol.A_REASON,
-            },
+        return self._access.call(  # type: ignore[no-any-return]
+            lambda: dynamodb.get_item(
+                TableName=self._settings.invocations_table,
+                Key=delivery.key,
+                ConsistentRead=True,
+                ProjectionExpression="#caller, #code, #response, #object, #sha, #size, #error, #acked, #reason",
+                ExpressionAttributeNames={
+                    "#caller": protocol.A_CALLER,
+                    "#code": protocol.A_RESPONSE_CODE,
+                    "#response": protocol.A_RESPONSE,
+                    "#object": protocol.A_RESPONSE_OBJECT,
+                    "#sha": protocol.A_RESPONSE_SHA256,
+                    "#size": protocol.A_RESPONSE_SIZE,
+                    "#error": protocol.A_ERROR,
+                    "#acked": protocol.A_ACKED_AT,
+                    "#reason": protocol.A_REASON,
+                },
+            )
         ).get("Item")
 
     def _give_up(self, delivery: Delivery, code: int, reason: str) -> Answer | None:
         """Close the item with 503/504 so any later answer is refused; the answer instead if one just landed."""
         dynamodb = self._access.client("dynamodb")
         try:
-            dynamodb.update_item(
-                TableName=self._settings.invocations_table,
-                Key=delivery.key,
-                UpdateExpression="SET #code = :code, #reason = :reason",
-                ConditionExpression="attribute_exists(#caller) AND attribute_not_exists(#code)",
-                ExpressionAttributeNames={
-                    "#caller": protocol.A_CALLER,
-                    "#code": protocol.A_RESPONSE_CODE,
-                    "#reason": protocol.A_REASON,
-                },
-                ExpressionAttributeValues={":code": {"N": str(code)}, ":reason": {"S": reason[:500]}},
+            self._access.call(
+                lambda: dynamodb.update_item(
+                    TableName=self._settings.invocations_table,
+                    Key=delivery.key,
+                    UpdateExpression="SET #code = :code, #reason = :reason",
+                    ConditionExpression="attribute_exists(#caller) AND attribute_not_exists(#code)",
+                    ExpressionAttributeNames={
+                        "#caller": protocol.A_CALLER,
+                        "#code": protocol.A_RESPONSE_CODE,
+                        "#reason": protocol.A_REASON,
+                    },
+                    ExpressionAttributeValues={":code": {"N": str(code)}, ":reason": {"S": reason[:500]}},
+                )
             )
         except ClientError as exc:
             if not lambda_common.is_condition_failure(exc):
@@ -689,7 +693,8 @@ class DebuggerBridge:
         s3 = self._access.client("s3")
         key = protocol.response_object_key(delivery.caller, delivery.delivery_id)
         try:
-            body = s3.get_object(Bucket=self._settings.payload_bucket, Key=key)["Body"].read()
+            stored = self._access.call(lambda: s3.get_object(Bucket=self._settings.payload_bucket, Key=key))
+            body = stored["Body"].read()
         except ClientError as exc:
             body = None
             LOGGER.warning("plldb: the debugger's large answer could not be read (%s)", exc)
