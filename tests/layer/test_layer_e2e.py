@@ -7,12 +7,14 @@ rest on the local cloud.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
 from typing import Any
 
 from plldb import protocol
+from plldb.bootstrap.cloudformation.layer.lambda_runtime import poll_delays
 from tests.layer.conftest import AttachFactory
 from tests.layer.layer_harness import Invoke, LayerBench, credentials_of
 
@@ -202,3 +204,29 @@ def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id
     assert debugger.session_id not in log
     for secret in credentials_of(debugger.invokes):
         assert secret not in log
+
+
+def test_a_developer_at_a_breakpoint_costs_the_polling_schedule_and_no_more(
+    layer_bench: LayerBench, attach: AttachFactory
+) -> None:
+    """The layer polls its item on lambda_runtime.poll_delays(): the log's read count never exceeds what
+    that schedule allows in the time it waited (at most two reads a second once settled)."""
+
+    def script(invoke: Invoke) -> None:
+        invoke.ack()
+        time.sleep(1.5)  # the developer steps through the handler
+        invoke.answer('{"paused": true}')
+
+    attach("Echo", script=script)
+    result = layer_bench.invoke(layer_bench.app.functions["Echo"], {"order": 5})
+
+    assert result.payload == b'{"paused": true}'
+    match = re.search(r"plldb: answered with 200 after (\d+) ms \((\d+) reads\)", result.log)
+    assert match is not None
+    waited, reads = int(match.group(1)) / 1000.0, int(match.group(2))
+    allowed = 1 + sum(
+        1 for total in itertools.accumulate(itertools.islice(poll_delays(), 10_000)) if total <= waited
+    )
+    assert waited >= 1.5
+    assert reads <= allowed
+    assert allowed <= 21 + 2 * int(waited)

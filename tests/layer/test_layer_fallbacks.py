@@ -26,6 +26,7 @@ from tests.layer.layer_harness import (
     LayerBench,
     ScriptedDebugger,
     acking_script,
+    echo_script,
     holding_script,
     wait_until,
 )
@@ -353,6 +354,9 @@ def test_an_acknowledged_invocation_waits_for_a_debugger_that_reconnects(
     session = layer_bench.session_item(debugger.session_id)
     assert session is not None
     assert protocol.A_DISCONNECTED_AT not in session
+    # The next invocation is posted to the new connection.
+    debugger.script = echo_script
+    assert layer_bench.invoke(function_name, {"order": 9}).json() == {"local": {"order": 9}}
 
 
 # --- Fallback passthrough: the function's own handler, in the cloud ------------------------------------------
