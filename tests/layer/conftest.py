@@ -31,8 +31,10 @@ PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"  # every functio
 def layer_bench(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> LayerBench:
     session = local_cloud.session()
     helper_name = f"plldb-layer-{uuid.uuid4().hex[:6]}"
-    # The sweep is EventBridge's business, not the layer's: it must not close a test's session midway.
-    setup(session, helper_name, parameters={"SweepSchedule": "rate(1 day)"}, poll_seconds=0.2)
+    # The sweep is EventBridge's business, not the layer's: it must not close a test's session midway; and
+    # a dropped connection leaves a minute to reconnect, however slow the machine is meanwhile.
+    parameters = {"SweepSchedule": "rate(1 day)", "DisconnectGraceSeconds": "60"}
+    setup(session, helper_name, parameters=parameters, poll_seconds=0.2)
     helper = load_helper_stack(session, helper_name)
     resources = session.client("cloudformation").list_stack_resources(StackName=helper_name)
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]}
