@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+import plldb
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer.lambda_runtime import poll_delays
 from tests.layer.conftest import AttachFactory
@@ -204,6 +205,14 @@ def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id
     assert debugger.session_id not in log
     for secret in credentials_of(debugger.invokes):
         assert secret not in log
+    # The layer as the helper stack packages it, unpacked where Lambda unpacks layers (/opt/plldb-debugger).
+    started = re.search(
+        r"plldb: debugger layer (\S+) \((.+)\) active for session (\S+) \(function (\S+)\)", log
+    )
+    assert started is not None
+    assert started.group(1) == plldb.__version__
+    assert started.group(2).endswith("/" + protocol.LAYER_DIRECTORY)
+    assert started.groups()[2:] == (debugger.session_id[:8] + "...", function_name)
 
 
 def test_a_developer_at_a_breakpoint_costs_the_polling_schedule_and_no_more(

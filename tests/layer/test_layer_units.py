@@ -4,14 +4,18 @@ Lambda surely did not run it), and the Runtime API client's connection handling 
 
 from __future__ import annotations
 
+import http.server
 import io
 import itertools
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
@@ -27,6 +31,7 @@ from plldb.bootstrap.cloudformation.layer.lambda_runtime import (
 )
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
 
+LAYER_DIRECTORY = Path(lambda_runtime.__file__).resolve().parent
 DISPATCHER = "arn:aws:lambda:eu-west-1:123456789012:function:plldb-DispatcherFunction-1A2B3C"
 VALID = {
     "AWS_REGION": "eu-west-1",
@@ -306,7 +311,61 @@ def test_the_dispatchers_client_never_retries_by_itself() -> None:
     assert config.read_timeout >= 10 + 15  # Lambda's init phase plus the dispatcher's Timeout (template.yaml)
 
 
+# --- The wrapper ---------------------------------------------------------------------------------------------
+def test_the_wrapper_is_an_executable_posix_shell_script_where_plldb_points_lambda() -> None:
+    wrapper = LAYER_DIRECTORY / "wrapper"
+    assert wrapper.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+    assert os.access(wrapper, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(wrapper)], capture_output=True).returncode == 0
+    assert (
+        protocol.LAYER_WRAPPER_PATH
+        == f"/opt/{protocol.LAYER_DIRECTORY}/wrapper"
+        == "/opt/plldb-debugger/wrapper"
+    )
+
+
 # --- Runtime API client ------------------------------------------------------------------------------------
+class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[list[Any]] = []
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(self.client_address)
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Lambda-Runtime-Aws-Request-Id", f"r-{len(self.connections)}")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(202)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_runtime_api_client_keeps_one_connection_for_every_call() -> None:
+    """/next and /response on the hot path of every invocation share one kept-alive connection."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RuntimeApiClient(f"127.0.0.1:{server.server_address[1]}")
+        for _ in range(3):
+            invocation = client.next_invocation()
+            client.post_response(invocation.request_id, b'"ok"')
+        client.post_error("r-1", {"errorMessage": "m", "errorType": "E", "stackTrace": []})
+    finally:
+        server.shutdown()
+    assert len(_KeepAliveHandler.connections) == 1
+
+
 class _OneShotServer:
     """Answers one request per connection, then closes it without saying so (a stale keep-alive)."""
 
