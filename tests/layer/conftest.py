@@ -24,6 +24,7 @@ from tests.layer.layer_harness import LambdaCalls, LayerApp, LayerBench, Script,
 
 LAYER_APP = Path(__file__).resolve().parent / "layer_app"
 HELPER_TABLES = ("PLLDBSessions", "PLLDBConnections", "PLLDBStackLocks", "PLLDBInvocations")
+HELPER_FUNCTIONS = ("RoutesFunction", "DispatcherFunction", "ManagerFunction")
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"  # every function runs on this interpreter
 
 
@@ -67,7 +68,11 @@ def layer_bench(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> L
         own_wrapper=directory / "own_wrapper",
     )
     return LayerBench(
-        cloud=local_cloud, helper=helper, app=app, tables={name: physical[name] for name in HELPER_TABLES}
+        cloud=local_cloud,
+        helper=helper,
+        app=app,
+        tables={name: physical[name] for name in HELPER_TABLES},
+        helper_functions={name: physical[name] for name in HELPER_FUNCTIONS},
     )
 
 

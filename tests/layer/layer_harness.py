@@ -124,6 +124,7 @@ class LayerBench:
     helper: HelperStack
     app: LayerApp
     tables: dict[str, str]  # logical id of each helper table -> its name
+    helper_functions: dict[str, str]  # logical id of each helper function -> its name
     _lambda: Any = None
 
     def client(self, service: str, **kwargs: Any) -> Any:
@@ -204,13 +205,14 @@ class LayerBench:
                 objects[entry["Key"]] = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
         return objects
 
-    def environment_log(self, function_name: str, stream_name: str) -> str:
-        """Everything one execution environment of the function wrote to CloudWatch Logs, in order."""
+    def environment_log(self, function_name: str, stream_name: str | None = None) -> str:
+        """Everything the function (one execution environment of it) wrote to CloudWatch Logs, in order."""
         logs = self.client("logs")
+        arguments: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function_name}"}
+        if stream_name is not None:
+            arguments["logStreamNames"] = [stream_name]
         lines = []
-        for page in logs.get_paginator("filter_log_events").paginate(
-            logGroupName=f"/aws/lambda/{function_name}", logStreamNames=[stream_name]
-        ):
+        for page in logs.get_paginator("filter_log_events").paginate(**arguments):
             lines.extend(event["message"] for event in page["events"])
         return "\n".join(lines)
 

@@ -178,9 +178,16 @@ def test_credentials_values_never_reach_a_table_item_or_a_payload_object(
     objects = layer_bench.payload_objects()
     assert any(key.startswith("events/") for key in objects)
     assert any(key.startswith("responses/") for key in objects)
+    # The helper stack's functions handle them too (the dispatcher posts them): none writes one in its logs.
+    helper_logs = "\n".join(
+        layer_bench.environment_log(layer_bench.helper_functions[name])
+        for name in ("DispatcherFunction", "RoutesFunction")
+    )
+    assert helper_logs.count("START RequestId:") >= 4  # two deliveries, two answers, at least
     for secret in secrets:
         assert not [text for text in stored if secret in text]
         assert not [key for key, body in objects.items() if secret.encode() in body]
+        assert secret not in helper_logs
 
 
 def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id(
