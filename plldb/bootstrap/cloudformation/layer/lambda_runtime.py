@@ -13,6 +13,7 @@ thresholds and the polling schedule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -258,6 +259,33 @@ class FunctionAccess:
             self._sleep(RETRY_DELAY_SECONDS)
 
 
+# --- The function's log: the layer's own AWS traffic stays out of it -------------------------------------
+# The AWS SDK logs through the standard loggers the function's log level controls: at INFO where it found
+# credentials, at DEBUG every request with its body, which for the layer is the invocation's payload (the
+# execution role's credentials, the environment, the session id). What the SDK logs about the layer's own
+# calls is dropped; what it logs about the handler's calls (fallback passthrough) is the function's own.
+_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+_work = threading.local()
+
+
+@contextlib.contextmanager
+def own_work(active: bool = True) -> Iterator[None]:
+    """Mark what this thread does now as the layer's own (``active``) or as the function's handler's."""
+    previous = getattr(_work, "own", False)
+    _work.own = active
+    try:
+        yield
+    finally:
+        _work.own = previous
+
+
+class OwnTrafficFilter(logging.Filter):
+    """Drops the AWS SDK's records about the layer's own calls (see own_work)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_work, "own", False) and record.name.split(".", 1)[0] in _SDK_LOGGERS)
+
+
 # --- The function's own handler, for fallback passthrough -------------------------------------------------
 def lambda_python_path(environ: Mapping[str, str]) -> list[str]:
     """The import path Lambda's Python runtime gives a handler: the function's code, then its layers.
@@ -297,6 +325,10 @@ class CloudHandler:
         return lambda_compat.load_handler(self._handler_name)
 
     def run(self, invocation: Invocation) -> Answer:
+        with own_work(False):  # the handler's import and run are the function's own, logs included
+            return self._run(invocation)
+
+    def _run(self, invocation: Invocation) -> Answer:
         if self._handler is None:
             try:
                 self._handler = self._load()
@@ -352,7 +384,8 @@ class SessionCheck:
 
     def _run(self, check: Callable[[], str | None]) -> None:
         try:
-            self.reason = check()
+            with own_work():
+                self.reason = check()
         except Exception as exc:  # a failed check changes nothing: the next one, or the deadline, decides
             LOGGER.warning("plldb: could not check the debugging session (%s); still waiting", exc)
         finally:
@@ -762,7 +795,8 @@ def serve(runtime: RuntimeApiClient, bridge: DebuggerBridge, current: CurrentReq
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
         try:
-            answer = bridge.answer(invocation)
+            with own_work():
+                answer = bridge.answer(invocation)
         except Exception as exc:
             # One failed invocation (throttling, a network error, ...) must not end the environment.
             answer = Answer.failure(layer_error(f"{type(exc).__name__}: {exc}", invocation.request_id))
@@ -789,6 +823,8 @@ def main(original_command: list[str]) -> None:
     runtime = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     current = CurrentRequest()
     lambda_compat.setup_logging(current.get)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OwnTrafficFilter())
     LOGGER.setLevel(logging.getLogger().level if os.environ.get("AWS_LAMBDA_LOG_LEVEL") else logging.INFO)
     restore_function_environment(os.environ)
     _hide_layer_from_handler_imports()
@@ -807,6 +843,7 @@ def main(original_command: list[str]) -> None:
         lambda_common.redact(settings.session_id),
         settings.function_name,
     )
-    bridge = DebuggerBridge(settings, FunctionAccess(settings), CloudHandler(settings.handler))
-    bridge.warm_up()
+    with own_work():
+        bridge = DebuggerBridge(settings, FunctionAccess(settings), CloudHandler(settings.handler))
+        bridge.warm_up()
     serve(runtime, bridge, current)
