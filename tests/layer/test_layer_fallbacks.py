@@ -9,6 +9,7 @@ debugger's records.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import plldb
 from plldb import protocol
 from plldb.instrumentation.functions import FunctionRef
 from tests.layer.conftest import AttachFactory
@@ -411,6 +413,29 @@ def test_passthrough_reports_errors_exactly_as_the_python_runtime(
     assert actual.error_type == {"Fail": "ValueError", "NotSerialisable": "Runtime.MarshalError"}[logical_id]
 
 
+@pytest.mark.parametrize("logical_id", ["Chatty", "ChattyJson"], ids=["text", "json"])
+def test_passthrough_logs_exactly_as_the_python_runtime(
+    layer_bench: LayerBench, attach: AttachFactory, logical_id: str
+) -> None:
+    """print, a module's logger and the root logger, in the text and the JSON log formats."""
+    function_name = layer_bench.app.functions[logical_id]
+    expected = layer_bench.invoke(function_name, {"order": 12})
+    passthrough(attach, logical_id)
+    actual = layer_bench.invoke(function_name, {"order": 12})
+
+    assert actual.json() == expected.json() == {"ok": True}
+    handler_lines = handler_log(expected)
+    assert len(handler_lines) == 3
+    assert handler_log(actual) == handler_lines
+    if logical_id == "ChattyJson":  # the layer's own lines are in the function's log format too
+        layer_lines = [json.loads(line) for line in lines_of(actual) if "plldb: " in line]
+        assert {(line["level"], line["logger"]) for line in layer_lines} == {("INFO", "plldb.layer")}
+        assert [line["message"].split(" (")[0] for line in layer_lines] == [
+            "plldb: debugger layer " + plldb.__version__,
+            "plldb: no debugger",
+        ]
+
+
 def test_passthrough_imports_the_functions_own_plldb_module(
     layer_bench: LayerBench, attach: AttachFactory
 ) -> None:
@@ -496,6 +521,27 @@ def is_status_call(call: Any, invoke: Invoke) -> bool:
         and request.get("action") == "status"
         and request.get("deliveryId") == invoke.delivery_id
     )
+
+
+def lines_of(result: Invoked) -> list[str]:
+    """The invocation's own log lines (between START and END)."""
+    lines = result.log.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("START RequestId:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("END RequestId:"))
+    return lines[start + 1 : end]
+
+
+def handler_log(result: Invoked) -> list[str]:
+    """What the handler wrote, with this invocation's request id and timestamps named generically."""
+    return [
+        re.sub(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z",
+            "TIMESTAMP",
+            line.replace(result.request_id, "REQUEST-ID"),
+        )
+        for line in lines_of(result)
+        if "plldb: " not in line
+    ]
 
 
 def without_request_id(payload: bytes) -> dict[str, Any]:

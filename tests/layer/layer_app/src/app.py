@@ -1,10 +1,12 @@
 """Handlers of the layer tests' application: each shows one thing about how a function runs."""
 
+import logging
 import os
 import sys
 import threading
 import time
 
+LOGGER = logging.getLogger("orders")
 CALLS = {"count": 0}  # module state: a warm environment keeps counting
 _CALLS_LOCK = threading.Lock()
 
@@ -48,3 +50,10 @@ def own_layer(event, context):
     import vendlib  # from src/vendored/, which src/vendored.pth puts on the path
 
     return {"ownlib": ownlib.VALUE, "sitelib": sitelib.VALUE, "vendlib": vendlib.VALUE, "event": event}
+
+
+def chatty(event, context):
+    print("printed for order", event.get("order"))
+    LOGGER.warning("order %s looks odd", event.get("order"))
+    logging.getLogger().error("the root logger speaks too")
+    return {"ok": True}
