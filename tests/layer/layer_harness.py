@@ -137,10 +137,19 @@ class LayerBench:
             self._lambda = self.client("lambda", config=INVOKE_CONFIG)
         return self._lambda
 
-    def invoke(self, function_name: str, event: Any = None, *, raw: bytes | None = None) -> Invoked:
+    def invoke(
+        self, function_name: str, event: Any = None, *, raw: bytes | None = None, client_context: Any = None
+    ) -> Invoked:
         """A synchronous ``lambda.invoke`` with the log tail, as any caller of the function makes it."""
         payload = raw if raw is not None else json.dumps(event if event is not None else {}).encode("utf-8")
-        response = self.lambda_client.invoke(FunctionName=function_name, Payload=payload, LogType="Tail")
+        extra = {}
+        if client_context is not None:
+            extra["ClientContext"] = base64.b64encode(json.dumps(client_context).encode("utf-8")).decode(
+                "ascii"
+            )
+        response = self.lambda_client.invoke(
+            FunctionName=function_name, Payload=payload, LogType="Tail", **extra
+        )
         return Invoked(
             status=response["StatusCode"],
             function_error=response.get("FunctionError"),

@@ -62,7 +62,8 @@ def test_the_invoke_message_carries_the_invocation_its_function_and_its_context(
     debugger = attach("Echo")
     function_name = layer_bench.app.functions["Echo"]
     before_ms = int(time.time() * 1000)
-    result = layer_bench.invoke(function_name, {"order": 2})
+    client_context = {"custom": {"tenant": "acme"}, "client": {"app_title": "shop"}, "env": {"locale": "fr"}}
+    result = layer_bench.invoke(function_name, {"order": 2}, client_context=client_context)
     (invoke,) = debugger.invokes
     message = invoke.message
 
@@ -92,11 +93,12 @@ def test_the_invoke_message_carries_the_invocation_its_function_and_its_context(
             "logStreamName": context["logStreamName"],
             "deadlineMs": context["deadlineMs"],
             "traceId": context["traceId"],
-            "clientContext": None,
+            "clientContext": context["clientContext"],
             "cognitoIdentity": None,
             "tenantId": None,
         },
     }
+    assert json.loads(context["clientContext"]) == client_context
     assert message["environment"]["_X_AMZN_TRACE_ID"] == context["traceId"]
     assert sorted(message["credentials"]) == ["accessKeyId", "secretAccessKey", "sessionToken"]
 

@@ -436,6 +436,33 @@ def test_passthrough_logs_exactly_as_the_python_runtime(
         ]
 
 
+@pytest.mark.parametrize("handler", ["no_such_module.handler", "app.no_such_function"])
+def test_passthrough_reports_a_handler_that_cannot_load_as_the_python_runtime(
+    layer_bench: LayerBench,
+    debugger_factory: Callable[..., ScriptedDebugger],
+    scratch_function: Callable[..., str],
+    handler: str,
+) -> None:
+    """The Python runtime fails such a function's init; the layer fails the invocation with the same error."""
+    function_name = scratch_function(handler)
+    expected = layer_bench.invoke(function_name, {})
+    debugger = debugger_factory()
+    assert debugger.open(layer_bench.app.stack_name)["type"] == protocol.MSG_OPENED
+    debugger.instrument([FunctionRef(function_name, "Scratch")], fallback=protocol.FALLBACK_PASSTHROUGH)
+    debugger.close_session()
+    actual = layer_bench.invoke(function_name, {})
+
+    assert expected.function_error == actual.function_error == "Unhandled"
+    assert without_request_id(actual.payload) == without_request_id(expected.payload)
+    assert (
+        actual.json()["errorType"]
+        == {
+            "no_such_module.handler": "Runtime.ImportModuleError",
+            "app.no_such_function": "Runtime.HandlerNotFound",
+        }[handler]
+    )
+
+
 def test_passthrough_imports_the_functions_own_plldb_module(
     layer_bench: LayerBench, attach: AttachFactory
 ) -> None:
