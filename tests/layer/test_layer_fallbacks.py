@@ -344,9 +344,12 @@ def test_an_acknowledged_invocation_waits_for_a_debugger_that_reconnects(
         layer_bench.wait_for_session(debugger.session_id, lambda item: protocol.A_DISCONNECTED_AT in item)
         away = lambda_calls.mark()
         check = lambda_calls.wait_for(
-            lambda call: is_status_call(call, invoke) and call.started > away,
+            lambda call: (
+                (is_status_call(call, invoke) and call.started > away) or call.function_name == function_name
+            ),
             "a session check while the debugger is away",
         )
+        assert check.function_name != function_name, f"the invocation ended first: {check.result!r}"
         debugger.connect()  # the next token of the chain, signed by the same principal
         reply = invoke.answer('{"answered": "after reconnecting"}')
         result = pending.result()
