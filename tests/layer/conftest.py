@@ -92,6 +92,7 @@ def debugger_factory(layer_bench: LayerBench) -> Iterator[Callable[..., Scripted
     yield start
     for debugger in started:
         debugger.finish()
+        debugger.wait_scripts()
     for debugger in started:
         assert debugger.unauthenticated == [], f"unauthenticated messages: {debugger.unauthenticated}"
         assert debugger.script_errors == [], f"the debugger's script failed: {debugger.script_errors}"

@@ -482,6 +482,7 @@ class ScriptedDebugger:
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _send_lock: threading.Lock = field(default_factory=threading.Lock)
     _key_sent: bool = False
+    _scripts: list[threading.Thread] = field(default_factory=list)
 
     # --- The connection ---------------------------------------------------------------------------------
     def connect(self) -> ScriptedDebugger:
@@ -540,7 +541,10 @@ class ScriptedDebugger:
                 self.invokes.append(invoke)
             self._changed.notify_all()
         if invoke is not None:
-            threading.Thread(target=self._run_script, args=(invoke,), name="script", daemon=True).start()
+            script = threading.Thread(target=self._run_script, args=(invoke,), name="script", daemon=True)
+            with self._changed:
+                self._scripts.append(script)
+            script.start()
 
     def _authentic(self, message: dict[str, Any]) -> bool:
         """Signed with the session key; before ``open`` is answered only released/error may be unsigned."""
@@ -557,6 +561,15 @@ class ScriptedDebugger:
             self.script(invoke)
         except BaseException as exc:  # reported by the fixture's teardown
             self.script_errors.append(exc)
+
+    def wait_scripts(self) -> None:
+        """Until every script started so far has finished (an invocation may end before its script does:
+        the layer reads the answer from its item while the script still waits for ``stored``)."""
+        with self._changed:
+            scripts = list(self._scripts)
+        for script in scripts:
+            script.join(WAIT_GUARD_SECONDS)
+            assert not script.is_alive(), "a script never finished"
 
     # --- Waiting for messages ----------------------------------------------------------------------------
     def wait_message(

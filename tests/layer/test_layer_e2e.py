@@ -37,6 +37,7 @@ def test_an_invocation_is_answered_by_the_debugger_with_the_exact_bytes(
     result = layer_bench.invoke(function_name, {"order": 1})
 
     assert (result.status, result.function_error, result.payload) == (200, None, payload.encode("utf-8"))
+    debugger.wait_scripts()
     (invoke,) = debugger.invokes
     assert invoke.request_id == result.request_id
     assert invoke.event_bytes() == b'{"order": 1}'

@@ -172,6 +172,7 @@ def test_invocations_keep_flowing_after_one_fails_inside_the_layer(
         "stackTrace": [],
     }
     assert (healthy.function_error, healthy.payload) == (None, b'{"n": 2}')
+    debugger.wait_scripts()
     assert [reply["type"] for reply in replies] == [protocol.MSG_STORED, protocol.MSG_STORED]
     streams = {invoke.message["context"]["logStreamName"] for invoke in debugger.invokes}
     assert len(streams) == 1  # the same execution environment served both

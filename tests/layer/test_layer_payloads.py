@@ -71,6 +71,7 @@ def test_a_6_mb_event_and_a_6_mb_result_round_trip_intact_through_the_payload_ob
     message = invoke.message
     assert "event" not in message
     assert (message["eventSha256"], message["eventSize"]) == (hashlib.sha256(event).hexdigest(), len(event))
+    debugger.wait_scripts()
     assert replies[0]["type"] == protocol.MSG_STORED
     objects = layer_bench.payload_objects()
     assert objects[protocol.event_object_key(invoke.caller, invoke.delivery_id)] == event
