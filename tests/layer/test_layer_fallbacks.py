@@ -274,7 +274,7 @@ def test_the_deadline_holds_while_a_session_check_is_stalled(
 ) -> None:
     """The dispatcher does not answer a session check before the function's deadline: the layer still
     answers PlldbDebuggerTimeout itself, before Lambda's timeout would end it."""
-    debugger = attach("Sleep", timeout=5)
+    debugger = attach("Sleep", timeout=8)  # time for a check (2 s after the post) before the deadline
     function_name = layer_bench.app.functions["Sleep"]
     layer_bench.invoke(function_name, {"seconds": 0})
     debugger.script = acking_script
