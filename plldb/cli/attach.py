@@ -20,6 +20,7 @@ import click
 
 from plldb import protocol
 from plldb.cli.common import aws_options
+from plldb.cli.settings import samconfig_options
 from plldb.errors import PlldbError
 
 DEFAULT_TEMPLATE = Path("template.yaml")
@@ -39,11 +40,15 @@ class AttachRequest:
     """What `plldb attach` was asked to do, once the options and samconfig.toml are resolved."""
 
     stack_name: str
-    template_path: Path
+    template: Path | None  # --template, or samconfig's template_file
+    cdk_out: Path | None
+    python: Path | None
+    settings: Any  # plldb.cli.settings.Settings: where each value came from
     function_patterns: tuple[str, ...]
     function_timeout: int
     fallback: str
     take_over: bool
+    include_provisioned: bool
     profile: str | None
     region: str | None
     helper_stack: str
@@ -54,24 +59,32 @@ class AttachRequest:
 
 
 def _resolve_target(
-    stack_name: str | None, template: Path | None, profile: str | None, region: str | None
-) -> tuple[str, Path, str | None, str | None]:
-    """Options first, then samconfig.toml in the current folder, then the defaults."""
+    *,
+    stack_name: str | None,
+    template: Path | None,
+    profile: str | None,
+    region: str | None,
+    config_file: Path | None,
+    config_env: str,
+) -> Any:
+    """Options first, then the SAM configuration file, then the defaults; the stack name is required."""
     from plldb.aws import validate_stack_name
-    from plldb.local.samconfig import load_samconfig
+    from plldb.cli.settings import resolve
 
-    config = load_samconfig(Path.cwd())
-    stack_name = stack_name or config.stack_name
-    if not stack_name:
+    settings = resolve(
+        stack_name=stack_name,
+        template=template,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    if not settings.stack_name:
         raise PlldbError(
             "No stack name was given.", "Pass --stack-name, or run where samconfig.toml sets stack_name."
         )
-    return (
-        validate_stack_name(stack_name),
-        template or config.template or DEFAULT_TEMPLATE,
-        profile or config.profile,
-        region or config.region,
-    )
+    validate_stack_name(settings.stack_name)
+    return settings
 
 
 @click.command("attach")
@@ -82,6 +95,18 @@ def _resolve_target(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="The stack's SAM template (default: samconfig.toml's, else template.yaml).",
+)
+@click.option(
+    "--cdk-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A CDK app's cloud assembly (default: cdk.out when there is no SAM template).",
+)
+@click.option(
+    "--python",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The interpreter (and its packages) to run every function with (default: found per function).",
 )
 @click.option(
     "--function",
@@ -105,8 +130,18 @@ def _resolve_target(
     show_default=True,
     help="When plldb is not attached: fail the invocation, or run the deployed code.",
 )
-@click.option("--take-over", is_flag=True, help="End another developer's session on this stack first.")
+@click.option(
+    "--take-over",
+    is_flag=True,
+    help="End another developer's session on this stack first (restores its functions with your credentials).",
+)
+@click.option(
+    "--include-provisioned",
+    is_flag=True,
+    help="Also redirect aliases with provisioned concurrency (Lambda re-provisions them: minutes, billed).",
+)
 @aws_options
+@samconfig_options
 @HELPER_STACK_OPTION
 @JSON_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="Only the handlers' output, warnings and errors.")
@@ -133,12 +168,17 @@ def attach(
     *,
     stack_name: str | None,
     template: Path | None,
+    cdk_out: Path | None,
+    python: Path | None,
     function_patterns: tuple[str, ...],
     function_timeout: int,
     fallback: str,
     take_over: bool,
+    include_provisioned: bool,
     profile: str | None,
     region: str | None,
+    config_file: Path | None,
+    config_env: str,
     helper_stack: str,
     json_output: bool,
     quiet: bool,
@@ -164,16 +204,27 @@ def attach(
         write_vscode=write_vscode,
         pycharm_address=pycharm_address,
     )
-    stack_name, template_path, profile, region = _resolve_target(stack_name, template, profile, region)
-    request = AttachRequest(
+    settings = _resolve_target(
         stack_name=stack_name,
-        template_path=template_path,
+        template=template,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    request = AttachRequest(
+        stack_name=settings.stack_name,
+        template=settings.template,
+        cdk_out=cdk_out,
+        python=python,
+        settings=settings,
         function_patterns=function_patterns,
         function_timeout=function_timeout,
         fallback=fallback,
         take_over=take_over,
-        profile=profile,
-        region=region,
+        include_provisioned=include_provisioned,
+        profile=settings.profile,
+        region=settings.region,
         helper_stack=helper_stack,
         local_credentials=local_credentials,
         write_vscode=write_vscode,
@@ -212,6 +263,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
 
     from plldb.aws import make_session
     from plldb.bootstrap.helper_stack import load_helper_stack
+    from plldb.cli.settings import where
     from plldb.instrumentation.functions import FunctionRef
     from plldb.local.instrument import StackInstrumentation, developer_clients
     from plldb.local.session import (
@@ -221,18 +273,40 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         connect_url,
         sigv4_signer,
     )
-    from plldb.local.worker import WorkerPool
+    from plldb.local.template import locate_template
+    from plldb.local.worker import WorkerPool, plan_runtimes
 
     # Everything that can be wrong is checked before anything changes.
     session = make_session(request.profile, request.region)
     helper = load_helper_stack(session, request.helper_stack)
     stack = _resolve_stack(session, helper, request.stack_name)
-    stack_map = _map_selected_functions(
-        console, session, request.stack_name, request.template_path, request.function_patterns
+    given = request.settings.sources.get("template") == "--template"
+    project = locate_template(
+        template=request.template if given else None,
+        cdk_out=request.cdk_out,
+        stack_name=request.stack_name,
+        samconfig_template=None if given or request.cdk_out is not None else request.template,
     )
+    stack_map = _map_selected_functions(
+        console, session, request.stack_name, project.template, request.function_patterns
+    )
+    console.info(f"Working in {where(session, request.settings)}.", event="where", region=session.region_name)
+    selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
+    for notice in getattr(stack_map, "notices", ()):
+        console.warning(notice)
+    for function in stack_map.selected(request.function_patterns):
+        if getattr(function, "notice", None):
+            console.warning(f"{function.logical_path}: {function.notice}")
+        if function.local is None:
+            console.warning(
+                f"{function.logical_path} is not instrumented (its invocations keep running the deployed "
+                f"code): {function.missing_reason}."
+            )
+    runtimes = plan_runtimes([f.local for f in selected if f.local is not None], python=request.python)
+    if runtimes.warning():
+        console.warning(runtimes.warning())
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
-    selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
     instrumentation = StackInstrumentation(
         clients=developer_clients(session, helper),
         helper=helper,
@@ -240,6 +314,9 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         observer=console,
         fallback=request.fallback,
         timeout=request.function_timeout,
+        include_provisioned=request.include_provisioned,
+        account_id=helper.stack_id.split(":")[4],
+        partition=helper.stack_id.split(":")[1],
     )
 
     def take_over() -> None:
@@ -255,6 +332,8 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         debugger=debugger,
         local_credentials=request.local_credentials,
         warn=console.warning,
+        runtimes=runtimes,
+        python=request.python,
     )
     try:
         debug_session = DebugSession(
@@ -306,8 +385,8 @@ def _resolve_stack(session: Any, helper: Any, stack_name: str) -> Any:
     stack = stacks.resolve_stack(session.client("cloudformation"), stack_name)
     if stack is None:
         raise PlldbError(
-            f"Stack {stack_name!r} does not exist in {session.region_name}.",
-            "Check --stack-name and --region (or samconfig.toml).",
+            f"Stack {stack_name!r} was not found in region {session.region_name}.",
+            "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
         )
     if stack.stack_id == helper.stack_id:
         raise PlldbError(
@@ -398,7 +477,6 @@ async def _run_until_detached(debug_session: Any) -> Any:
 
 def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
-    from plldb.local.environment import allowed_environment
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
 
@@ -410,17 +488,16 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
-        environment = allowed_environment(
-            invocation.environment, instrumentation.variable_names(invocation.function_name)
-        )
         result = pool.run(
             deployed.local,
             Invocation(
                 request_id=invocation.request_id,
                 event_json=invocation.event_json,
                 context=dict(invocation.context),
-                environment=environment,
+                environment=dict(invocation.environment),
                 credentials=dict(invocation.credentials) if invocation.credentials else None,
+                # The allowlist: the names the function configures, as read with the developer's rights.
+                configured_variables=instrumentation.variable_names(invocation.function_name),
             ),
         )
         return InvocationOutcome(
@@ -473,6 +550,7 @@ def _report_restore(console: Any, results: list[Any]) -> bool:
 @click.command("detach")
 @click.option("--stack-name", "-s", default=None, help="The stack to restore (default: from samconfig.toml).")
 @aws_options
+@samconfig_options
 @HELPER_STACK_OPTION
 @JSON_OPTION
 @click.pass_context
@@ -482,15 +560,26 @@ def detach(
     stack_name: str | None,
     profile: str | None,
     region: str | None,
+    config_file: Path | None,
+    config_env: str,
     helper_stack: str,
     json_output: bool,
 ) -> None:
     """Restore a stack's functions when its session was lost (works from any machine)."""
     from plldb.aws import make_session, translate_aws_errors
     from plldb.bootstrap.helper_stack import load_helper_stack
+    from plldb.cli.settings import where
     from plldb.local.console import Console, choose_mode
 
-    stack_name, _template, profile, region = _resolve_target(stack_name, None, profile, region)
+    settings = _resolve_target(
+        stack_name=stack_name,
+        template=None,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    stack_name, profile, region = settings.stack_name, settings.profile, settings.region
     console = Console(choose_mode(json_output))
 
     @translate_aws_errors
@@ -498,6 +587,7 @@ def detach(
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
         stack = _resolve_stack(session, helper, stack_name)
+        console.info(f"Working in {where(session, settings)}.", event="where", region=session.region_name)
         console.info(f"Restoring the functions of {stack.name}...", event="restoring", stack=stack.name)
         restored = _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
         if not restored:

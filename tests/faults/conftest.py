@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from plldb.bootstrap.deploy import setup
-from plldb.bootstrap.helper_stack import HelperStack, invoke_manager, load_helper_stack
+from plldb.bootstrap.helper_stack import HelperStack, load_helper_stack
+from plldb.local.instrument import restore_stack
 from plldb.localcloud.sam_deploy import deploy
 from tests.attach.test_attach_e2e import attach_environment, start_attach  # noqa: F401  (fixtures)
 from tests.faults.faults_support import GRACE_SECONDS, FaultsApp
@@ -62,6 +63,7 @@ def faults_app(
 def restored_app(local_cloud: Any, faults_helper: HelperStack, faults_app: FaultsApp) -> Iterator[FaultsApp]:
     """The faults app; whatever a failing test left instrumented is restored before the next test."""
     yield faults_app
-    invoke_manager(
-        local_cloud.session(), faults_helper, {"action": "restore_stack", "stackName": faults_app.stack_name}
-    )
+    stack_id = local_cloud.client("cloudformation").describe_stacks(StackName=faults_app.stack_name)[
+        "Stacks"
+    ][0]["StackId"]
+    restore_stack(local_cloud.session(), faults_helper, stack_id, report=lambda _message: None)

@@ -3,7 +3,6 @@ and the processes they watch."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
-from tests.attach.test_attach_e2e import configuration
+from tests.cloud_state import function_state, live_sessions, locks
 
 GRACE_SECONDS = 3  # DisconnectGraceSeconds of the helper stack: long enough for a reconnect, short to wait
 
@@ -39,42 +38,21 @@ class FaultsApp:
 
 
 def snapshot(local_cloud: Any, app: FaultsApp) -> dict[str, dict[str, Any]]:
-    """Every function's configuration without the fields Lambda changes on each update."""
-    return {name: configuration(local_cloud, name) for name in app.names()}
-
-
-def session_items(local_cloud: Any, helper: HelperStack, stack_name: str) -> list[dict[str, Any]]:
-    table = local_cloud.session().resource("dynamodb").Table(helper.sessions_table_name)
-    items = table.scan(ConsistentRead=True)["Items"]
-    return sorted(
-        (item for item in items if item.get(protocol.A_STACK_NAME) == stack_name),
-        key=lambda item: int(item[protocol.A_CREATED_AT]),
-    )
-
-
-def live_sessions(local_cloud: Any, helper: HelperStack, stack_name: str) -> list[dict[str, Any]]:
-    return [
-        item
-        for item in session_items(local_cloud, helper, stack_name)
-        if item[protocol.A_STATUS] != protocol.STATUS_CLOSED
-    ]
-
-
-def stack_records(local_cloud: Any, helper: HelperStack, stack_name: str) -> list[str]:
-    """Keys of the helper stack's instrumentation records of ``stack_name`` (saved originals, its lock)."""
-    table = local_cloud.session().resource("dynamodb").Table(helper.instrumentation_table_name)
-    items = table.scan(ConsistentRead=True)["Items"]
-    return sorted(str(item["ResourceArn"]) for item in items if item.get(protocol.A_STACK_NAME) == stack_name)
+    """Everything plldb may change for each function: configuration, aliases, versions, its role."""
+    return {name: function_state(local_cloud, name) for name in app.names()}
 
 
 def fully_restored(
     local_cloud: Any, helper: HelperStack, app: FaultsApp, before: dict[str, dict[str, Any]]
 ) -> bool:
-    """Configurations exactly as before, no live session and no instrumentation record left behind."""
+    """Functions exactly as before, no live session and no lock left behind."""
+    stack_id = local_cloud.client("cloudformation").describe_stacks(StackName=app.stack_name)["Stacks"][0][
+        "StackId"
+    ]
     return (
         snapshot(local_cloud, app) == before
         and not live_sessions(local_cloud, helper, app.stack_name)
-        and not stack_records(local_cloud, helper, app.stack_name)
+        and stack_id not in locks(local_cloud, helper)
     )
 
 
@@ -116,9 +94,8 @@ def run_plldb(environment: dict[str, str], cwd: Path, *arguments: str) -> subpro
 
 
 def owner_of(local_cloud: Any) -> str:
-    """The Owner attach records: the caller's ARN and this host."""
-    caller = local_cloud.client("sts").get_caller_identity()["Arn"]
-    return f"{caller} on {socket.gethostname()}"
+    """The Owner the helper stack records: the ARN API Gateway authenticated."""
+    return str(local_cloud.client("sts").get_caller_identity()["Arn"])
 
 
 def debugger_timeout_message(timeout_seconds: int, stack_name: str) -> str:
@@ -126,6 +103,5 @@ def debugger_timeout_message(timeout_seconds: int, stack_name: str) -> str:
     return (
         f"The debugger did not answer in time: the function's timeout (about {timeout_seconds} s) was about "
         f"to end, so plldb stopped waiting {protocol.DEADLINE_MARGIN_MS} ms before it. To stay longer at a "
-        "breakpoint, attach with a longer timeout: "
-        f"`plldb attach --stack-name {stack_name} --function-timeout 900`."
+        "breakpoint, attach with a longer timeout: `plldb attach --function-timeout 900`."
     )
