@@ -175,6 +175,10 @@ class Answer:
         return cls(None, error=error)
 
 
+# What _give_up answers when the debugger's ack landed just before the ack timeout closed the item.
+ACKNOWLEDGED_MEANWHILE = Answer(None)
+
+
 def _fix_hint() -> str:
     return (
         "Run `plldb attach` in the stack's project to debug it, or `plldb detach --stack-name STACK` to "
@@ -621,7 +625,12 @@ class DebuggerBridge:
                 check = SessionCheck(lambda: self._session_end_reason(delivery))
             if not acked and time.monotonic() >= ack_deadline:
                 reason = f"the debugger did not acknowledge the invocation within {protocol.ACK_TIMEOUT_SECONDS:g} s"
-                answered = self._give_up(delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason)
+                answered = self._give_up(
+                    delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason, unless_acknowledged=True
+                )
+                if answered is ACKNOWLEDGED_MEANWHILE:
+                    acked = True  # the ack landed after the last read: the debugger has it, keep waiting
+                    continue
                 if answered is not None:
                     return answered
                 return self._without_debugger(invocation, reason)
@@ -676,21 +685,33 @@ class DebuggerBridge:
             )
         ).get("Item")
 
-    def _give_up(self, delivery: Delivery, code: int, reason: str) -> Answer | None:
-        """Close the item with 503/504 so any later answer is refused; the answer instead if one just landed."""
+    def _give_up(
+        self, delivery: Delivery, code: int, reason: str, unless_acknowledged: bool = False
+    ) -> Answer | None:
+        """Close the item with 503/504 so any later answer is refused; the answer instead if one just landed.
+
+        ``unless_acknowledged`` (the ack timeout): an ack stored since the last read wins, and
+        ACKNOWLEDGED_MEANWHILE says so, since the debugger may already be running the invocation: the
+        layer must neither run it again (passthrough) nor refuse the debugger's answer.
+        """
         dynamodb = self._access.client("dynamodb")
+        condition = "attribute_exists(#caller) AND attribute_not_exists(#code)"
+        names = {
+            "#caller": protocol.A_CALLER,
+            "#code": protocol.A_RESPONSE_CODE,
+            "#reason": protocol.A_REASON,
+        }
+        if unless_acknowledged:
+            condition += " AND attribute_not_exists(#acked)"
+            names["#acked"] = protocol.A_ACKED_AT
         try:
             self._access.call(
                 lambda: dynamodb.update_item(
                     TableName=self._settings.invocations_table,
                     Key=delivery.key,
                     UpdateExpression="SET #code = :code, #reason = :reason",
-                    ConditionExpression="attribute_exists(#caller) AND attribute_not_exists(#code)",
-                    ExpressionAttributeNames={
-                        "#caller": protocol.A_CALLER,
-                        "#code": protocol.A_RESPONSE_CODE,
-                        "#reason": protocol.A_REASON,
-                    },
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues={":code": {"N": str(code)}, ":reason": {"S": reason[:500]}},
                 )
             )
@@ -700,6 +721,8 @@ class DebuggerBridge:
             item = self._read(delivery)
             if item is not None and protocol.A_RESPONSE_CODE in item:
                 return self._answer_from_item(delivery, item)
+            if item is not None and unless_acknowledged and protocol.A_ACKED_AT in item:
+                return ACKNOWLEDGED_MEANWHILE
         return None
 
     def _answer_from_item(self, delivery: Delivery, item: Mapping[str, Any]) -> Answer:
