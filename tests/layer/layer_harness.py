@@ -111,9 +111,31 @@ class Invoked:
 
     @property
     def request_id(self) -> str:
-        match = re.search(r"^START RequestId: (\S+)", self.log, re.MULTILINE)
-        assert match, f"no START line in the log tail: {self.log!r}"
-        return match.group(1)
+        """From the invocation's start line: Text ``START RequestId: ...`` or JSON ``platform.start``."""
+        for line in self.log.splitlines():
+            if line.startswith("START RequestId: "):
+                return line.split()[2]
+            if line.startswith("{") and '"platform.start"' in line:
+                return str(json.loads(line)["record"]["requestId"])
+        raise AssertionError(f"no start line in the log tail: {self.log!r}")
+
+    def lines(self) -> list[str]:
+        """The invocation's own log lines: between its start and its end (END, or platform.report)."""
+        lines = self.log.splitlines()
+        start = next(i for i, line in enumerate(lines) if is_platform_line(line, ("START", "platform.start")))
+        end = next(i for i, line in enumerate(lines) if is_platform_line(line, ("END", "platform.report")))
+        return lines[start + 1 : end]
+
+
+def is_platform_line(line: str, kinds: tuple[str, ...] = ("START", "END", "REPORT", "platform.")) -> bool:
+    """A line Lambda writes itself: START/END/REPORT (Text), or a platform event (JSON system logs)."""
+    if line.startswith("{"):
+        try:
+            kind = str(json.loads(line).get("type") or "")
+        except ValueError:
+            return False
+        return any(kind.startswith(k) for k in kinds if k.startswith("platform."))
+    return any(line.startswith(k + " RequestId: ") for k in kinds if not k.startswith("platform."))
 
 
 @dataclass
@@ -217,7 +239,9 @@ class LayerBench:
     def environment_log(self, function_name: str, stream_name: str | None = None) -> str:
         """Everything the function (one execution environment of it) wrote to CloudWatch Logs, in order."""
         logs = self.client("logs")
-        arguments: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function_name}"}
+        configuration = self.client("lambda").get_function_configuration(FunctionName=function_name)
+        group = (configuration.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{function_name}"
+        arguments: dict[str, Any] = {"logGroupName": group}
         if stream_name is not None:
             arguments["logStreamNames"] = [stream_name]
         lines = []

@@ -19,7 +19,7 @@ import plldb
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer.lambda_runtime import poll_delays
 from tests.layer.conftest import AttachFactory
-from tests.layer.layer_harness import Invoke, LayerBench, credentials_of
+from tests.layer.layer_harness import Invoke, LayerBench, credentials_of, is_platform_line
 
 TRACE = [
     "  File \"/home/dev/orders/app.py\", line 12, in handler\n    raise KeyError('sku')\n",
@@ -195,31 +195,27 @@ def test_credentials_values_never_reach_a_table_item_or_a_payload_object(
         assert secret not in helper_logs
 
 
-@pytest.mark.parametrize("logical_id", ["Echo", "EchoDebug"], ids=["default-level", "debug-level"])
+@pytest.mark.parametrize("logical_id", ["Echo", "EchoDebug"], ids=["text", "json-at-debug-level"])
 def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id(
     layer_bench: LayerBench, attach: AttachFactory, logical_id: str
 ) -> None:
-    """Only the layer's own lines, whatever the function's log level: at DEBUG the AWS SDK the layer uses
-    would otherwise log every request it makes, bodies included (the invocation's credentials)."""
+    """Only the layer's own lines, in the function's log format, whatever its log level: at DEBUG the AWS
+    SDK the layer uses would otherwise log every request it makes, bodies included (the credentials)."""
     debugger = attach(logical_id)
     function_name = layer_bench.app.functions[logical_id]
     results = [layer_bench.invoke(function_name, {"order": n}) for n in range(2)]
     (stream,) = {invoke.message["context"]["logStreamName"] for invoke in debugger.invokes}
     log = layer_bench.environment_log(function_name, stream)
 
-    layer_lines = [line for line in log.splitlines() if "plldb" in line]
+    records = [layer_record(line) for line in log.splitlines() if not is_platform_line(line)]
+    assert {(level, logger) for level, logger, _, _, _ in records} == {("INFO", "plldb.layer")}
     for result in results:
-        own = [line for line in layer_lines if result.request_id in line]
-        assert [line.split("\t")[3] for line in own] == [
+        assert [message for _, _, _, request_id, message in records if request_id == result.request_id] == [
             f"plldb: invocation sent to the local debugger (session {debugger.session_id[:8]}...)",
-            own[1].split("\t")[3],
+            AnyMatch(r"plldb: answered with 200 after \d+ ms \(\d+ reads\)"),
         ]
-        assert re.fullmatch(r"plldb: answered with 200 after \d+ ms \(\d+ reads\)", own[1].split("\t")[3])
-    for line in log.splitlines():
-        if not line.startswith(("START RequestId: ", "END RequestId: ", "REPORT RequestId: ")):
-            assert re.match(
-                r"^\[INFO\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t[0-9a-f-]*\tplldb: ", line
-            ), line
+    for _, _, timestamp, _, _ in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", timestamp)  # JSON: to the second
     assert debugger.session_id not in log
     for secret in credentials_of(debugger.invokes):
         assert secret not in log
@@ -231,6 +227,27 @@ def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id
     assert started.group(1) == plldb.__version__
     assert started.group(2).endswith("/" + protocol.LAYER_DIRECTORY)
     assert started.groups()[2:] == (debugger.session_id[:8] + "...", function_name)
+
+
+class AnyMatch(str):
+    """Equal to any text the pattern matches in full."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and re.fullmatch(str(self), other) is not None
+
+    __hash__ = str.__hash__
+
+
+def layer_record(line: str) -> tuple[str, str, str, str, str]:
+    """(level, logger, timestamp, request id, message) of a line the layer logged, in either format:
+    Text ``[LEVEL]\tTIMESTAMP\tREQUEST-ID\tMESSAGE`` (the logger is named only in JSON)."""
+    if line.startswith("{"):
+        record = json.loads(line)
+        return record["level"], record["logger"], record["timestamp"], record["requestId"], record["message"]
+    match = re.fullmatch(r"\[(\w+)\]\t(\S+)\t(\S*)\t(plldb: .*)", line)
+    assert match is not None, line
+    level, timestamp, request_id, message = match.groups()
+    return level, "plldb.layer", timestamp, request_id, message
 
 
 def test_a_developer_at_a_breakpoint_costs_the_polling_schedule_and_no_more(

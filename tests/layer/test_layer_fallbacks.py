@@ -431,7 +431,7 @@ def test_passthrough_logs_exactly_as_the_python_runtime(
     assert len(handler_lines) == 3
     assert handler_log(actual) == handler_lines
     if logical_id == "ChattyJson":  # the layer's own lines are in the function's log format too
-        layer_lines = [json.loads(line) for line in lines_of(actual) if "plldb: " in line]
+        layer_lines = [json.loads(line) for line in actual.lines() if "plldb: " in line]
         assert {(line["level"], line["logger"]) for line in layer_lines} == {("INFO", "plldb.layer")}
         assert [line["message"].split(" (")[0] for line in layer_lines] == [
             "plldb: debugger layer " + plldb.__version__,
@@ -553,14 +553,6 @@ def is_status_call(call: Any, invoke: Invoke) -> bool:
     )
 
 
-def lines_of(result: Invoked) -> list[str]:
-    """The invocation's own log lines (between START and END)."""
-    lines = result.log.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("START RequestId:"))
-    end = next(i for i, line in enumerate(lines) if line.startswith("END RequestId:"))
-    return lines[start + 1 : end]
-
-
 def handler_log(result: Invoked) -> list[str]:
     """What the handler wrote, with this invocation's request id and timestamps named generically."""
     return [
@@ -569,7 +561,7 @@ def handler_log(result: Invoked) -> list[str]:
             "TIMESTAMP",
             line.replace(result.request_id, "REQUEST-ID"),
         )
-        for line in lines_of(result)
+        for line in result.lines()
         if "plldb: " not in line
     ]
 

@@ -433,3 +433,87 @@ def test_error_reports_carry_the_error_type_header() -> None:
 def test_a_malformed_runtime_api_address_is_refused() -> None:
     with pytest.raises(ValueError, match="AWS_LAMBDA_RUNTIME_API must be host:port, got 'localhost'"):
         RuntimeApiClient("localhost")
+
+
+# --- The ack timeout and an ack that lands at the same moment ---------------------------------------------------
+class FakeClock:
+    """time.monotonic/time.time for the layer's loop, advanced only by its sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RacingTable(FakeDynamoDB):
+    """The item as the routes would leave it when the debugger's ack lands just after the layer's last read
+    before the ack timeout: the layer's conditional close then fails, and the next reads see the ack, then
+    the answer."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.acked = False
+        self.reads_after_ack = 0
+
+    def get_item(self, **arguments: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", arguments))
+        item: dict[str, Any] = {protocol.A_CALLER: arguments["Key"][protocol.A_CALLER]}
+        if self.acked:
+            item[protocol.A_ACKED_AT] = {"N": "1"}
+            self.reads_after_ack += 1
+            if self.reads_after_ack > 2:
+                item.update(
+                    {protocol.A_RESPONSE_CODE: {"N": "200"}, protocol.A_RESPONSE: {"S": '"acked in time"'}}
+                )
+        return {"Item": item}
+
+    def update_item(self, **arguments: Any) -> None:
+        self.calls.append(("update_item", arguments))
+        if "attribute_not_exists(#acked)" in arguments["ConditionExpression"]:
+            self.acked = True  # the ack was stored between the last read and this update
+            raise ClientError(
+                {"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}}, "UpdateItem"
+            )
+
+
+class NeverRun:
+    def run(self, invocation: Invocation) -> Any:
+        raise AssertionError("the handler ran in the cloud although the debugger had acknowledged it")
+
+
+def test_an_ack_that_lands_as_the_ack_timeout_closes_the_item_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Neither a second run in the cloud (fallback passthrough) nor a refused answer: the layer waits on."""
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeClock()
+    monkeypatch.setattr(lambda_runtime, "time", clock)
+    access = FakeAccess(FakeLambda([{"status": "posted"}]))
+    table = access.clients["dynamodb"] = RacingTable(clock)
+    settings = Settings(dict(VALID, PLLDB_FALLBACK="passthrough"))
+    bridge = DebuggerBridge(settings, access, NeverRun(), clock.sleep)  # type: ignore[arg-type]
+    invocation = Invocation(
+        b"{}",
+        {
+            "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+            "Lambda-Runtime-Deadline-Ms": str(int((clock.now + 60) * 1000)),
+        },
+    )
+
+    answer = bridge.answer(invocation)
+
+    assert (answer.body, answer.error) == (b'"acked in time"', None)
+    closes = [arguments for name, arguments in table.calls if name == "update_item"]
+    assert [c["ConditionExpression"] for c in closes] == [
+        "attribute_exists(#caller) AND attribute_not_exists(#code) AND attribute_not_exists(#acked)"
+    ]
+    assert clock.now - 1_700_000_000.0 >= protocol.ACK_TIMEOUT_SECONDS
