@@ -719,7 +719,16 @@ class DebuggerBridge:
             if not lambda_common.is_condition_failure(exc):
                 raise
             item = self._read(delivery)
-            if item is not None and protocol.A_RESPONSE_CODE in item:
+            found = (
+                int(item[protocol.A_RESPONSE_CODE]["N"])
+                if item and protocol.A_RESPONSE_CODE in item
+                else None
+            )
+            if found in (protocol.RESPONSE_CODE_UNAVAILABLE, protocol.RESPONSE_CODE_TIMEOUT):
+                # Only the layer closes its item: an earlier attempt of this very update was applied (the
+                # SDK sent it again when its answer was lost), so the close stands.
+                return None
+            if item is not None and found is not None:
                 return self._answer_from_item(delivery, item)
             if item is not None and unless_acknowledged and protocol.A_ACKED_AT in item:
                 return ACKNOWLEDGED_MEANWHILE
