@@ -517,3 +517,55 @@ def test_an_ack_that_lands_as_the_ack_timeout_closes_the_item_wins(
         "attribute_exists(#caller) AND attribute_not_exists(#code) AND attribute_not_exists(#acked)"
     ]
     assert clock.now - 1_700_000_000.0 >= protocol.ACK_TIMEOUT_SECONDS
+
+
+class ClosedByARetriedAttempt(FakeDynamoDB):
+    """The layer's close of its item was applied, but its answer was lost and the SDK sent it again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: dict[str, Any] | None = None
+
+    def get_item(self, **arguments: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", arguments))
+        return {"Item": {protocol.A_CALLER: arguments["Key"][protocol.A_CALLER], **(self.closed or {})}}
+
+    def update_item(self, **arguments: Any) -> None:
+        self.calls.append(("update_item", arguments))
+        values = arguments["ExpressionAttributeValues"]
+        self.closed = {protocol.A_RESPONSE_CODE: values[":code"], protocol.A_REASON: values[":reason"]}
+        raise ClientError(
+            {"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}}, "UpdateItem"
+        )
+
+
+class RunsInTheCloud:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, invocation: Invocation) -> Any:
+        self.runs += 1
+        return lambda_runtime.Answer.result(b'"ran in the cloud"')
+
+
+def test_a_close_the_sdk_sent_twice_still_leads_to_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second attempt finds the item closed by the first: the layer's own 503, not someone's answer."""
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeClock()
+    monkeypatch.setattr(lambda_runtime, "time", clock)
+    access = FakeAccess(FakeLambda([{"status": "posted"}]))
+    access.clients["dynamodb"] = ClosedByARetriedAttempt()
+    cloud = RunsInTheCloud()
+    bridge = DebuggerBridge(Settings(dict(VALID, PLLDB_FALLBACK="passthrough")), access, cloud, clock.sleep)  # type: ignore[arg-type]
+    invocation = Invocation(
+        b"{}",
+        {
+            "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+            "Lambda-Runtime-Deadline-Ms": str(int((clock.now + 60) * 1000)),
+        },
+    )
+
+    answer = bridge.answer(invocation)
+
+    assert (answer.body, cloud.runs) == (b'"ran in the cloud"', 1)
