@@ -514,14 +514,20 @@ class DebuggerBridge:
             protocol.A_PAYLOAD_SHA256: {"S": protocol.payload_digest(payload)},
             protocol.A_TTL: {"N": str(int(time.time()) + protocol.INVOCATION_ITEM_TTL_SECONDS)},
         }
-        self._access.call(
-            lambda: dynamodb.put_item(
-                TableName=self._settings.invocations_table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#caller)",
-                ExpressionAttributeNames={"#caller": protocol.A_CALLER},
+        try:
+            self._access.call(
+                lambda: dynamodb.put_item(
+                    TableName=self._settings.invocations_table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#caller)",
+                    ExpressionAttributeNames={"#caller": protocol.A_CALLER},
+                )
             )
-        )
+        except ClientError as exc:
+            # The key holds a fresh random delivery id under this function's own identity: an item already
+            # there is this one, written by an earlier attempt the SDK sent again when its answer was lost.
+            if not lambda_common.is_condition_failure(exc):
+                raise
 
     def _dispatch(
         self, delivery: Delivery, action: str, payload: Mapping[str, Any] | None = None
