@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -250,7 +251,7 @@ def _invocation() -> Invocation:
         b'{"order": 1}',
         {
             "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
-            "Lambda-Runtime-Deadline-Ms": "1",
+            "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 60_000),
         },
     )
 
@@ -569,3 +570,25 @@ def test_a_close_the_sdk_sent_twice_still_leads_to_the_fallback(monkeypatch: pyt
     answer = bridge.answer(invocation)
 
     assert (answer.body, cloud.runs) == (b'"ran in the cloud"', 1)
+
+
+class WrittenByARetriedAttempt(FakeDynamoDB):
+    def put_item(self, **arguments: Any) -> None:
+        self.calls.append(("put_item", arguments))
+        raise ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}}, "PutItem")
+
+    def get_item(self, **arguments: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", arguments))
+        item = {protocol.A_CALLER: arguments["Key"][protocol.A_CALLER]}
+        return {
+            "Item": {**item, protocol.A_RESPONSE_CODE: {"N": "200"}, protocol.A_RESPONSE: {"S": '"answered"'}}
+        }
+
+
+def test_an_item_the_sdk_wrote_twice_is_still_dispatched(bridge_with: Any) -> None:
+    """Its key is a fresh delivery under the function's own identity: an item already there is its own."""
+    bridge, access, _ = bridge_with([{"status": "posted"}])
+    access.clients["dynamodb"] = WrittenByARetriedAttempt()
+    answer = bridge.answer(_invocation())
+    assert (answer.body, answer.error) == (b'"answered"', None)
+    assert len(access.clients["lambda"].payloads) == 1
