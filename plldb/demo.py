@@ -275,7 +275,7 @@ def _interactive(cloud: Any, project: Path, env: dict[str, str], before: dict[st
     _say(exports)
     _say(f"    cd {EXAMPLE}")
     _say(f"    {plldb} attach --stack-name {STACK_NAME} --debugpy --write-vscode")
-    _say("  then open that folder in VS Code, start 'Python Debugger: Remote Attach', set a breakpoint in")
+    _say(f"  then open that folder in VS Code, start 'plldb: {STACK_NAME}', set a breakpoint in")
     _say("  hello/app.py, and invoke the function 'in the cloud' from a third shell (same exports):")
     _say(
         f'    {plldb} localcloud invoke HelloFunction --stack-name {STACK_NAME} --payload \'{{"name": "you"}}\''

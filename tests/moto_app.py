@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import pytest
 from moto.server import ThreadedMotoServer
 
 from plldb.localcloud import moto_extensions
@@ -31,12 +30,6 @@ LAMBDA_TRUST = {
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
     ],
 }
-# Gap: moto 5.2.5 has no ListProvisionedConcurrencyConfigs (its server answers 404 for
-# GET /2019-09-30/functions/{name}/provisioned-concurrency), and the local cloud does not add it yet;
-# functions.instrument lists it for every function that has aliases to redirect.
-NEEDS_PROVISIONED_CONCURRENCY_LISTING = pytest.mark.skip(
-    reason="moto has no ListProvisionedConcurrencyConfigs (404), which instrumenting a function with aliases calls"
-)
 # Lambda's own bookkeeping, which changes with every update whatever changed.
 VOLATILE = {"LastModified", "RevisionId", "ResponseMetadata", "LastUpdateStatus", "LastUpdateStatusReason"}
 

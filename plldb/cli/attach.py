@@ -151,8 +151,26 @@ def _resolve_target(
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
 @click.option("--debugpy", "use_debugpy", is_flag=True, help="Run handlers under debugpy (VS Code).")
-@click.option("--debugpy-host", default="127.0.0.1", show_default=True)
-@click.option("--debugpy-port", type=click.IntRange(0, 65535), default=5678, show_default=True)
+@click.option(
+    "--debugpy-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address debugpy listens on for VS Code. Only this machine can connect to the default; "
+    "another address needs --debugpy-allow-remote.",
+)
+@click.option(
+    "--debugpy-allow-remote",
+    is_flag=True,
+    help="Allow a --debugpy-host that other machines can reach. debugpy has no authentication: anyone "
+    "who can reach the port can run any code as you.",
+)
+@click.option(
+    "--debugpy-port",
+    type=click.IntRange(0, 65535),
+    default=5678,
+    show_default=True,
+    help="The port debugpy listens on (0: any free port).",
+)
 @click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait for VS Code before attaching.")
 @click.option(
     "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
@@ -185,6 +203,7 @@ def attach(
     local_credentials: bool,
     use_debugpy: bool,
     debugpy_host: str,
+    debugpy_allow_remote: bool,
     debugpy_port: int,
     wait_for_client: bool,
     write_vscode: bool,
@@ -199,6 +218,7 @@ def attach(
     debugger = _debugger_config(
         use_debugpy=use_debugpy,
         host=debugpy_host,
+        allow_remote=debugpy_allow_remote,
         port=debugpy_port,
         wait_for_client=wait_for_client,
         write_vscode=write_vscode,
@@ -239,17 +259,27 @@ def _debugger_config(
     *,
     use_debugpy: bool,
     host: str,
+    allow_remote: bool,
     port: int,
     wait_for_client: bool,
     write_vscode: bool,
     pycharm_address: str | None,
 ) -> Any:
-    from plldb.local.debuggers import DebuggerConfig, parse_host_port
+    from plldb.local.debuggers import DebuggerConfig, is_loopback, parse_host_port
 
     if use_debugpy and pycharm_address:
         raise PlldbError("--debugpy and --pycharm cannot be used together.", "Choose one debugger.")
     if (wait_for_client or write_vscode) and not use_debugpy:
         raise PlldbError("--wait-for-client and --write-vscode need --debugpy.", "Add --debugpy.")
+    if allow_remote and not use_debugpy:
+        raise PlldbError("--debugpy-allow-remote needs --debugpy.", "Add --debugpy.")
+    if use_debugpy and not is_loopback(host) and not allow_remote:
+        raise PlldbError(
+            f"--debugpy-host {host} would let other machines connect to debugpy, which has no "
+            "authentication: anyone who can reach the port could run any code as you.",
+            "Add --debugpy-allow-remote if that is what you want; to debug from another machine "
+            f"safely, keep 127.0.0.1 and forward the port over SSH (ssh -L {port}:127.0.0.1:{port}).",
+        )
     if use_debugpy:
         return DebuggerConfig("debugpy", host=host, port=port, wait_for_client=wait_for_client)
     if pycharm_address:
@@ -432,23 +462,36 @@ def _start_debugger(
     """debugpy listens before the session exists (a busy port changes nothing); say how to attach."""
     from dataclasses import replace
 
-    from plldb.local.debuggers import DEBUGPY, start_debugpy, vscode_launch_configuration, write_vscode_launch
+    from plldb.local.debuggers import (
+        DEBUGPY,
+        find_workspace,
+        is_loopback,
+        pycharm_timeout,
+        start_debugpy,
+        vscode_launch_configuration,
+        write_vscode_launch,
+    )
 
     if debugger.kind != DEBUGPY:
         console.info(
             f"Handlers connect to PyCharm's debug server at {debugger.host}:{debugger.port}; "
-            "start its 'Python Debug Server' run configuration first.",
+            f"start its 'Python Debug Server' run configuration first (a worker waits for it at most "
+            f"{pycharm_timeout():g} s).",
             event="pycharm",
             host=debugger.host,
             port=debugger.port,
         )
         return
     host, port = start_debugpy(replace(debugger, wait_for_client=False))
-    code_dirs = [f.local.code_dir for f in stack_map.selected(function_patterns) if f.local is not None]
-    configuration = vscode_launch_configuration(host, port, code_dirs, workspace=Path.cwd())
+    if not is_loopback(host):
+        console.warning(
+            f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port "
+            "can run any code as you (--debugpy-allow-remote)."
+        )
+    configuration = vscode_launch_configuration(host, port, stack_map.stack_name)
     console.info(
         f"debugpy is listening on {host}:{port}. In VS Code, attach with this launch configuration "
-        "(Run and Debug > 'Python Debugger: Remote Attach'):",
+        f"(Run and Debug > '{configuration['name']}'):",
         event="debugpy",
         host=host,
         port=port,
@@ -456,7 +499,7 @@ def _start_debugger(
     )
     console.info(json.dumps(configuration, indent=4), event="")
     if write_vscode:
-        path = write_vscode_launch(Path.cwd(), configuration)
+        path = write_vscode_launch(find_workspace(Path.cwd()), configuration)
         console.info(f"Added it to {path}.", event="vscode_written", path=str(path))
     if debugger.wait_for_client:
         start_debugpy(debugger, announce=lambda text: console.info(text, event="waiting_for_debugger"))

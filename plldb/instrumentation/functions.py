@@ -319,7 +319,7 @@ def _restore_failure(exc: Exception) -> str:
     text = error_text(exc) if isinstance(exc, ClientError) else str(exc)
     if isinstance(exc, ClientError) and "Layer version" in text and "does not exist" in text:
         # Lambda refuses any update naming a layer version deleted since the function was deployed.
-        text += (
+        text = text.rstrip(".") + (
             "; one of the function's own layer versions was deleted since it was deployed, so Lambda refuses "
             "to update it: redeploy the function (that removes plldb's instrumentation too)"
         )
@@ -342,12 +342,15 @@ def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -
 def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | None) -> list[str]:
     """Aliases back where they pointed, then the versions plldb published that nothing points at deleted.
 
-    The versions are listed even when the function no longer carries plldb (a deploy meanwhile, an attach
-    interrupted between its publish and its alias updates): a version is never left behind.
+    The versions of a function with aliases are listed even when it no longer carries plldb (a deploy
+    meanwhile, an attach interrupted between its publish and its alias updates): a version is never left
+    behind, and a function without aliases costs no listing (Lambda allows 15 control-plane requests a
+    second per account).
     """
     notes: list[str] = []
     still_used: set[str] = set()
-    for alias in _list_aliases(clients, function.name):
+    aliases = _list_aliases(clients, function.name)
+    for alias in aliases:
         target = decisions.AliasTarget.of(alias)
         original = None
         if target.version.isdigit():
@@ -369,6 +372,8 @@ def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | 
         )
         notes.append("alias {} back on version {}".format(alias["Name"], original.version))
         still_used |= {original.version, *original.weights}
+    if not aliases:
+        return notes  # plldb publishes a version only for a function with aliases to redirect
     unused = [v for v in _published_versions(clients, function.name, session_id) if v not in still_used]
     for version in sorted(unused, key=int):
         try:

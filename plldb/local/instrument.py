@@ -178,14 +178,26 @@ class StackInstrumentation:
         failures: list[str] = []
         lock = threading.Lock()
 
+        results: list[Result] = []
+
         def one(item: Instrumented) -> None:
             result = _restore(self.clients, item.function, self.session_id)
             self.observer.on_progress(progress(PHASE_RESTORE, result.status, result.message, result))
-            if result.status == functions.STATUS_FAILED:
-                with lock:
+            with lock:
+                results.append(result)
+                if result.status == functions.STATUS_FAILED:
                     failures.append(f"{item.function.path}: {result.message}")
 
         _parallel(one, done)
+        ordered = sorted(results, key=lambda r: r.function.path)
+        self.observer.on_progress(
+            {
+                "phase": PHASE_RESTORE,
+                "status": "done",
+                "message": f"{len(ordered) - len(failures)} restored, {len(failures)} failed",
+                "functions": [result_entry(r) for r in ordered],
+            }
+        )
         return sorted(failures)
 
 

@@ -1,9 +1,9 @@
 """The worker process: one Lambda execution environment on the developer's machine.
 
-The parent (plldb.local.worker.WorkerPool) starts ``python -u -m plldb.local.worker_main <LogicalId>
-<fd>`` so ``ps`` and debuggers' process lists name the function. The worker talks to its parent over
-the inherited socket ``fd`` with length-prefixed JSON messages, never over stdout: the handler owns
-stdout and stderr, which the parent streams line by line.
+The parent (plldb.local.worker.process.WorkerProcess, for the pool) starts ``python -S -u -m
+plldb.local.worker_main <LogicalId> <fd>`` so ``ps`` and debuggers' process lists name the function.
+The worker talks to its parent over the inherited socket ``fd`` with length-prefixed JSON messages,
+never over stdout: the handler owns stdout and stderr, which the parent streams line by line.
 
 What the AWS Python runtime does around a handler (the import at init with its exact error types and
 messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
@@ -304,7 +304,7 @@ def _attach_debugger(settings: dict[str, Any] | None) -> None:
     if settings and settings.get("kind") == "pycharm":
         from plldb.local.debuggers import connect_worker_to_pycharm
 
-        connect_worker_to_pycharm(settings["host"], int(settings["port"]))
+        connect_worker_to_pycharm(settings["host"], int(settings["port"]), float(settings["timeout"]))
 
 
 def main(argv: list[str]) -> int:

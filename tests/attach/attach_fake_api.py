@@ -695,7 +695,7 @@ class FakeHelperStack:
             )
             await self._refuse(connection_id, key, protocol.ERR_RELEASE_REFUSED, text)
             return
-        text = f"ended by {releaser}, who restored stack {name}"
+        text = f"stack {name} was restored and released by {releaser}"
         self._close_session(holder, protocol.CLOSED_RELEASED, releaser)
         self.locks.pop(stack_id, None)
         await self._send(

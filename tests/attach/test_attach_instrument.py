@@ -246,13 +246,22 @@ def test_instrument_reports_progress_in_order_and_restore_puts_every_function_ba
 
     progress.events.clear()
     assert instrumentation.restore() == []
-    first, *per_function = progress.events
+    first, *per_function, done = progress.events
     assert first == {"phase": "restore", "status": "started", "message": "Restoring 3 functions"}
     assert sorted((e["logicalId"], e["status"], e["message"]) for e in per_function) == [
         ("Api/Bare", "ok", "restored"),
         ("Api/WithEnv", "ok", "restored"),
         ("Api/Wrapped", "ok", "restored"),
     ]
+    assert done == {
+        "phase": "restore",
+        "status": "done",
+        "message": "3 restored, 0 failed",
+        "functions": [
+            {"functionName": f.name, "logicalId": f.path, "status": "ok", "message": "restored"}
+            for f in (bare, with_env, wrapped)
+        ],
+    }
     assert {f.name: account.configuration(f) for f in functions if f is not missing} == before
     assert account.role_tags() == {}
     assert account.role_policies() == []
@@ -308,12 +317,17 @@ def test_restore_returns_the_functions_it_could_not_put_back_and_restores_the_ot
 
     failures = instrumentation.restore()
 
-    reason = f"ResourceNotFoundException: One or more LayerVersion does not exist ['{own_layer['LayerVersionArn']}']"
+    reason = (
+        f"InvalidParameterValueException: Layer version {own_layer['LayerVersionArn']} does not exist; one of "
+        "the function's own layer versions was deleted since it was deployed, so Lambda refuses to update it: "
+        "redeploy the function (that removes plldb's instrumentation too)"
+    )
     assert failures == [f"Api/Layered: {reason}"]
-    assert sorted((e["logicalId"], e["status"], e["message"]) for e in progress.events[1:]) == [
+    assert sorted((e["logicalId"], e["status"], e["message"]) for e in progress.events[1:-1]) == [
         ("Api/Layered", "failed", reason),
         ("Api/Plain", "ok", "restored"),
     ]
+    assert progress.events[-1]["message"] == "1 restored, 1 failed"
     assert account.configuration(plain) == before
     # Its role keeps the function's tag (and so the policy) until a restore succeeds.
     assert set(account.role_tags()) == {protocol.role_tag_key(REGION, layered.name)}

@@ -322,7 +322,7 @@ def test_take_over_restores_before_connecting_releases_before_opening_and_ends_t
         assert bob.timeline.values("take_over") == [1]  # only Alice's connection existed when it ran
         assert api.received_kinds("conn-2") == ["release", "open"]
         assert opened == Opened(bob.session_id, STACK_ID, STACK_NAME, BOB.arn)
-        text = f"ended by {BOB.arn}, who restored stack hello-stack"
+        text = f"stack hello-stack was restored and released by {BOB.arn}"
         assert await alice.outcome() == SessionOutcome(1, f"The session was ended elsewhere: {text}")
         assert alice.timeline.values("on_session_ended") == [(BOB.arn, text)]
         assert alice.timeline.kinds("restore") == []  # Bob restored the functions already
@@ -365,7 +365,7 @@ def test_plldb_detach_releases_the_holder_from_a_connection_of_its_own() -> None
         # Bob restored the stack's functions with his credentials, then asks for the release.
         reply = await release_stack(api.url, BOB.signer(), STACK_ID)
         assert reply == protocol.released_message(STACK_ID, 1)
-        text = f"ended by {BOB.arn}, who restored stack hello-stack"
+        text = f"stack hello-stack was restored and released by {BOB.arn}"
         assert await alice.outcome() == SessionOutcome(1, f"The session was ended elsewhere: {text}")
         # Nobody holds the stack any more: releasing again closes nothing.
         assert await release_stack(api.url, BOB.signer(), STACK_NAME) == protocol.released_message(

@@ -16,7 +16,6 @@ from helper_stack_events import BOB
 from helper_stack_sessions import OK, AttachedStack, Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto_app import NEEDS_PROVISIONED_CONCURRENCY_LISTING
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.handlers import manager
@@ -208,7 +207,6 @@ def _with_aliases(app: Any, functions_of_stack: dict[str, str]) -> None:
     )
 
 
-@NEEDS_PROVISIONED_CONCURRENCY_LISTING
 def test_the_manager_points_aliases_back_and_deletes_plldbs_versions(helper, app):
     attached = AttachedStack(helper, app, prepare=_with_aliases)
     name = attached.functions["Fn0"]

@@ -793,7 +793,7 @@ def test_a_release_is_accepted_once_restored_and_the_holder_is_told_signed(helpe
         "type": "closed",
         "reason": "released",
         "by": BOB.user_arn,
-        "message": f"ended by {BOB.user_arn}, who restored stack {stack_name}",
+        "message": f"stack {stack_name} was restored and released by {BOB.user_arn}",
     }
     assert helper.handed_to_manager() == [
         ("RoutesFunction", {"action": "restore_session", "sessionId": holder.session_id})

@@ -33,14 +33,11 @@ from plldb.bootstrap.cloudformation.layer import lambda_compat
 from plldb.errors import PlldbError
 from plldb.local.context import lambda_context
 from plldb.local.template import LocalFunction
-from plldb.local.worker import (
-    Invocation,
-    LineSplitter,
-    WorkerPool,
-    exit_error,
-    source_fingerprint,
-    worker_environment,
-)
+from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker.output import LineSplitter
+from plldb.local.worker.pool import source_fingerprint
+from plldb.local.worker.process import exit_error
+from plldb.local.worker.variables import worker_environment
 from plldb.local.worker_main import encode_response, sync_marker
 
 ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders-fn"

@@ -18,11 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plldb.local.template import LocalFunction
-from plldb.local.worker import (
+from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker.variables import (
     LAMBDA_RUNTIME_VARIABLES,
     LOCAL_CREDENTIAL_VARIABLES,
-    Invocation,
-    WorkerPool,
     never_from_invocation,
     worker_environment,
 )

@@ -21,18 +21,14 @@ import pytest
 
 from plldb.errors import PlldbError
 from plldb.local.template import LocalFunction
-from plldb.local.worker import (
-    FunctionRuntime,
-    Invocation,
+from plldb.local.worker import Invocation, WorkerPool, plan_runtimes
+from plldb.local.worker.python_environments import (
     PythonEnvironment,
-    WorkerPool,
     environment_from_python_option,
-    find_interpreter,
     find_project_environment,
-    plan_function,
-    plan_runtimes,
     poetry_environment_name,
 )
+from plldb.local.worker.runtime_plan import FunctionRuntime, find_interpreter, plan_function
 from tests.local.fixtures.apps import SHOP_APP, build_wheel, lambda_python, make_venv
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -527,7 +527,7 @@ def _release(resources: Resources, reply: _Reply, session_id: str, message: Mapp
                 ),
             )
             return
-    text = f"ended by {releaser}, who restored stack {stack.name}"
+    text = f"stack {stack.name} was restored and released by {releaser}"
     resources.close_session(holder_id, protocol.CLOSED_RELEASED, by=releaser)
     resources.delete_lock(stack.stack_id, holder_id)
     resources.post_signed(holder, protocol.closed_message(protocol.CLOSED_RELEASED, releaser, text))
