@@ -20,7 +20,15 @@ from plldb import protocol
 from plldb.bootstrap.deploy import setup
 from plldb.bootstrap.helper_stack import load_helper_stack
 from plldb.localcloud.sam_deploy import deploy
-from tests.layer.layer_harness import LambdaCalls, LayerApp, LayerBench, Script, ScriptedDebugger, echo_script
+from tests.layer.layer_harness import (
+    AttachFactory,
+    LambdaCalls,
+    LayerApp,
+    LayerBench,
+    Script,
+    ScriptedDebugger,
+    echo_script,
+)
 
 LAYER_APP = Path(__file__).resolve().parent / "layer_app"
 HELPER_TABLES = ("PLLDBSessions", "PLLDBConnections", "PLLDBStackLocks", "PLLDBInvocations")
@@ -74,9 +82,6 @@ def layer_bench(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> L
         tables={name: physical[name] for name in HELPER_TABLES},
         helper_functions={name: physical[name] for name in HELPER_FUNCTIONS},
     )
-
-
-AttachFactory = Callable[..., ScriptedDebugger]
 
 
 @pytest.fixture

@@ -718,6 +718,10 @@ def _frames(text: str, limit: int = protocol.WEBSOCKET_FRAME_LIMIT) -> list[str]
     return frames or [""]
 
 
+# The ``attach`` fixture: a session on the application, with the named functions instrumented for it.
+AttachFactory = Callable[..., ScriptedDebugger]
+
+
 def credentials_of(invokes: list[Invoke]) -> Iterator[str]:
     """Every credential value the debugger received."""
     for invoke in invokes:

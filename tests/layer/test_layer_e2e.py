@@ -18,8 +18,7 @@ import pytest
 import plldb
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer.lambda_runtime import poll_delays
-from tests.layer.conftest import AttachFactory
-from tests.layer.layer_harness import Invoke, LayerBench, credentials_of, is_platform_line
+from tests.layer.layer_harness import AttachFactory, Invoke, LayerBench, credentials_of, is_platform_line
 
 TRACE = [
     "  File \"/home/dev/orders/app.py\", line 12, in handler\n    raise KeyError('sku')\n",

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from plldb import protocol
-from tests.layer.conftest import AttachFactory
-from tests.layer.layer_harness import Invoke, LayerBench, wait_until
+from tests.layer.layer_harness import AttachFactory, Invoke, LayerBench, wait_until
 
 FIX_HINT = (
     "Run `plldb attach` in the stack's project to debug it, or `plldb detach --stack-name STACK` to remove "

@@ -20,8 +20,8 @@ import pytest
 import plldb
 from plldb import protocol
 from plldb.instrumentation.functions import FunctionRef
-from tests.layer.conftest import AttachFactory
 from tests.layer.layer_harness import (
+    AttachFactory,
     Invoke,
     Invoked,
     LambdaCalls,

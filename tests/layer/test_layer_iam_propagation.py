@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from plldb import protocol
-from tests.layer.conftest import AttachFactory
-from tests.layer.layer_harness import LayerBench
+from tests.layer.layer_harness import AttachFactory, LayerBench
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from plldb import protocol
-from tests.layer.conftest import AttachFactory
-from tests.layer.layer_harness import Invoke, Invoked, LayerBench
+from tests.layer.layer_harness import AttachFactory, Invoke, Invoked, LayerBench
 
 
 def sized_json(key: str, size: int, filler: str = "x") -> bytes:
