@@ -400,6 +400,20 @@ def test_passthrough_runs_the_real_handler_with_its_module_kept_warm(
     )
 
 
+def test_passthrough_returns_a_result_of_lambdas_largest_size_intact(
+    layer_bench: LayerBench, attach: AttachFactory
+) -> None:
+    """6 MiB of JSON from the handler in the cloud, through the layer's own Runtime API client."""
+    function_name = layer_bench.app.functions["Large"]
+    size = protocol.MAX_PAYLOAD_BYTES - len('{"blob": ""}')
+    expected = layer_bench.invoke(function_name, {"size": size})
+    passthrough(attach, "Large")
+    actual = layer_bench.invoke(function_name, {"size": size})
+
+    assert len(expected.payload) == protocol.MAX_PAYLOAD_BYTES
+    assert (actual.function_error, actual.payload) == (None, expected.payload)
+
+
 @pytest.mark.parametrize("logical_id", ["Fail", "NotSerialisable"])
 def test_passthrough_reports_errors_exactly_as_the_python_runtime(
     layer_bench: LayerBench, attach: AttachFactory, logical_id: str
