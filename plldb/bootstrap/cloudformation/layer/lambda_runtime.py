@@ -22,7 +22,10 @@ import site
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_future
 from typing import Any
 
 import botocore.session
@@ -56,6 +59,13 @@ ERROR_CORRUPT_RESPONSE = "PlldbCorruptResponse"
 FIRST_POLL_DELAY_SECONDS = 0.002
 POLL_BACKOFF_FACTOR = 1.3
 MAX_POLL_DELAY_SECONDS = 0.5
+# While the dispatcher's answer is on its way back (it answers after posting), the developer's answer
+# may already be stored: the layer reads at EARLY_READ_FRACTION of the quickest of the last
+# QUICK_ANSWERS_KEPT unacknowledged answers (counted from the dispatcher invocation), then each read
+# POLL_BACKOFF_FACTOR later, at most EARLY_READS times before the dispatcher has answered.
+EARLY_READ_FRACTION = 0.8
+EARLY_READS = 4
+QUICK_ANSWERS_KEPT = 8
 UNKNOWN_DEADLINE_SECONDS = 900  # Lambda always sends a deadline; this only guards a missing header
 RETRY_DELAY_SECONDS = 0.25  # between attempts while a just-attached policy propagates
 
@@ -86,6 +96,11 @@ _LAYER_ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 )
 _OWN_FILES = (os.path.abspath(__file__), os.path.abspath(lambda_compat.__file__))
+
+
+def _wait_finished(pending: Future[Any], seconds: float) -> bool:
+    """Wait up to ``seconds`` for a dispatcher invocation; True once it has finished."""
+    return bool(wait_for_future([pending], timeout=seconds).done)
 
 
 def poll_delays() -> Iterator[float]:
@@ -405,12 +420,26 @@ class DebuggerBridge:
         access: FunctionAccess,
         cloud_handler: CloudHandler,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], float] | None = None,
+        wait: Callable[[Future[Any], float], bool] | None = None,
     ) -> None:
+        """``executor`` runs the dispatcher's invocations, ``clock`` is monotonic seconds and ``wait`` waits
+        up to some seconds for a dispatcher invocation to finish (True once it has): tests replace them."""
         self._settings = settings
         self._access = access
         self._cloud_handler = cloud_handler
         self._sleep = sleep
+        self._clock = clock or time.monotonic
+        self._wait = wait or _wait_finished
         self.reads = 0  # item reads of the last invocation (reported in the log)
+        # Seconds from invoking the dispatcher to reading a quick (unacknowledged) answer, latest last.
+        self.quick_answers: deque[float] = deque(maxlen=QUICK_ANSWERS_KEPT)
+        # Dispatcher invocations run here, so the item can be read while one is still returning; an answer
+        # read first leaves its invocation to finish on its own. Four threads: even when the dispatcher is
+        # slow, the invocations answered early before this one leave a thread free for its own.
+        self._dispatching = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="plldb-dispatch")
 
     def warm_up(self) -> None:
         """Learn the function's identity and create the clients before the first invocation."""
@@ -427,8 +456,13 @@ class DebuggerBridge:
         delivery = Delivery(invocation, self._access.identify())
         payload = self._payload(delivery)
         self._record(delivery, payload)
+        dispatched = self._clock()
+        pending = self._dispatching.submit(self._dispatch, delivery, "deliver", payload)
+        early = self._answer_while_dispatching(delivery, pending, dispatched)
+        if early is not None:
+            return early  # the dispatcher's invocation finishes on its own; its verdict no longer matters
         try:
-            verdict = self._dispatch(delivery, "deliver", payload)
+            verdict = pending.result()
         except ReadTimeoutError:
             # The dispatcher's answer was lost: it may have posted the invocation. An answer the debugger
             # already stored is the result; otherwise the item is closed, so a later answer is refused
@@ -445,7 +479,7 @@ class DebuggerBridge:
                 "plldb: invocation sent to the local debugger (session %s)",
                 lambda_common.redact(self._settings.session_id),
             )
-            return self._await_answer(delivery)
+            return self._await_answer(delivery, dispatched)
         reason = str(verdict.get("reason") or "the helper stack gave no reason")
         answered = self._give_up(delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason)
         if answered is not None:
@@ -453,6 +487,31 @@ class DebuggerBridge:
         if status == "absent":
             return self._without_debugger(invocation, reason)
         return Answer.failure(refused_error(reason, invocation.request_id))
+
+    def _answer_while_dispatching(
+        self, delivery: Delivery, pending: Future[dict[str, Any]], dispatched: float
+    ) -> Answer | None:
+        """The developer's answer when it is stored before the dispatcher's invocation returns, else None.
+
+        Reads start at EARLY_READ_FRACTION of the quickest recent answer, never before one was seen, and
+        stop after EARLY_READS. Only an answer (200 or 500) ends the wait here: anything else is left to
+        the dispatcher's verdict.
+        """
+        if not self.quick_answers:
+            return None
+        after = min(self.quick_answers) * EARLY_READ_FRACTION
+        for _ in range(EARLY_READS):
+            if self._wait(pending, max(0.0, dispatched + after - self._clock())):
+                return None
+            item = self._read(delivery)
+            if item is not None and item.get(protocol.A_RESPONSE_CODE, {}).get("N") in (
+                str(protocol.RESPONSE_CODE_OK),
+                str(protocol.RESPONSE_CODE_ERROR),
+            ):
+                self.quick_answers.append(self._clock() - dispatched)
+                return self._answer_from_item(delivery, item)
+            after *= POLL_BACKOFF_FACTOR
+        return None
 
     def _without_debugger(self, invocation: Invocation, reason: str) -> Answer:
         if self._settings.fallback == protocol.FALLBACK_PASSTHROUGH:
@@ -539,6 +598,7 @@ class DebuggerBridge:
         }
         if payload is not None:
             request["payload"] = payload
+            request["sessionId"] = self._settings.session_id  # the dispatcher checks the item names it
         response = self._invoke_dispatcher(json.dumps(request, separators=(",", ":")).encode("utf-8"))
         body = response["Payload"].read()
         if response.get("FunctionError"):
@@ -580,7 +640,7 @@ class DebuggerBridge:
             self._sleep(RETRY_DELAY_SECONDS * attempt)
             attempt += 1
 
-    def _await_answer(self, delivery: Delivery) -> Answer:
+    def _await_answer(self, delivery: Delivery, dispatched: float | None = None) -> Answer:
         """Poll the item until an answer, the ack timeout, the session's end or the deadline.
 
         Once acknowledged, the session is checked every SESSION_CHECK_SECONDS: a debugger that died while
@@ -589,7 +649,7 @@ class DebuggerBridge:
         seconds (a cold start), so it runs beside this loop: the deadline is kept whatever it takes.
         """
         invocation = delivery.invocation
-        started = time.monotonic()
+        started = self._clock()
         ack_deadline = started + protocol.ACK_TIMEOUT_SECONDS
         deadline_ms = invocation.deadline_ms or int((time.time() + UNKNOWN_DEADLINE_SECONDS) * 1000)
         acked = False
@@ -598,7 +658,7 @@ class DebuggerBridge:
         for delay in poll_delays():
             wait = min(delay, (deadline_ms - time.time() * 1000 - protocol.DEADLINE_MARGIN_MS) / 1000.0)
             if not acked:
-                wait = min(wait, ack_deadline - time.monotonic())
+                wait = min(wait, ack_deadline - self._clock())
             if wait > 0:
                 self._sleep(wait)
             if deadline_ms - time.time() * 1000 <= protocol.DEADLINE_MARGIN_MS:
@@ -616,9 +676,11 @@ class DebuggerBridge:
                 LOGGER.info(
                     "plldb: answered with %s after %d ms (%d reads)",
                     item[protocol.A_RESPONSE_CODE].get("N"),
-                    (time.monotonic() - started) * 1000,
+                    (self._clock() - started) * 1000,
                     self.reads,
                 )
+                if dispatched is not None and not acked:
+                    self.quick_answers.append(self._clock() - dispatched)
                 return self._answer_from_item(delivery, item)
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
@@ -626,10 +688,10 @@ class DebuggerBridge:
                 if check.reason is not None:
                     return self._abandon_acknowledged(delivery, check.reason)
                 check = None
-            if acked and check is None and time.monotonic() >= next_session_check:
-                next_session_check = time.monotonic() + protocol.SESSION_CHECK_SECONDS
+            if acked and check is None and self._clock() >= next_session_check:
+                next_session_check = self._clock() + protocol.SESSION_CHECK_SECONDS
                 check = SessionCheck(lambda: self._session_end_reason(delivery))
-            if not acked and time.monotonic() >= ack_deadline:
+            if not acked and self._clock() >= ack_deadline:
                 reason = f"the debugger did not acknowledge the invocation within {protocol.ACK_TIMEOUT_SECONDS:g} s"
                 answered = self._give_up(
                     delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason, unless_acknowledged=True
