@@ -508,7 +508,8 @@ class DebuggerBridge:
                 str(protocol.RESPONSE_CODE_OK),
                 str(protocol.RESPONSE_CODE_ERROR),
             ):
-                self.quick_answers.append(self._clock() - dispatched)
+                if protocol.A_ACKED_AT not in item:
+                    self.quick_answers.append(self._clock() - dispatched)
                 return self._answer_from_item(delivery, item)
             after *= POLL_BACKOFF_FACTOR
         return None
@@ -679,7 +680,7 @@ class DebuggerBridge:
                     (self._clock() - started) * 1000,
                     self.reads,
                 )
-                if dispatched is not None and not acked:
+                if dispatched is not None and protocol.A_ACKED_AT not in item:
                     self.quick_answers.append(self._clock() - dispatched)
                 return self._answer_from_item(delivery, item)
             if not acked and protocol.A_ACKED_AT in item:
