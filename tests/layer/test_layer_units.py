@@ -1,9 +1,10 @@
 """The layer's parts on their own: the polling schedule, the configuration checks, the environment the
 handler and the debugger see, error documents, the dispatcher's Invoke (sent once, retried only when
-Lambda surely did not run it), and the Runtime API client's connection handling against a real socket."""
+Lambda surely did not run it, on the dispatch pool while the item is read early), and the Runtime API client's connection handling against a real socket."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.server
 import io
 import itertools
@@ -592,3 +593,156 @@ def test_an_item_the_sdk_wrote_twice_is_still_dispatched(bridge_with: Any) -> No
     answer = bridge.answer(_invocation())
     assert (answer.body, answer.error) == (b'"answered"', None)
     assert len(access.clients["lambda"].payloads) == 1
+
+
+# --- Early reads while the dispatcher's invocation is still returning --------------------------------------
+class HeldDispatch(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A dispatcher invocation that runs only when the test lets it (or when its verdict is asked for)."""
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], events: list[str]) -> None:
+        super().__init__()
+        self.fn, self.args, self.events = fn, args, events
+
+    def finish(self) -> None:
+        if not self.done():
+            self.events.append("dispatcher returned")
+            self.set_result(self.fn(*self.args))
+
+    def result(self, timeout: float | None = None) -> Any:
+        self.finish()
+        return super().result(timeout)
+
+
+class HeldExecutor(concurrent.futures.Executor):
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.submitted: list[HeldDispatch] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> HeldDispatch:  # type: ignore[override]
+        assert not kwargs
+        self.submitted.append(HeldDispatch(fn, args, self.events))
+        return self.submitted[-1]
+
+
+class ScriptedTable(FakeDynamoDB):
+    """Each read returns the next scripted item attributes (the last one repeats)."""
+
+    def __init__(self, reads: list[dict[str, Any]], events: list[str]) -> None:
+        super().__init__()
+        self.reads, self.events = reads, events
+
+    def get_item(self, **arguments: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", arguments))
+        self.events.append("read")
+        found = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+        return {"Item": {protocol.A_CALLER: arguments["Key"][protocol.A_CALLER], **found}}
+
+
+ANSWERED = {protocol.A_RESPONSE_CODE: {"N": "200"}, protocol.A_RESPONSE: {"S": '"early"'}}
+ACKED = {protocol.A_ACKED_AT: {"N": "1"}}
+
+
+class EarlyBench:
+    """A bridge with a held dispatcher, a fake clock and a scripted item; ``finish_after_waits`` lets the
+    dispatcher's invocation return during that many-th wait (None: only when its verdict is asked for)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, reads: list[dict[str, Any]]) -> None:
+        for name, value in VALID.items():
+            monkeypatch.setenv(name, value)
+        self.clock = FakeClock()
+        monkeypatch.setattr(lambda_runtime, "time", self.clock)
+        self.events: list[str] = []
+        self.waits: list[float] = []
+        self.finish_after_waits: int | None = None
+        self.access = FakeAccess(FakeLambda([{"status": "posted"}]))
+        self.access.clients["dynamodb"] = ScriptedTable(reads, self.events)
+        self.executor = HeldExecutor(self.events)
+        self.bridge = DebuggerBridge(
+            Settings(VALID),
+            self.access,  # type: ignore[arg-type]
+            NeverRun(),  # type: ignore[arg-type]
+            self.clock.sleep,
+            executor=self.executor,
+            clock=self.clock.monotonic,
+            wait=self.wait,
+        )
+
+    def wait(self, pending: Any, seconds: float) -> bool:
+        self.waits.append(round(seconds, 6))
+        self.events.append("wait")
+        if self.finish_after_waits is not None and len(self.waits) >= self.finish_after_waits:
+            pending.finish()
+            return True
+        self.clock.sleep(seconds)
+        return False
+
+    def answer(self) -> lambda_runtime.Answer:
+        invocation = Invocation(
+            b"{}",
+            {
+                "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+                "Lambda-Runtime-Deadline-Ms": str(int((self.clock.now + 60) * 1000)),
+            },
+        )
+        return self.bridge.answer(invocation)
+
+
+def test_without_a_quick_answer_seen_the_item_is_read_only_after_the_dispatcher_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = EarlyBench(monkeypatch, [ANSWERED])
+    answer = bench.answer()
+    assert (answer.body, answer.error) == (b'"early"', None)
+    assert bench.waits == [] and bench.events == ["dispatcher returned", "read"]
+    (request,) = [json.loads(p) for p in bench.access.clients["lambda"].payloads]
+    assert request["sessionId"] == VALID[protocol.ENV_SESSION_ID]
+    # An unacknowledged answer read by polling is a quick answer: the next invocation reads early.
+    assert list(bench.bridge.quick_answers) == [
+        pytest.approx(lambda_runtime.FIRST_POLL_DELAY_SECONDS, abs=1e-6)
+    ]
+
+
+def test_a_quick_answer_is_read_before_the_dispatcher_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads at 0.8 of the quickest recent answer, then each 1.3 times later; the answer ends the wait."""
+    bench = EarlyBench(monkeypatch, [{}, ACKED, ANSWERED])
+    bench.bridge.quick_answers.extend([0.5, 0.1, 0.3])
+    answer = bench.answer()
+    assert (answer.body, answer.error) == (b'"early"', None)
+    assert bench.waits == [0.08, round(0.08 * 0.3, 6), round(0.08 * 1.3 * 0.3, 6)]
+    assert bench.events == ["wait", "read"] * 3
+    assert not bench.executor.submitted[0].done()  # its invocation is left to finish on its own
+    assert bench.access.clients["lambda"].payloads == []
+    assert bench.bridge.quick_answers[-1] == pytest.approx(0.08 * 1.3 * 1.3, abs=1e-6)
+
+
+def test_early_reads_stop_after_early_reads_and_the_verdict_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed item (503) read early is not an answer: the dispatcher's verdict and the poll decide."""
+    closed = {protocol.A_RESPONSE_CODE: {"N": "503"}, protocol.A_REASON: {"S": "x"}}
+    bench = EarlyBench(monkeypatch, [ACKED] * lambda_runtime.EARLY_READS + [{**ACKED, **ANSWERED}])
+    bench.access.clients["dynamodb"].reads[1] = closed
+    bench.bridge.quick_answers.append(0.1)
+    answer = bench.answer()
+    assert (answer.body, answer.error) == (b'"early"', None)
+    assert bench.events == ["wait", "read"] * lambda_runtime.EARLY_READS + ["dispatcher returned", "read"]
+    assert len(bench.access.clients["lambda"].payloads) == 1
+    assert list(bench.bridge.quick_answers) == [0.1]  # an acknowledged answer is no quick one
+
+
+def test_a_dispatcher_that_returns_first_ends_the_early_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = EarlyBench(monkeypatch, [ANSWERED])
+    bench.finish_after_waits = 2
+    bench.access.clients["dynamodb"].reads = [{}, ANSWERED]
+    bench.bridge.quick_answers.append(0.1)
+    answer = bench.answer()
+    assert (answer.body, answer.error) == (b'"early"', None)
+    assert bench.events == ["wait", "read", "wait", "dispatcher returned", "read"]
+
+
+def test_a_lost_dispatcher_answer_from_the_pool_closes_the_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's result carries the ReadTimeoutError: the item is closed so a late answer is refused."""
+    bench = EarlyBench(monkeypatch, [{}])
+    bench.access.clients["lambda"].outcomes = [ReadTimeoutError(endpoint_url="https://lambda")]
+    with pytest.raises(ReadTimeoutError):
+        bench.answer()
+    updates = [a for name, a in bench.access.clients["dynamodb"].calls if name == "update_item"]
+    assert [u["ExpressionAttributeValues"][":code"] for u in updates] == [{"N": "503"}]
