@@ -457,7 +457,7 @@ class DebuggerBridge:
         payload = self._payload(delivery)
         self._record(delivery, payload)
         dispatched = self._clock()
-        pending = self._dispatching.submit(self._dispatch, delivery, "deliver", payload)
+        pending = self._dispatching.submit(self._dispatch_on_pool, delivery, "deliver", payload)
         early = self._answer_while_dispatching(delivery, pending, dispatched)
         if early is not None:
             return early  # the dispatcher's invocation finishes on its own; its verdict no longer matters
@@ -588,6 +588,13 @@ class DebuggerBridge:
             # there is this one, written by an earlier attempt the SDK sent again when its answer was lost.
             if not lambda_common.is_condition_failure(exc):
                 raise
+
+    def _dispatch_on_pool(
+        self, delivery: Delivery, action: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """_dispatch on a thread of the dispatch pool, whose SDK records are the layer's own (see own_work)."""
+        with own_work():
+            return self._dispatch(delivery, action, payload)
 
     def _dispatch(
         self, delivery: Delivery, action: str, payload: Mapping[str, Any] | None = None
