@@ -61,7 +61,8 @@ CASES = {
 SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from plldb.bootstrap.cloudformation.layer import lambda_compat, lambda_runtime, runtime_client  # noqa: F401
+from plldb import lambda_python  # noqa: F401
+from plldb.bootstrap.cloudformation.layer import lambda_runtime, runtime_client  # noqa: F401
 
 cases = json.load(sys.stdin)
 settings = [lambda_runtime.Settings(environ) for environ in cases["settings"]]
@@ -78,7 +79,7 @@ print(json.dumps({
     ],
     "paths": [lambda_runtime.lambda_python_path(environ) for environ in cases["paths"]],
     "restored": restored,
-    "json": [lambda_compat.to_json(value) for value in cases["json"]],
+    "json": [lambda_python.to_json(value) for value in cases["json"]],
 }))
 """
 

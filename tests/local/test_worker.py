@@ -29,7 +29,7 @@ from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local.context import lambda_context
 from plldb.local.template import LocalFunction
@@ -405,7 +405,7 @@ def test_error_is_logged_like_the_runtime_logs_it(tmp_path, pool, output):
     invocation = make_invocation({"action": "raise"})
     pool.run(function, invocation)
     app = function.code_dir / "app.py"
-    indent = lambda_compat.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
+    indent = lambda_python.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
     assert output.of(invocation.request_id) == [
         "[ERROR] ValueError: bad value: 42",
         "Traceback (most recent call last):",
@@ -433,7 +433,7 @@ def test_error_log_entry_matches_the_real_runtimes(tmp_path, pool, output, log_f
         timestamp = re.compile(r'^\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ')
         assert timestamp.match(ours) and timestamp.match(expected)
         ours, expected = timestamp.sub("", ours), timestamp.sub("", expected)
-    assert ours == expected.replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n")
+    assert ours == expected.replace(lambda_python.ERROR_LOG_LINE_TERMINATE, "\n")
     assert ours.count("\n") == (1 if log_format == "JSON" else 4)
 
 
@@ -469,7 +469,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
         try:
             expected, _ = marshaller.marshal_response(value)
         except FaultException as exc:
-            with pytest.raises(lambda_compat.FaultException) as error:
+            with pytest.raises(lambda_python.FaultException) as error:
                 encode_response(value)
             assert (error.value.exception_type, error.value.msg) == (exc.exception_type, exc.msg)
             return
@@ -477,7 +477,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                with pytest.raises(lambda_compat.FaultException) as error:
+                with pytest.raises(lambda_python.FaultException) as error:
                     encode_response(value)
                 assert error.value.exception_type == "Runtime.MarshalError"
                 return
@@ -489,7 +489,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
 def test_circular_result_is_a_marshal_error():
     value: list = [1]
     value.append(value)
-    with pytest.raises(lambda_compat.FaultException) as error:
+    with pytest.raises(lambda_python.FaultException) as error:
         encode_response(value)
     assert (error.value.exception_type, error.value.msg) == (
         "Runtime.MarshalError",

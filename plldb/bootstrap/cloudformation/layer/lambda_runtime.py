@@ -39,8 +39,7 @@ from botocore.exceptions import (
 )
 
 import plldb
-from plldb import lambda_common, protocol
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_common, lambda_python, protocol
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
 
 LOGGER = logging.getLogger("plldb.layer")
@@ -95,7 +94,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _LAYER_ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 )
-_OWN_FILES = (os.path.abspath(__file__), os.path.abspath(lambda_compat.__file__))
+_OWN_FILES = (os.path.abspath(__file__), *lambda_python.RUNTIME_FILES)
 
 
 def _wait_finished(pending: Future[Any], seconds: float) -> bool:
@@ -203,7 +202,7 @@ def _fix_hint() -> str:
 
 def not_attached_error(reason: str, request_id: str) -> dict[str, Any]:
     message = f"plldb is not attached to this function's stack: {reason}. {_fix_hint()}"
-    return lambda_compat.make_error(message, ERROR_NOT_ATTACHED, [], request_id)
+    return lambda_python.make_error(message, ERROR_NOT_ATTACHED, [], request_id)
 
 
 def timeout_error(timeout_seconds: int, request_id: str) -> dict[str, Any]:
@@ -212,16 +211,16 @@ def timeout_error(timeout_seconds: int, request_id: str) -> dict[str, Any]:
         f"to end, so plldb stopped waiting {protocol.DEADLINE_MARGIN_MS} ms before it. To stay longer at a "
         "breakpoint, attach with a longer timeout: `plldb attach --function-timeout 900`."
     )
-    return lambda_compat.make_error(message, ERROR_TIMEOUT, [], request_id)
+    return lambda_python.make_error(message, ERROR_TIMEOUT, [], request_id)
 
 
 def layer_error(text: str, request_id: str) -> dict[str, Any]:
-    return lambda_compat.make_error("plldb's debugger layer failed: " + text, ERROR_LAYER, [], request_id)
+    return lambda_python.make_error("plldb's debugger layer failed: " + text, ERROR_LAYER, [], request_id)
 
 
 def refused_error(text: str, request_id: str) -> dict[str, Any]:
     message = f"plldb's helper stack refused this invocation: {text}. {_fix_hint()}"
-    return lambda_compat.make_error(message, ERROR_REFUSED, [], request_id)
+    return lambda_python.make_error(message, ERROR_REFUSED, [], request_id)
 
 
 # --- AWS access with the function's own credentials ---------------------------------------------------------
@@ -341,7 +340,7 @@ class CloudHandler:
         for entry in paths:
             if os.path.isdir(entry):
                 site.addsitedir(entry)
-        return lambda_compat.load_handler(self._handler_name)
+        return lambda_python.load_handler(self._handler_name)
 
     def run(self, invocation: Invocation) -> Answer:
         with own_work(False):  # the handler's import and run are the function's own, logs included
@@ -354,15 +353,15 @@ class CloudHandler:
             except Exception as exc:
                 # The runtime would fail its init with this error; the next invocation tries again,
                 # as Lambda would start a new environment.
-                if isinstance(exc, lambda_compat.FaultException):
-                    error = lambda_compat.make_error(exc.msg, exc.exception_type, exc.trace)
+                if isinstance(exc, lambda_python.FaultException):
+                    error = lambda_python.make_error(exc.msg, exc.exception_type, exc.trace)
                 else:
-                    trace = lambda_compat.user_stack_trace(exc.__traceback__, _OWN_FILES)
-                    error = lambda_compat.make_error(str(exc), type(exc).__name__, trace)
-                logging.warning(lambda_compat.UNHANDLED_EXCEPTION_WARNING)
+                    trace = lambda_python.user_stack_trace(exc.__traceback__, _OWN_FILES)
+                    error = lambda_python.make_error(str(exc), type(exc).__name__, trace)
+                logging.warning(lambda_python.UNHANDLED_EXCEPTION_WARNING)
                 return Answer.failure(error)
         try:
-            context = lambda_compat.create_lambda_context(
+            context = lambda_python.create_lambda_context(
                 invocation.request_id,
                 invocation.client_context,
                 invocation.cognito_identity,
@@ -370,11 +369,11 @@ class CloudHandler:
                 invocation.invoked_function_arn,
                 invocation.tenant_id,
             )
-            event = lambda_compat.unmarshal_event(invocation.body, invocation.content_type)
+            event = lambda_python.unmarshal_event(invocation.body, invocation.content_type)
             response = self._handler(event, context)
-            body, content_type = lambda_compat.marshal_response(response)
+            body, content_type = lambda_python.marshal_response(response)
         except Exception as exc:
-            return Answer.failure(lambda_compat.error_from_exception(exc, invocation.request_id, _OWN_FILES))
+            return Answer.failure(lambda_python.error_from_exception(exc, invocation.request_id, _OWN_FILES))
         return Answer.result(body, content_type)
 
 
@@ -843,7 +842,7 @@ class DebuggerBridge:
             problem = "could not be read" if body is None else "does not match its SHA-256 digest"
             message = f"The debugger's response {problem}."
             return Answer.failure(
-                lambda_compat.make_error(message, ERROR_CORRUPT_RESPONSE, [], delivery.request_id)
+                lambda_python.make_error(message, ERROR_CORRUPT_RESPONSE, [], delivery.request_id)
             )
         return Answer.result(body)
 
@@ -857,7 +856,7 @@ def _local_error(error_json: str | None, request_id: str) -> dict[str, Any]:
     if not isinstance(error, dict):
         return layer_error("the debugger's error answer is not a JSON object", request_id)
     trace = error.get("stackTrace")
-    return lambda_compat.make_error(
+    return lambda_python.make_error(
         error.get("errorMessage"),
         error.get("errorType"),
         trace if isinstance(trace, list) else [],
@@ -886,7 +885,7 @@ def deliver(runtime: RuntimeApiClient, invocation: Invocation, answer: Answer) -
         except RuntimeApiError as exc:
             answer = Answer.failure(layer_error(str(exc), invocation.request_id))
     error = answer.error or layer_error("no answer", invocation.request_id)
-    lambda_compat.log_error(error)
+    lambda_python.log_error(error)
     try:
         runtime.post_error(invocation.request_id, error)
     except RuntimeApiError as exc:
@@ -930,7 +929,7 @@ def main(original_command: list[str]) -> None:
         os.execvp(original_command[0], original_command)  # noqa: S606 - the runtime's own command line
     runtime = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     current = CurrentRequest()
-    lambda_compat.setup_logging(current.get)
+    lambda_python.setup_logging(current.get)
     for handler in logging.getLogger().handlers:
         handler.addFilter(OwnTrafficFilter())
     LOGGER.setLevel(logging.getLogger().level if os.environ.get("AWS_LAMBDA_LOG_LEVEL") else logging.INFO)
@@ -940,8 +939,8 @@ def main(original_command: list[str]) -> None:
         message = "plldb's debugger layer cannot start: {}. {}".format(
             "; ".join(settings.problems), _fix_hint()
         )
-        error = lambda_compat.make_error(message, ERROR_CONFIGURATION, [])
-        lambda_compat.log_error(error)
+        error = lambda_python.make_error(message, ERROR_CONFIGURATION, [])
+        lambda_python.log_error(error)
         runtime.post_init_error(error)
         sys.exit(1)
     LOGGER.info(
