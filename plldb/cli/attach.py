@@ -512,7 +512,7 @@ def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
     the layer's margin and a second for the answer to travel) passed first.
     """
     from plldb.local.debuggers import DEBUGPY, debugger_attached, wait_for_debugger
-    from plldb.local.session import local_failure
+    from plldb.local.invocation import local_failure
 
     if debugger is None or debugger.kind != DEBUGPY or not debugger.wait_for_client:
         return None
@@ -566,10 +566,11 @@ def _runner(
     stack_map: Any, pool: Any, instrumentation: Any, recorder: Any, hold: Callable[[Any], Any] | None = None
 ) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
-    from plldb.local.session import InvocationOutcome, local_failure
-    from plldb.local.worker import Invocation
+    from dataclasses import replace
 
-    def run(invocation: Any) -> InvocationOutcome:
+    from plldb.local.invocation import Invocation, Outcome, local_failure
+
+    def run(invocation: Invocation) -> Outcome:
         deployed = stack_map.by_physical_name(invocation.function_name)
         if deployed is None or deployed.local is None:
             reason = deployed.missing_reason if deployed is not None else "it is not part of the stack"
@@ -583,23 +584,7 @@ def _runner(
         # The allowlist: the names the function configures, as read with the developer's rights.
         configured = instrumentation.variable_names(invocation.function_name)
         with recorder.recording(deployed.local.logical_id, invocation.request_id) as recording:
-            result = pool.run(
-                deployed.local,
-                Invocation(
-                    request_id=invocation.request_id,
-                    event_json=invocation.event_json,
-                    context=dict(invocation.context),
-                    environment=dict(invocation.environment),
-                    credentials=dict(invocation.credentials) if invocation.credentials else None,
-                    configured_variables=configured,
-                ),
-            )
-            outcome = InvocationOutcome(
-                status_code=result.status_code,
-                payload=result.payload,
-                error=result.error,
-                duration_ms=result.duration_ms,
-            )
+            outcome: Outcome = pool.run(deployed.local, replace(invocation, configured_variables=configured))
             recording.done(invocation, outcome, configured)
         return outcome
 

@@ -384,8 +384,9 @@ def _run(
     recording: Any, function: Any, *, debugger: Any, write_vscode: bool, python: Path | None, no_aws: bool
 ) -> int:
     from plldb import protocol
+    from plldb.local.invocation import Invocation
     from plldb.local.recordings import comparable, difference
-    from plldb.local.worker import Invocation, WorkerPool, lambda_runtime_variable, plan_runtimes
+    from plldb.local.worker import WorkerPool, lambda_runtime_variable, plan_runtimes
 
     environment, configured = _replay_environment(recording, function)
     if recording.environment_values is None:

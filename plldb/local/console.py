@@ -47,7 +47,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from plldb.local.session import IncomingInvocation, InvocationOutcome, SessionObserver, short_id
+from plldb.local.invocation import Invocation, Outcome
+from plldb.local.session import SessionObserver, short_id
 
 _termios: Any
 try:
@@ -544,7 +545,7 @@ class Console(SessionObserver):
         )
         self.start_live()
 
-    def on_invocation_started(self, invocation: IncomingInvocation) -> None:
+    def on_invocation_started(self, invocation: Invocation) -> None:
         self._begin_streaming()
         label = self.label(invocation.function_name)
         with self._state_lock:
@@ -565,7 +566,7 @@ class Console(SessionObserver):
         elif self.mode == MODE_PLAIN and not self.quiet:
             self._plain(f"-> {label} {short_id(invocation.request_id)}")
 
-    def on_invocation_answered(self, invocation: IncomingInvocation, outcome: InvocationOutcome) -> None:
+    def on_invocation_answered(self, invocation: Invocation, outcome: Outcome) -> None:
         self._begin_streaming()
         label = self.label(invocation.function_name)
         detail = ""

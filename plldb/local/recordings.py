@@ -488,8 +488,8 @@ class PendingRecording:
         self._pending = pending
 
     def done(self, invocation: Any, outcome: Any, configured: frozenset[str]) -> None:
-        """Record ``invocation`` (plldb.local.session.IncomingInvocation) and its ``outcome``
-        (InvocationOutcome); ``configured``: the names of the function's own variables."""
+        """Record ``invocation`` (plldb.local.session.Invocation) and its ``outcome``
+        (Outcome); ``configured``: the names of the function's own variables."""
         pending, self._pending = self._pending, None
         if pending is not None:
             self._recorder._release(pending)

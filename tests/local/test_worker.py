@@ -7,6 +7,7 @@ tiny Runtime API server) and compare the results and error objects byte for byte
 from __future__ import annotations
 
 import collections
+import dataclasses
 import decimal
 import json
 import os
@@ -32,8 +33,9 @@ from hypothesis import strategies as st
 from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local.context import lambda_context
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker import WorkerPool
 from plldb.local.worker.output import LineSplitter
 from plldb.local.worker.pool import source_fingerprint
 from plldb.local.worker.process import exit_error
@@ -994,8 +996,7 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
 
     def invocation(environment, credentials, **context):
         invocation = make_invocation(environment=environment, credentials=credentials, **context)
-        invocation.configured_variables = configured
-        return invocation
+        return dataclasses.replace(invocation, configured_variables=configured)
 
     first = payload(pool.run(function, invocation(deployed, credentials)))
     assert first["environ"] == {
@@ -1055,7 +1056,9 @@ def test_worker_environment_splits_fixed_and_per_invocation_variables(tmp_path):
         credentials={"accessKeyId": "k", "secretAccessKey": "s", "sessionToken": "t"},
         invokedFunctionArn="arn:aws:lambda:ap-south-1:123456789012:function:f",
     )
-    invocation.configured_variables = frozenset({"A", "_LAMBDA_TELEMETRY_LOG_FD"})
+    invocation = dataclasses.replace(
+        invocation, configured_variables=frozenset({"A", "_LAMBDA_TELEMETRY_LOG_FD"})
+    )
     fixed, per_invocation = worker_environment(function, invocation, parent_environ={"HOME": "/home/dev"})
     assert fixed == {
         "HOME": "/home/dev",

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from plldb import protocol
+from plldb.local.invocation import Invocation, Outcome
 from plldb.local.recordings import Limits, Recorder, Recording, RecordingStore, recordings_folder
-from plldb.local.session import IncomingInvocation, InvocationOutcome
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ORDERS_APP = FIXTURES / "orders_app"
@@ -59,7 +59,7 @@ def record(
     """Record ``recorded`` into the project's folder with the same Recorder `plldb attach` uses."""
     store = RecordingStore(recordings_folder(project), limits)
     recorder = Recorder(store, stack_name=stack, record_env=record_env, clock=lambda: recorded.at, environ={})
-    invocation = IncomingInvocation(
+    invocation = Invocation(
         request_id=recorded.request_id,
         function_name=FUNCTION_NAME,
         handler="app.handler",
@@ -81,11 +81,9 @@ def record(
         credentials=recorded.credentials,
     )
     if recorded.error is not None:
-        outcome = InvocationOutcome(protocol.RESPONSE_CODE_ERROR, None, recorded.error, recorded.duration_ms)
+        outcome = Outcome(protocol.RESPONSE_CODE_ERROR, None, recorded.error, recorded.duration_ms)
     else:
-        outcome = InvocationOutcome(
-            protocol.RESPONSE_CODE_OK, json.dumps(recorded.payload), None, recorded.duration_ms
-        )
+        outcome = Outcome(protocol.RESPONSE_CODE_OK, json.dumps(recorded.payload), None, recorded.duration_ms)
     output = recorder.capture(lambda *line: None)
     with recorder.recording(logical_id, recorded.request_id) as recording:
         for stream, line in recorded.output:

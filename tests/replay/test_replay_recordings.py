@@ -13,6 +13,7 @@ import pytest
 from plldb import protocol
 from plldb.errors import PlldbError
 from plldb.local import recordings
+from plldb.local.invocation import Invocation, Outcome
 from plldb.local.recordings import (
     GITIGNORE,
     REDACTED,
@@ -25,9 +26,8 @@ from plldb.local.recordings import (
     recordings_folder,
     select,
 )
-from plldb.local.session import IncomingInvocation, InvocationOutcome
 from plldb.local.template import scan_template
-from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker import WorkerPool
 from tests.replay.replay_support import (
     FUNCTION_ARN,
     FUNCTION_NAME,
@@ -155,8 +155,8 @@ def test_limits_come_from_the_environment():
 
 
 # --- What a recording holds ------------------------------------------------------------------------
-def invocation(environment: dict[str, str]) -> IncomingInvocation:
-    return IncomingInvocation(
+def invocation(environment: dict[str, str]) -> Invocation:
+    return Invocation(
         request_id="c0ffee00-1111-2222-3333-444444444444",
         function_name=FUNCTION_NAME,
         handler="app.handler",
@@ -207,9 +207,7 @@ def record_one(tmp_path: Path, *, record_env: bool, developer_env: dict[str, str
         environ=developer_env or {},
     )
     output = recorder.capture(lambda *line: None)
-    outcome = InvocationOutcome(
-        protocol.RESPONSE_CODE_OK, json.dumps({"key": SECRET_KEY, "n": 1}), None, 41.2346
-    )
+    outcome = Outcome(protocol.RESPONSE_CODE_OK, json.dumps({"key": SECRET_KEY, "n": 1}), None, 41.2346)
     incoming = invocation(DEPLOYED_ENVIRONMENT)
     with recorder.recording("OrderFunction", incoming.request_id) as recording:
         output("OrderFunction", incoming.request_id, "stdout", "pricing o-17")
@@ -294,7 +292,7 @@ def test_the_developers_own_credentials_are_removed_too(tmp_path):
         clock=lambda: RECORDED_AT,
         environ={"AWS_ACCESS_KEY_ID": developer_key, "AWS_SECRET_ACCESS_KEY": developer_secret, "HOME": "/h"},
     )
-    incoming = IncomingInvocation(
+    incoming = Invocation(
         request_id="r-dev",
         function_name=FUNCTION_NAME,
         handler="app.handler",
@@ -303,9 +301,7 @@ def test_the_developers_own_credentials_are_removed_too(tmp_path):
         environment={},
         credentials=None,
     )
-    outcome = InvocationOutcome(
-        protocol.RESPONSE_CODE_OK, json.dumps([developer_key, developer_secret, "/h"])
-    )
+    outcome = Outcome(protocol.RESPONSE_CODE_OK, json.dumps([developer_key, developer_secret, "/h"]))
     with recorder.recording("OrderFunction", "r-dev") as recording:
         recording.done(incoming, outcome, frozenset())
     recorder.close()
@@ -357,7 +353,7 @@ def test_a_failing_folder_is_one_warning_and_recording_goes_on(tmp_path):
 
     def run(request_id: str) -> None:
         with recorder.recording("OrderFunction", request_id) as recording:
-            recording.done(incoming, InvocationOutcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
+            recording.done(incoming, Outcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
 
     run("r-1")
     run("r-2")
@@ -379,7 +375,7 @@ def test_a_disabled_recorder_changes_nothing(tmp_path):
     recorder = open_recorder(tmp_path, enabled=False, record_env=False, stack_name="s", warn=print)
     assert recorder.capture(output) is output
     with recorder.recording("OrderFunction", "r") as recording:
-        recording.done(invocation({}), InvocationOutcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
+        recording.done(invocation({}), Outcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
     recorder.close()
     assert not (tmp_path / ".plldb").exists()
     with pytest.raises(PlldbError) as error:
@@ -420,7 +416,7 @@ def test_the_recorder_keeps_what_a_real_worker_printed_for_each_invocation(tmp_p
         for number, request_id in enumerate(("req-one", "req-two")):
             event = {"id": f"o-{number}", "items": [{"price": 1.25}]}
             incoming = invocation({"GREETING": "Hi"})
-            incoming = IncomingInvocation(
+            incoming = Invocation(
                 **{
                     **incoming.__dict__,
                     "request_id": request_id,
@@ -442,7 +438,7 @@ def test_the_recorder_keeps_what_a_real_worker_printed_for_each_invocation(tmp_p
                 )
                 recording.done(
                     incoming,
-                    InvocationOutcome(result.status_code, result.payload, result.error, result.duration_ms),
+                    Outcome(result.status_code, result.payload, result.error, result.duration_ms),
                     frozenset({"GREETING"}),
                 )
     recorder.close()
