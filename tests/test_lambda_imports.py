@@ -1,7 +1,8 @@
 """Code that runs inside Lambda may use only the standard library and boto3, on Python 3.10 to 3.13.
 
 That is the layer, the helper stack's handlers and what they share: plldb/protocol.py,
-plldb/lambda_common.py and plldb/instrumentation/ (the manager restores functions with it).
+plldb/lambda_common.py, plldb/lambda_python/ (the runtime's behaviour, which the layer reproduces) and
+plldb/instrumentation/ (the manager restores functions with it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ LAMBDA_SIDE_FILES = sorted(
         ROOT / "plldb" / "bootstrap" / "__init__.py",
         *(ROOT / "plldb" / "bootstrap" / "cloudformation").rglob("*.py"),
         *(ROOT / "plldb" / "instrumentation").rglob("*.py"),
+        *(ROOT / "plldb" / "lambda_python").rglob("*.py"),
     ]
 )
 LAMBDA_SIDE_MODULES = {
@@ -127,6 +129,7 @@ def test_every_file_packaged_into_lambda_is_checked_here() -> None:
         ROOT / "plldb" / "instrumentation" / "functions.py",
         ROOT / "plldb" / "instrumentation" / "lambda_updates.py",
         ROOT / "plldb" / "instrumentation" / "stacks.py",
+        ROOT / "plldb" / "lambda_python" / "marshalling.py",
     } <= set(LAMBDA_SIDE_FILES)
 
 

@@ -36,6 +36,8 @@ SHARED_MODULES = (
 )
 # Only the helper stack's functions restore functions of dead sessions: the layer never needs these.
 INSTRUMENTATION_DIR = PACKAGE_ROOT / "instrumentation"
+# The Python runtime's behaviour, which the layer reproduces (the local worker shares it).
+LAMBDA_PYTHON_DIR = PACKAGE_ROOT / "lambda_python"
 
 
 def _package_file(relative: str) -> tuple[str, Path]:
@@ -56,9 +58,10 @@ def handler_files() -> list[tuple[str, Path]]:
 def layer_files() -> list[tuple[str, Path]]:
     """Archive names and sources of the layer zip: all under plldb-debugger/ (unpacked to /opt)."""
     files = [_package_file(relative) for relative in SHARED_MODULES]
-    files += [
-        _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(LAYER_DIR.glob("*.py"))
-    ]
+    for folder in (LAYER_DIR, LAMBDA_PYTHON_DIR):
+        files += [
+            _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(folder.glob("*.py"))
+        ]
     entries = [(f"{LAYER_DIRECTORY}/{name}", path) for name, path in files]
     wrapper = LAYER_DIR / WRAPPER_NAME
     if wrapper.is_file():

@@ -60,6 +60,8 @@ class AttachRequest:
     write_vscode: bool
     keepalive_seconds: float
     max_connection_age: float
+    record: bool = True  # keep each invocation in .plldb/recordings (plldb.local.recordings)
+    record_env: bool = False  # with the values of the function's variables, not only their names
     options: Any = None  # plldb.local.session_options.SessionOptions: --observe, --match, --sample
 
 
@@ -180,9 +182,14 @@ def _resolve_target(
     is_flag=True,
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
-@debugger_options
+@debugger_options(write_vscode=True)
 @click.option(
-    "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
+    "--no-record", is_flag=True, help="Do not record invocations in .plldb/recordings (plldb replay)."
+)
+@click.option(
+    "--record-env",
+    is_flag=True,
+    help="Record the values of the function's variables too (never credentials).",
 )
 @click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
 @click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
@@ -208,7 +215,8 @@ def attach(
     quiet: bool,
     local_credentials: bool,
     debugger_choice: DebuggerChoice,
-    write_vscode: bool,
+    no_record: bool,
+    record_env: bool,
     keepalive_seconds: float,
     max_connection_age: float,
     observe: bool,
@@ -224,8 +232,7 @@ def attach(
     options = session_options(observe=observe, sample=sample, match=match, match_token=match_token)
 
     debugger = debugger_choice.config()
-    if write_vscode and not debugger_choice.use_debugpy:
-        raise PlldbError("--write-vscode needs --debugpy.", "Add --debugpy.")
+    write_vscode = debugger_choice.write_vscode
     settings = _resolve_target(
         stack_name=stack_name,
         template=template,
@@ -252,6 +259,8 @@ def attach(
         write_vscode=write_vscode,
         keepalive_seconds=keepalive_seconds,
         max_connection_age=max_connection_age,
+        record=not no_record,
+        record_env=record_env,
         options=options,
     )
     console = Console(choose_mode(json_output), quiet=quiet)
@@ -305,6 +314,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     runtimes = plan_runtimes([f.local for f in selected if f.local is not None], python=request.python)
     if runtimes.warning():
         console.warning(runtimes.warning())
+    recorder = _open_recorder(console, request, project.project_dir)
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
     instrumentation = StackInstrumentation(
@@ -333,7 +343,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
 
     pool = WorkerPool(
-        output=console.handler_output,
+        output=recorder.capture(console.handler_output),
         debugger=debugger,
         local_credentials=request.local_credentials,
         warn=console.warning,
@@ -348,7 +358,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             session_key=protocol.new_secret(),
             reconnect_seed=protocol.new_secret(),
             stack=stack.stack_id,
-            runner=_runner(stack_map, pool, instrumentation, _debugger_hold(console, debugger)),
+            runner=_runner(stack_map, pool, instrumentation, recorder, _debugger_hold(console, debugger)),
             lifecycle=Lifecycle(
                 instrument=instrumentation.instrument,
                 restore=instrumentation.restore,
@@ -376,6 +386,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
             console.stop()
     finally:
         pool.close()
+        recorder.close(wait=False)
     if outcome.exit_code == 0:
         console.info("Detached: every function is restored.", event="detached")
         return 0
@@ -541,7 +552,7 @@ def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
     the layer's margin and a second for the answer to travel) passed first.
     """
     from plldb.local.debuggers import DEBUGPY, debugger_attached, wait_for_debugger
-    from plldb.local.session import local_failure
+    from plldb.local.invocation import local_failure
 
     if debugger is None or debugger.kind != DEBUGPY or not debugger.wait_for_client:
         return None
@@ -570,14 +581,36 @@ def _debugger_hold(console: Any, debugger: Any) -> Callable[[Any], Any] | None:
     return hold
 
 
+def _open_recorder(console: Any, request: AttachRequest, project_dir: Path) -> Any:
+    """The recorder of each invocation's event, context, outcome and output (plldb replay)."""
+    from plldb.local.recordings import open_recorder
+
+    recorder = open_recorder(
+        project_dir,
+        enabled=request.record,
+        record_env=request.record_env,
+        stack_name=request.stack_name,
+        warn=console.warning,
+    )
+    if recorder.folder is not None:
+        console.info(
+            f"Recording each invocation in {recorder.folder} ('plldb recordings', 'plldb replay'; "
+            "--no-record turns it off).",
+            event="recording",
+            folder=str(recorder.folder),
+        )
+    return recorder
+
+
 def _runner(
-    stack_map: Any, pool: Any, instrumentation: Any, hold: Callable[[Any], Any] | None = None
+    stack_map: Any, pool: Any, instrumentation: Any, recorder: Any, hold: Callable[[Any], Any] | None = None
 ) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
-    from plldb.local.session import InvocationOutcome, local_failure
-    from plldb.local.worker import Invocation
+    from dataclasses import replace
 
-    def run(invocation: Any) -> InvocationOutcome:
+    from plldb.local.invocation import Invocation, Outcome, local_failure
+
+    def run(invocation: Invocation) -> Outcome:
         deployed = stack_map.by_physical_name(invocation.function_name)
         if deployed is None or deployed.local is None:
             reason = deployed.missing_reason if deployed is not None else "it is not part of the stack"
@@ -588,24 +621,12 @@ def _runner(
         held = hold(invocation) if hold is not None else None
         if held is not None:
             return held  # type: ignore[no-any-return]
-        result = pool.run(
-            deployed.local,
-            Invocation(
-                request_id=invocation.request_id,
-                event_json=invocation.event_json,
-                context=dict(invocation.context),
-                environment=dict(invocation.environment),
-                credentials=dict(invocation.credentials) if invocation.credentials else None,
-                # The allowlist: the names the function configures, as read with the developer's rights.
-                configured_variables=instrumentation.variable_names(invocation.function_name),
-            ),
-        )
-        return InvocationOutcome(
-            status_code=result.status_code,
-            payload=result.payload,
-            error=result.error,
-            duration_ms=result.duration_ms,
-        )
+        # The allowlist: the names the function configures, as read with the developer's rights.
+        configured = instrumentation.variable_names(invocation.function_name)
+        with recorder.recording(deployed.local.logical_id, invocation.request_id) as recording:
+            outcome: Outcome = pool.run(deployed.local, replace(invocation, configured_variables=configured))
+            recording.done(invocation, outcome, configured)
+        return outcome
 
     return run
 

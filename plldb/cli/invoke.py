@@ -133,7 +133,7 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     default=None,
     help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
 )
-@debugger_options
+@debugger_options()
 def invoke(
     *,
     logical_id: str,
@@ -152,9 +152,10 @@ def invoke(
     """
     from plldb import protocol
     from plldb.local.debuggers import exposure_warning, start_debugpy
+    from plldb.local.invocation import Invocation
     from plldb.local.samconfig import load_samconfig
     from plldb.local.template import locate_template
-    from plldb.local.worker import Invocation, WorkerPool, plan_runtimes
+    from plldb.local.worker import WorkerPool, plan_runtimes
 
     debugger = debugger_choice.config()
     samconfig_template = None

@@ -17,6 +17,10 @@ the caller, so they keep their order with the command's own messages.
 The terminal is restored on every exit path: ``stop()`` (which the command calls in ``finally``)
 shows the cursor and puts back the terminal settings saved when the live view started, also when it
 is interrupted by Ctrl-C or SIGTERM; an ``atexit`` hook does the same for any path that skips it.
+
+Why one module of this size: the status view's state, the queue and the renderer thread share two
+leaf locks and one write lock whose ordering rules (above) are what keep the console from locking up;
+kept in one class they can be read and checked together, split they could not.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from plldb.local.session import IncomingInvocation, InvocationOutcome, SessionObserver, short_id
+from plldb.local.invocation import Invocation, Outcome
+from plldb.local.session import SessionObserver, short_id
 
 _termios: Any
 try:
@@ -540,7 +545,7 @@ class Console(SessionObserver):
         )
         self.start_live()
 
-    def on_invocation_started(self, invocation: IncomingInvocation) -> None:
+    def on_invocation_started(self, invocation: Invocation) -> None:
         self._begin_streaming()
         label = self.label(invocation.function_name)
         with self._state_lock:
@@ -561,7 +566,7 @@ class Console(SessionObserver):
         elif self.mode == MODE_PLAIN and not self.quiet:
             self._plain(f"-> {label} {short_id(invocation.request_id)}")
 
-    def on_invocation_answered(self, invocation: IncomingInvocation, outcome: InvocationOutcome) -> None:
+    def on_invocation_answered(self, invocation: Invocation, outcome: Outcome) -> None:
         self._begin_streaming()
         label = self.label(invocation.function_name)
         detail = ""
@@ -597,7 +602,7 @@ class Console(SessionObserver):
             self._submit(_Entry(styled=(line, "red")))
 
     def on_invocation_observed(
-        self, invocation: IncomingInvocation, outcome: InvocationOutcome, observed: Mapping[str, Any]
+        self, invocation: Invocation, outcome: Outcome, observed: Mapping[str, Any]
     ) -> None:
         """Observe mode: the local run next to the cloud's outcome, a difference highlighted."""
         from plldb.local.session_options import observed_event, observed_lines

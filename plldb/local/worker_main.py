@@ -8,7 +8,7 @@ never over stdout: the handler owns stdout and stderr, which the parent streams 
 What the AWS Python runtime does around a handler (the import at init with its exact error types and
 messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
 exception, the root logger's handler and format) comes from the layer's reproduction of awslambdaric,
-``plldb.bootstrap.cloudformation.layer.lambda_compat``, so a handler behaves the same here as under
+``plldb.lambda_python``, so a handler behaves the same here as under
 the layer's passthrough in the cloud. This module adds only what is local: the channel, ``sys.path``
 in Lambda's order from the developer's folders, the debugger, and writing output for a terminal.
 ``sys.exit`` in a handler really ends the process, as it ends the runtime in Lambda.
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local import context as local_context
 
@@ -87,7 +87,7 @@ def sync_marker(token: str) -> bytes:
 # own frames from a handler's stack trace in the same way.
 RUNTIME_FILES = (
     os.path.abspath(__file__),
-    os.path.abspath(lambda_compat.__file__),
+    *lambda_python.RUNTIME_FILES,
     os.path.abspath(local_context.__file__),
 )
 _NOT_UTF8_BYTES = (
@@ -100,18 +100,18 @@ def encode_response(response: Any) -> str:
     """The result's JSON text as the runtime marshals it; FaultException(Runtime.MarshalError) if it cannot.
 
     Unlike the runtime (which hands bytes to Lambda untouched), the protocol carries the result as
-    text, so bytes must be UTF-8. ``lambda_compat.marshal_response`` is not used: it also encodes the
+    text, so bytes must be UTF-8. ``lambda_python.marshal_response`` is not used: it also encodes the
     text to UTF-8 bytes, which the protocol does not need and which fails on a lone surrogate.
     """
     if isinstance(response, bytes):
         try:
             return response.decode("utf-8")
         except UnicodeDecodeError:
-            raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, _NOT_UTF8_BYTES)
+            raise lambda_python.FaultException(lambda_python.MARSHAL_ERROR, _NOT_UTF8_BYTES)
     try:
-        return lambda_compat.to_json(response)
+        return lambda_python.to_json(response)
     except Exception as exc:
-        raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, f"Unable to marshal response: {exc}")
+        raise lambda_python.FaultException(lambda_python.MARSHAL_ERROR, f"Unable to marshal response: {exc}")
 
 
 def log_error(error: dict[str, Any]) -> None:
@@ -123,8 +123,8 @@ def log_error(error: dict[str, Any]) -> None:
     """
     entry = io.StringIO()
     with contextlib.redirect_stdout(entry):
-        lambda_compat.log_error(error)
-    sys.stdout.write(entry.getvalue().replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n"))
+        lambda_python.log_error(error)
+    sys.stdout.write(entry.getvalue().replace(lambda_python.ERROR_LOG_LINE_TERMINATE, "\n"))
 
 
 _current_request_id: str | None = None
@@ -236,9 +236,9 @@ class Worker:
     def initialize(self) -> dict[str, Any] | None:
         """The init phase: import the handler; the error object when that fails."""
         try:
-            self.handler = lambda_compat.load_handler(self.handler_name)
+            self.handler = lambda_python.load_handler(self.handler_name)
         except Exception as exc:
-            return lambda_compat.error_from_exception(exc, None, RUNTIME_FILES)
+            return lambda_python.error_from_exception(exc, None, RUNTIME_FILES)
         return None
 
     def serve(self) -> None:
@@ -266,7 +266,7 @@ class Worker:
         try:
             payload = self.run_handler(request_id, message.get("event", "null"), context_fields)
         except Exception as exc:
-            error = lambda_compat.error_from_exception(exc, request_id, RUNTIME_FILES)
+            error = lambda_python.error_from_exception(exc, request_id, RUNTIME_FILES)
         duration_ms = (time.perf_counter() - started) * 1000
         if error is not None:
             log_error(error)
@@ -281,7 +281,7 @@ class Worker:
     def run_handler(self, request_id: str, event_json: str, context_fields: dict[str, Any]) -> str:
         """The runtime's steps in its order: context, event, handler, result; each fault as it reports it."""
         context = local_context.lambda_context(request_id, context_fields)
-        event = lambda_compat.unmarshal_event(event_json.encode("utf-8", "surrogatepass"))
+        event = lambda_python.unmarshal_event(event_json.encode("utf-8", "surrogatepass"))
         assert self.handler is not None
         response = self.handler(event, context)
         return encode_response(response)
@@ -328,7 +328,7 @@ def main(argv: list[str]) -> int:
         excluded_paths=start.get("excludedPaths", []),
     )
     install_site_builtins()
-    lambda_compat.setup_logging(_current_request)
+    lambda_python.setup_logging(_current_request)
     try:
         _attach_debugger(start.get("debugger"))
     except Exception as exc:

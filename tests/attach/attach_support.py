@@ -19,11 +19,10 @@ import boto3
 from attach_fake_api import ACCOUNT_ID, DEVELOPER, REGION, STACK_NAME, FakeHelperStack, Principal, Timeline
 
 from plldb import protocol
+from plldb.local.invocation import Invocation, Outcome
 from plldb.local.session import (
     ConnectionSettings,
     DebugSession,
-    IncomingInvocation,
-    InvocationOutcome,
     Lifecycle,
     Opened,
     SessionObserver,
@@ -66,8 +65,8 @@ def settings(**changes: Any) -> ConnectionSettings:
     return ConnectionSettings(**{**FAST.__dict__, **changes})
 
 
-def echo(invocation: IncomingInvocation) -> InvocationOutcome:
-    return InvocationOutcome(200, json.dumps({"echo": invocation.event_json}))
+def echo(invocation: Invocation) -> Outcome:
+    return Outcome(200, json.dumps({"echo": invocation.event_json}))
 
 
 class Runner:
@@ -76,12 +75,10 @@ class Runner:
     ``hold(request_id)`` makes the runs of that request wait until ``release(request_id)``.
     """
 
-    def __init__(
-        self, timeline: Timeline, answer: Callable[[IncomingInvocation], InvocationOutcome] = echo
-    ) -> None:
+    def __init__(self, timeline: Timeline, answer: Callable[[Invocation], Outcome] = echo) -> None:
         self.timeline = timeline
         self.answer = answer
-        self.calls: list[IncomingInvocation] = []
+        self.calls: list[Invocation] = []
         self._gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -95,7 +92,7 @@ class Runner:
         for gate in gates:
             gate.set()
 
-    def __call__(self, invocation: IncomingInvocation) -> InvocationOutcome:
+    def __call__(self, invocation: Invocation) -> Outcome:
         with self._lock:
             self.calls.append(invocation)
             gate = self._gates.get(invocation.request_id)
@@ -157,10 +154,10 @@ class Observer(SessionObserver):
     def on_reconnected(self, rotated: bool) -> None:
         self.timeline.add("on_reconnected", rotated)
 
-    def on_invocation_started(self, invocation: IncomingInvocation) -> None:
+    def on_invocation_started(self, invocation: Invocation) -> None:
         self.timeline.add("on_invocation_started", invocation.request_id)
 
-    def on_invocation_answered(self, invocation: IncomingInvocation, outcome: InvocationOutcome) -> None:
+    def on_invocation_answered(self, invocation: Invocation, outcome: Outcome) -> None:
         self.timeline.add("on_invocation_answered", (invocation.request_id, outcome.status_code))
 
     def on_invocation_stored(self, request_id: str) -> None:

@@ -27,7 +27,7 @@ from plldb.local.console import (
     choose_mode,
     rich_console,
 )
-from plldb.local.session import IncomingInvocation, InvocationOutcome
+from plldb.local.invocation import Invocation, Outcome
 from tests.terminal.screen import Screen
 
 ROWS = [
@@ -37,8 +37,8 @@ ROWS = [
 SGR_COLOR = re.compile(r"\x1b\[[0-9;]*3[0-9]m|\x1b\[[0-9;]*9[0-7]m")
 
 
-def invocation(request_id: str = "0a1b2c3d-4e5f-6789-abcd-ef0123456789") -> IncomingInvocation:
-    return IncomingInvocation(
+def invocation(request_id: str = "0a1b2c3d-4e5f-6789-abcd-ef0123456789") -> Invocation:
+    return Invocation(
         request_id=request_id,
         function_name="hello-sam-HelloFunction-AB12",
         handler="app.lambda_handler",
@@ -66,14 +66,12 @@ def play(console: Console) -> None:
     good = invocation()
     console.on_invocation_started(good)
     console.handler_output("HelloFunction", good.request_id, "stdout", "hello from the handler")
-    console.on_invocation_answered(good, InvocationOutcome(200, '{"ok": true}', duration_ms=12.4))
+    console.on_invocation_answered(good, Outcome(200, '{"ok": true}', duration_ms=12.4))
     bad = invocation("99999999-0000-0000-0000-000000000000")
     console.on_invocation_started(bad)
     console.on_invocation_answered(
         bad,
-        InvocationOutcome(
-            500, error={"errorType": "ValueError", "errorMessage": "asked to fail"}, duration_ms=3
-        ),
+        Outcome(500, error={"errorType": "ValueError", "errorMessage": "asked to fail"}, duration_ms=3),
     )
     console.on_detaching()
     console.stop()
@@ -358,7 +356,7 @@ def test_live_view_on_a_terminal_respects_no_color(
     assert bool(SGR_COLOR.search(gated_terminal.raw())) is not no_color
 
 
-def start_session(console: Console) -> IncomingInvocation:
+def start_session(console: Console) -> Invocation:
     """Instrumented with the live view on, one invocation running."""
     console.set_stack("hello-sam", ROWS[:1])
     console.on_connected()
@@ -420,7 +418,7 @@ def test_a_terminal_stuck_while_the_status_view_redraws_never_blocks_the_session
         gated_terminal.stuck.wait()
         for number in range(1, 301):
             console.handler_output("HelloFunction", running.request_id, "stdout", f"flood line {number}/300")
-        console.on_invocation_answered(running, InvocationOutcome(200, "{}", duration_ms=5))
+        console.on_invocation_answered(running, Outcome(200, "{}", duration_ms=5))
         console.on_invocation_stored(running.request_id)
         console.on_progress({"phase": "instrument", "status": "ok", "function": ROWS[0].physical_name})
         console.warning("a warning while the terminal is stuck")

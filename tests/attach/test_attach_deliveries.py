@@ -14,7 +14,8 @@ from attach_fake_api import FakeHelperStack, caller_of
 from attach_support import Runner, run, settings, start
 
 from plldb import protocol
-from plldb.local.session import IncomingInvocation, InvocationOutcome, SessionOutcome
+from plldb.local.invocation import Invocation, Outcome
+from plldb.local.session import SessionOutcome
 from plldb.local.session.deliveries import RESPONSE_RESEND_LIMIT, Decision, Deliveries, Phase
 
 DELIVERY = "d1" * 16
@@ -177,7 +178,7 @@ def test_a_retried_request_id_is_a_new_delivery_that_runs_again_and_answers_with
     count = iter(range(1, 10))
 
     async def body(api: FakeHelperStack) -> None:
-        runner = Runner(api.timeline, lambda invocation: InvocationOutcome(200, json.dumps(next(count))))
+        runner = Runner(api.timeline, lambda invocation: Outcome(200, json.dumps(next(count))))
         attached = start(api, runner=runner)
         await attached.until_instrumented()
         first = await api.deliver("req-retry", delivery_id=DELIVERY)
@@ -198,9 +199,9 @@ def test_two_deliveries_of_one_request_running_at_once_are_each_settled_by_their
         api.confirm_responses = False
         gates = {DELIVERY: threading.Event(), RETRY: threading.Event()}
 
-        def answer(invocation: IncomingInvocation) -> InvocationOutcome:
+        def answer(invocation: Invocation) -> Outcome:
             gates[invocation.delivery_id].wait()
-            return InvocationOutcome(200, json.dumps(invocation.delivery_id))
+            return Outcome(200, json.dumps(invocation.delivery_id))
 
         attached = start(api, runner=Runner(api.timeline, answer))
         try:
@@ -232,9 +233,9 @@ def test_twenty_invocations_run_at_once() -> None:
     async def body(api: FakeHelperStack) -> None:
         together = threading.Barrier(20)
 
-        def answer(invocation: IncomingInvocation) -> InvocationOutcome:
+        def answer(invocation: Invocation) -> Outcome:
             together.wait()  # passes only once all twenty run concurrently
-            return InvocationOutcome(200, json.dumps(invocation.request_id))
+            return Outcome(200, json.dumps(invocation.request_id))
 
         attached = start(api, runner=Runner(api.timeline, answer))
         await attached.until_instrumented()
@@ -248,7 +249,7 @@ def test_twenty_invocations_run_at_once() -> None:
 
 
 def test_a_runner_that_raises_is_answered_with_a_local_error() -> None:
-    def answer(invocation: IncomingInvocation) -> InvocationOutcome:
+    def answer(invocation: Invocation) -> Outcome:
         raise OSError("the worker could not start")
 
     async def body(api: FakeHelperStack) -> None:

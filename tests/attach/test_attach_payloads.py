@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plldb import protocol
-from plldb.local.session import IncomingInvocation, InvocationOutcome, SessionOutcome, session_url
+from plldb.local.invocation import Invocation, Outcome
+from plldb.local.session import SessionOutcome, session_url
 from plldb.local.session.payloads import (
     fit_error,
     fit_json_text,
@@ -64,7 +65,7 @@ def test_fitted_text_takes_at_most_the_limit_as_json(text: str, limit: int) -> N
     frames=st.lists(any_text.map(lambda t: t * 50), max_size=300),
 )
 def test_any_error_fits_one_inline_message(message: str, error_type: str, frames: list[str]) -> None:
-    outcome = InvocationOutcome(
+    outcome = Outcome(
         500,
         error={"errorMessage": message, "errorType": error_type, "stackTrace": frames, "requestId": "r-1"},
     )
@@ -93,8 +94,8 @@ def test_fitted_error_keeps_the_innermost_frames() -> None:
 )
 def test_results_go_inline_up_to_the_message_limit_and_by_upload_beyond(size: int, fill: str) -> None:
     payload = json.dumps(fill * (size // 6), ensure_ascii=False)
-    response = inline_response(CALLER, DELIVERY, InvocationOutcome(200, payload))
-    text = response_text(InvocationOutcome(200, payload))
+    response = inline_response(CALLER, DELIVERY, Outcome(200, payload))
+    text = response_text(Outcome(200, payload))
     assert text.encode("utf-8", "strict")  # what goes to Lambda is always valid UTF-8
     inline = protocol.result_message(CALLER, DELIVERY, text)
     if protocol.message_size(inline) <= protocol.INLINE_MESSAGE_LIMIT:
@@ -107,8 +108,8 @@ def test_results_go_inline_up_to_the_message_limit_and_by_upload_beyond(size: in
 def test_the_inline_limit_is_exact() -> None:
     empty = protocol.message_size(protocol.result_message(CALLER, DELIVERY, '""'))
     fits = '"' + "a" * (protocol.INLINE_MESSAGE_LIMIT - empty) + '"'
-    assert inline_response(CALLER, DELIVERY, InvocationOutcome(200, fits)) is not None
-    assert inline_response(CALLER, DELIVERY, InvocationOutcome(200, fits[:-1] + 'a"')) is None
+    assert inline_response(CALLER, DELIVERY, Outcome(200, fits)) is not None
+    assert inline_response(CALLER, DELIVERY, Outcome(200, fits[:-1] + 'a"')) is None
 
 
 def test_session_url_carries_the_session_and_the_token() -> None:
@@ -121,8 +122,8 @@ def test_session_url_carries_the_session_and_the_token() -> None:
 
 
 # --- large events ------------------------------------------------------------------------------------------
-def event_length(invocation: IncomingInvocation) -> InvocationOutcome:
-    return InvocationOutcome(200, json.dumps(len(invocation.event_json)))
+def event_length(invocation: Invocation) -> Outcome:
+    return Outcome(200, json.dumps(len(invocation.event_json)))
 
 
 def test_a_large_event_is_read_from_its_presigned_url_and_checked_against_its_digest() -> None:
@@ -183,9 +184,7 @@ def test_a_large_result_is_uploaded_then_answered_by_reference_and_a_medium_one_
     answers = {"req-large": large, "req-medium": medium}
 
     async def body(api: FakeHelperStack) -> None:
-        runner = Runner(
-            api.timeline, lambda invocation: InvocationOutcome(200, answers[invocation.request_id])
-        )
+        runner = Runner(api.timeline, lambda invocation: Outcome(200, answers[invocation.request_id]))
         attached = start(api, runner=runner)
         await attached.until_instrumented()
         large_key = await api.deliver("req-large")
@@ -222,9 +221,7 @@ def test_results_up_to_lambdas_limit_are_uploaded_and_larger_ones_are_lambdas_ow
     answers = {"req-limit": at_limit, "req-over": at_limit[:-1] + 'y"'}
 
     async def body(api: FakeHelperStack) -> None:
-        runner = Runner(
-            api.timeline, lambda invocation: InvocationOutcome(200, answers[invocation.request_id])
-        )
+        runner = Runner(api.timeline, lambda invocation: Outcome(200, answers[invocation.request_id]))
         attached = start(api, runner=runner)
         await attached.until_instrumented()
         limit = await api.deliver("req-limit")
@@ -254,7 +251,7 @@ def test_a_refused_upload_is_answered_with_a_clear_error() -> None:
     large = json.dumps("z" * 200_000)
 
     async def body(api: FakeHelperStack) -> None:
-        runner = Runner(api.timeline, lambda invocation: InvocationOutcome(200, large))
+        runner = Runner(api.timeline, lambda invocation: Outcome(200, large))
         attached = start(api, runner=runner)
         await attached.until_instrumented()
         api.payloads.refuse_puts = True  # the presigned PUT is refused (403)
@@ -294,7 +291,7 @@ def test_an_upload_request_lost_with_its_connection_is_asked_again_after_reconne
     large = json.dumps("w" * 200_000)
 
     async def body(api: FakeHelperStack) -> None:
-        attached = start(api, runner=Runner(api.timeline, lambda invocation: InvocationOutcome(200, large)))
+        attached = start(api, runner=Runner(api.timeline, lambda invocation: Outcome(200, large)))
         await attached.until_instrumented()
         api.cut_on = "upload"
         key = await api.deliver("req-upload")

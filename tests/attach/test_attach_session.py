@@ -28,7 +28,8 @@ from attach_support import SEED, Attached, run, settings, start
 from botocore.exceptions import TokenRetrievalError
 
 from plldb import protocol
-from plldb.local.session import IncomingInvocation, Opened, SessionOutcome, Signer, sigv4_signer
+from plldb.local.invocation import Invocation
+from plldb.local.session import Opened, SessionOutcome, Signer, sigv4_signer
 from plldb.local.session.release import release_stack
 
 N = protocol.RECONNECT_CHAIN_LENGTH
@@ -85,7 +86,7 @@ def test_attach_signs_opens_runs_an_invocation_then_detach_restores_before_closi
         )
         assert api.locks == {}
         [invocation] = attached.runner.calls
-        assert invocation == IncomingInvocation(
+        assert invocation == Invocation(
             request_id="req-1",
             function_name="hello-fn",
             handler="app.lambda_handler",

@@ -66,6 +66,10 @@ def test_the_layer_zip_lives_under_plldb_debugger_with_an_executable_wrapper():
         "plldb-debugger/plldb/bootstrap/__init__.py",
         "plldb-debugger/plldb/bootstrap/cloudformation/__init__.py",
         *layer_modules,
+        *(
+            f"plldb-debugger/plldb/lambda_python/{name}"
+            for name in ("__init__.py", "context.py", "errors.py", "handlers.py", "logs.py", "marshalling.py")
+        ),
     ]
     if (packaging.LAYER_DIR / "wrapper").is_file():
         expected.append("plldb-debugger/wrapper")

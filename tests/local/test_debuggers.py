@@ -24,8 +24,9 @@ from plldb.local.debuggers import (
     vscode_launch_configuration,
     write_vscode_launch,
 )
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker import WorkerPool
 from tests.dap import attach_to_debugpy, follow_subprocess
 from tests.local.fixtures.pycharm.debug_server import PydevdDebugServer
 

@@ -7,6 +7,7 @@ tiny Runtime API server) and compare the results and error objects byte for byte
 from __future__ import annotations
 
 import collections
+import dataclasses
 import decimal
 import json
 import os
@@ -29,11 +30,12 @@ from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local.context import lambda_context
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker import WorkerPool
 from plldb.local.worker.output import LineSplitter
 from plldb.local.worker.pool import source_fingerprint
 from plldb.local.worker.process import exit_error
@@ -405,7 +407,7 @@ def test_error_is_logged_like_the_runtime_logs_it(tmp_path, pool, output):
     invocation = make_invocation({"action": "raise"})
     pool.run(function, invocation)
     app = function.code_dir / "app.py"
-    indent = lambda_compat.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
+    indent = lambda_python.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
     assert output.of(invocation.request_id) == [
         "[ERROR] ValueError: bad value: 42",
         "Traceback (most recent call last):",
@@ -433,7 +435,7 @@ def test_error_log_entry_matches_the_real_runtimes(tmp_path, pool, output, log_f
         timestamp = re.compile(r'^\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ')
         assert timestamp.match(ours) and timestamp.match(expected)
         ours, expected = timestamp.sub("", ours), timestamp.sub("", expected)
-    assert ours == expected.replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n")
+    assert ours == expected.replace(lambda_python.ERROR_LOG_LINE_TERMINATE, "\n")
     assert ours.count("\n") == (1 if log_format == "JSON" else 4)
 
 
@@ -469,7 +471,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
         try:
             expected, _ = marshaller.marshal_response(value)
         except FaultException as exc:
-            with pytest.raises(lambda_compat.FaultException) as error:
+            with pytest.raises(lambda_python.FaultException) as error:
                 encode_response(value)
             assert (error.value.exception_type, error.value.msg) == (exc.exception_type, exc.msg)
             return
@@ -477,7 +479,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                with pytest.raises(lambda_compat.FaultException) as error:
+                with pytest.raises(lambda_python.FaultException) as error:
                     encode_response(value)
                 assert error.value.exception_type == "Runtime.MarshalError"
                 return
@@ -489,7 +491,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
 def test_circular_result_is_a_marshal_error():
     value: list = [1]
     value.append(value)
-    with pytest.raises(lambda_compat.FaultException) as error:
+    with pytest.raises(lambda_python.FaultException) as error:
         encode_response(value)
     assert (error.value.exception_type, error.value.msg) == (
         "Runtime.MarshalError",
@@ -994,8 +996,7 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
 
     def invocation(environment, credentials, **context):
         invocation = make_invocation(environment=environment, credentials=credentials, **context)
-        invocation.configured_variables = configured
-        return invocation
+        return dataclasses.replace(invocation, configured_variables=configured)
 
     first = payload(pool.run(function, invocation(deployed, credentials)))
     assert first["environ"] == {
@@ -1055,7 +1056,9 @@ def test_worker_environment_splits_fixed_and_per_invocation_variables(tmp_path):
         credentials={"accessKeyId": "k", "secretAccessKey": "s", "sessionToken": "t"},
         invokedFunctionArn="arn:aws:lambda:ap-south-1:123456789012:function:f",
     )
-    invocation.configured_variables = frozenset({"A", "_LAMBDA_TELEMETRY_LOG_FD"})
+    invocation = dataclasses.replace(
+        invocation, configured_variables=frozenset({"A", "_LAMBDA_TELEMETRY_LOG_FD"})
+    )
     fixed, per_invocation = worker_environment(function, invocation, parent_environ={"HOME": "/home/dev"})
     assert fixed == {
         "HOME": "/home/dev",

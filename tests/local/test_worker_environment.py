@@ -17,8 +17,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import Invocation, WorkerPool
+from plldb.local.worker import WorkerPool
 from plldb.local.worker.variables import (
     LAMBDA_RUNTIME_VARIABLES,
     LOCAL_CREDENTIAL_VARIABLES,

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from plldb.errors import PlldbError
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import Invocation, WorkerPool, plan_runtimes
+from plldb.local.worker import WorkerPool, plan_runtimes
 from plldb.local.worker.python_environments import (
     PythonEnvironment,
     environment_from_python_option,

@@ -1,6 +1,6 @@
 """The developer's end of a debugging session: the connection, its deliveries and its payloads.
 
-- ``values``: what the session exchanges with the command driving it (invocations, outcomes, settings);
+- ``values``: what the session exchanges with the command driving it (settings, observers, outcomes);
 - ``connection``: the session's URL and the SigV4 signature of its connection;
 - ``deliveries``: which deliveries were seen and how far each got (pure bookkeeping);
 - ``payloads``: events and results inline or as S3 objects, errors cut to fit;
@@ -11,23 +11,18 @@ from plldb.local.session.connection import Signer, connect_url, session_url, sig
 from plldb.local.session.debug_session import DebugSession, SessionRefused
 from plldb.local.session.values import (
     ConnectionSettings,
-    IncomingInvocation,
-    InvocationOutcome,
     InvocationRunner,
     Lifecycle,
     Opened,
     SessionObserver,
     SessionOutcome,
     describe,
-    local_failure,
     short_id,
 )
 
 __all__ = [
     "ConnectionSettings",
     "DebugSession",
-    "IncomingInvocation",
-    "InvocationOutcome",
     "InvocationRunner",
     "Lifecycle",
     "Opened",
@@ -37,7 +32,6 @@ __all__ = [
     "Signer",
     "connect_url",
     "describe",
-    "local_failure",
     "session_url",
     "short_id",
     "sigv4_signer",

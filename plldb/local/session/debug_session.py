@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from plldb import protocol
+from plldb.local.invocation import Invocation, Outcome, local_failure
 from plldb.local.session.connection import Signer, session_url
 from plldb.local.session.deliveries import Decision, Deliveries, Delivery, Phase, key_of
 from plldb.local.session.payloads import (
@@ -39,15 +40,12 @@ from plldb.local.session.payloads import (
 )
 from plldb.local.session.values import (
     ConnectionSettings,
-    IncomingInvocation,
-    InvocationOutcome,
     InvocationRunner,
     Lifecycle,
     Opened,
     SessionObserver,
     SessionOutcome,
     describe,
-    local_failure,
     short_id,
 )
 
@@ -544,13 +542,11 @@ class DebugSession:
         self._observer.on_invocation_answered(invocation, outcome)
         await self._send_response(delivery)
 
-    async def _run_locally(
-        self, message: dict[str, Any], delivery: Delivery
-    ) -> tuple[IncomingInvocation, InvocationOutcome]:
+    async def _run_locally(self, message: dict[str, Any], delivery: Delivery) -> tuple[Invocation, Outcome]:
         assert self._loop is not None
         started = time.monotonic()
         function = message.get("function") or {}
-        invocation = IncomingInvocation(
+        invocation = Invocation(
             request_id=delivery.request_id,
             function_name=delivery.function_name,
             handler=str(message.get("handler", "")),
@@ -577,7 +573,7 @@ class DebugSession:
                 traceback.format_exception(exc),
             )
         if not outcome.duration_ms:
-            outcome = InvocationOutcome(
+            outcome = Outcome(
                 outcome.status_code, outcome.payload, outcome.error, (time.monotonic() - started) * 1000
             )
         return invocation, outcome
@@ -590,8 +586,8 @@ class DebugSession:
             await self._send(delivery.ack)
 
     async def _response(
-        self, delivery: Delivery, outcome: InvocationOutcome
-    ) -> tuple[protocol.ResponseMessage, InvocationOutcome]:
+        self, delivery: Delivery, outcome: Outcome
+    ) -> tuple[protocol.ResponseMessage, Outcome]:
         """The `response` message for ``outcome``, uploading a result too large for a message first."""
         message = inline_response(delivery.caller, delivery.delivery_id, outcome)
         if message is not None:

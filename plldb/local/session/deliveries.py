@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plldb import protocol
-from plldb.local.session.values import IncomingInvocation
+from plldb.local.invocation import Invocation
 
 RESPONSE_RESEND_LIMIT = 3
 
@@ -43,7 +43,7 @@ class Delivery:
     request_id: str
     function_name: str
     phase: Phase = Phase.RUNNING
-    invocation: IncomingInvocation | None = None
+    invocation: Invocation | None = None
     response: protocol.ResponseMessage | None = None
     acked: bool = False
     sent_at: float = 0.0

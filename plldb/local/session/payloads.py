@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from plldb import protocol
-from plldb.local.session.values import InvocationOutcome
+from plldb.local.invocation import Outcome
 
 ERROR_MESSAGE_BYTE_LIMIT = 16 * 1024  # error sizes, as encoded JSON: together well inside one message
 ERROR_FIELD_BYTE_LIMIT = 1024
@@ -56,14 +56,12 @@ def upload(url: str, data: bytes) -> None:
             raise OSError(f"the upload answered HTTP {response.status}")
 
 
-def response_text(outcome: InvocationOutcome) -> str:
+def response_text(outcome: Outcome) -> str:
     """The result's JSON text as it goes to Lambda (UTF-8 clean)."""
     return clean_text(outcome.payload) if outcome.payload is not None else "null"
 
 
-def inline_response(
-    caller: str, delivery_id: str, outcome: InvocationOutcome
-) -> protocol.ResponseMessage | None:
+def inline_response(caller: str, delivery_id: str, outcome: Outcome) -> protocol.ResponseMessage | None:
     """The `response` message, or None when the result is too large and must be uploaded first."""
     if not outcome.ok:
         return protocol.failure_message(caller, delivery_id, fit_error(outcome.error or {}))
@@ -73,9 +71,9 @@ def inline_response(
     return None
 
 
-def response_too_large(size: int) -> InvocationOutcome:
+def response_too_large(size: int) -> Outcome:
     """The error Lambda itself returns when a function's result exceeds the synchronous limit."""
-    return InvocationOutcome(
+    return Outcome(
         status_code=protocol.RESPONSE_CODE_ERROR,
         error={
             "errorMessage": f"Response payload size ({size} bytes) exceeded maximum allowed payload size "

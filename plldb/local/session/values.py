@@ -7,41 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plldb import protocol
+from plldb.local.invocation import Invocation, Outcome
 
 MAX_CONCURRENT_INVOCATIONS = 64
 
 
-@dataclass(frozen=True)
-class IncomingInvocation:
-    """One invocation delivered by the dispatcher, with its event already reassembled."""
-
-    request_id: str
-    function_name: str
-    handler: str
-    event_json: str
-    context: Mapping[str, Any]
-    environment: Mapping[str, str]
-    credentials: Mapping[str, str] | None
-    caller: str = ""
-    delivery_id: str = ""
-    version: str = "$LATEST"
-
-
-@dataclass(frozen=True)
-class InvocationOutcome:
-    """What the local run produced: a 200 with the result's JSON text, or a 500 with a Lambda error."""
-
-    status_code: int
-    payload: str | None = None
-    error: Mapping[str, Any] | None = None
-    duration_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code == protocol.RESPONSE_CODE_OK
-
-
-InvocationRunner = Callable[[IncomingInvocation], InvocationOutcome]
+InvocationRunner = Callable[[Invocation], Outcome]
 
 
 @dataclass(frozen=True)
@@ -88,10 +59,10 @@ class SessionObserver:
     def on_reconnected(self, rotated: bool) -> None: ...
     def on_progress(self, message: Mapping[str, Any]) -> None: ...
     def on_instrumented(self, message: Mapping[str, Any]) -> None: ...
-    def on_invocation_started(self, invocation: IncomingInvocation) -> None: ...
-    def on_invocation_answered(self, invocation: IncomingInvocation, outcome: InvocationOutcome) -> None: ...
+    def on_invocation_started(self, invocation: Invocation) -> None: ...
+    def on_invocation_answered(self, invocation: Invocation, outcome: Outcome) -> None: ...
     def on_invocation_observed(
-        self, invocation: IncomingInvocation, outcome: InvocationOutcome, observed: Mapping[str, Any]
+        self, invocation: Invocation, outcome: Outcome, observed: Mapping[str, Any]
     ) -> None: ...
     def on_invocation_stored(self, request_id: str) -> None: ...
     def on_invocation_refused(self, request_id: str, code: str, message: str) -> None: ...
@@ -119,15 +90,6 @@ class Lifecycle:
 def short_id(identifier: str) -> str:
     """The first eight characters: enough to tell requests apart on screen, never a whole secret."""
     return identifier[:8]
-
-
-def local_failure(error_type: str, message: str, stack_trace: list[str] | None = None) -> InvocationOutcome:
-    """A Lambda-shaped error for failures on this side (the caller sees why, not a timeout)."""
-    trace = [line.rstrip("\n") for line in stack_trace or []]
-    return InvocationOutcome(
-        status_code=protocol.RESPONSE_CODE_ERROR,
-        error={"errorMessage": message, "errorType": error_type, "stackTrace": trace},
-    )
 
 
 def describe(exc: BaseException) -> str:

@@ -1,9 +1,9 @@
 """Running invocations locally: one worker process per execution environment, as in Lambda.
 
 What the handler runs with is the function's, not plldb's: its Python and packages, its environment
-variables, its code. docs/local-side.md tells the whole story; each module does one part of it:
+variables, its code. docs/local-side.md tells the whole story; each module does one part of it
+(what the pool runs and returns is ``plldb.local.invocation``'s ``Invocation`` and ``Outcome``):
 
-- ``invocation``: what the pool runs and returns (``Invocation``, ``InvocationResult``);
 - ``variables``: the handler's environment variables, from an allowlist (``worker_environment``);
 - ``python_environments``: the project's virtualenvs (``--python``, the active one, ``.venv``, uv,
   Poetry) and what an interpreter is;
@@ -19,15 +19,12 @@ variables, its code. docs/local-side.md tells the whole story; each module does 
 The names below are what code outside this package uses; import anything else from its module.
 """
 
-from plldb.local.worker.invocation import Invocation, InvocationResult
 from plldb.local.worker.output import OutputCallback
 from plldb.local.worker.pool import WorkerPool
 from plldb.local.worker.runtime_plan import plan_runtimes
 from plldb.local.worker.variables import lambda_runtime_variable, never_from_invocation
 
 __all__ = [
-    "Invocation",
-    "InvocationResult",
     "OutputCallback",
     "WorkerPool",
     "lambda_runtime_variable",

@@ -23,9 +23,9 @@ from plldb import protocol
 from plldb.errors import PlldbError
 from plldb.local import debuggers
 from plldb.local.debuggers import DebuggerConfig
+from plldb.local.invocation import Invocation, Outcome
 from plldb.local.template import LocalFunction
 from plldb.local.worker.hints import missing_module_hint
-from plldb.local.worker.invocation import Invocation, InvocationResult
 from plldb.local.worker.output import OutputCallback
 from plldb.local.worker.process import STOP_GRACE_SECONDS, WorkerProcess
 from plldb.local.worker.runtime_plan import FunctionRuntime, RuntimePlan, plan_function, version_tag
@@ -113,7 +113,7 @@ class WorkerPool:
         debuggers.prepare_parent(debugger)
         self._support = SupportFolders(debugger)
 
-    def run(self, function: LocalFunction, invocation: Invocation) -> InvocationResult:
+    def run(self, function: LocalFunction, invocation: Invocation) -> Outcome:
         """Run one invocation to its end and return its result (blocking)."""
         runtime = self.runtime(function)
         environment, per_invocation = worker_environment(
@@ -151,7 +151,7 @@ class WorkerPool:
                 self._discard(worker)
                 self._hint(function, runtime, init_error)
                 duration = (time.monotonic() - started) * 1000
-                return InvocationResult(protocol.RESPONSE_CODE_ERROR, None, init_error, duration)
+                return Outcome(protocol.RESPONSE_CODE_ERROR, None, init_error, duration)
         try:
             result = worker.invoke(invocation, per_invocation)
         finally:

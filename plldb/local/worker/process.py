@@ -34,8 +34,8 @@ from plldb import protocol
 from plldb.errors import PlldbError
 from plldb.local import debuggers
 from plldb.local.debuggers import DebuggerConfig
+from plldb.local.invocation import Invocation, Outcome
 from plldb.local.template import LocalFunction, layer_python_paths
-from plldb.local.worker.invocation import Invocation, InvocationResult
 from plldb.local.worker.output import LINE_PIECE_BYTES, LineSplitter, OutputCallback, line_text
 from plldb.local.worker.runtime_plan import FunctionRuntime
 from plldb.local.worker.support_folders import SupportFolders, plldb_installation_paths
@@ -210,7 +210,7 @@ class WorkerProcess:
             self._wait_for_output({"stdout": 1, "stderr": 1})
         return init_error
 
-    def invoke(self, invocation: Invocation, per_invocation: Mapping[str, str | None]) -> InvocationResult:
+    def invoke(self, invocation: Invocation, per_invocation: Mapping[str, str | None]) -> Outcome:
         assert self._channel is not None
         self.request_id = invocation.request_id
         with self._output_changed:
@@ -234,14 +234,12 @@ class WorkerProcess:
             self.usable = False
             error = exit_error(invocation.request_id, self._wait_for_exit())
             self._wait_for_output_end()
-            return InvocationResult(
-                protocol.RESPONSE_CODE_ERROR, None, error, (time.monotonic() - started) * 1000
-            )
+            return Outcome(protocol.RESPONSE_CODE_ERROR, None, error, (time.monotonic() - started) * 1000)
         self._wait_for_output(expected)
         duration = (time.monotonic() - started) * 1000
         if reply.get("statusCode") == protocol.RESPONSE_CODE_OK:
-            return InvocationResult(protocol.RESPONSE_CODE_OK, reply.get("payload"), None, duration)
-        return InvocationResult(protocol.RESPONSE_CODE_ERROR, None, reply.get("error"), duration)
+            return Outcome(protocol.RESPONSE_CODE_OK, reply.get("payload"), None, duration)
+        return Outcome(protocol.RESPONSE_CODE_ERROR, None, reply.get("error"), duration)
 
     def alive(self) -> bool:
         return self.usable and self.process is not None and self.process.poll() is None

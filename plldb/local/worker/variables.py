@@ -17,8 +17,8 @@ from typing import Any
 from plldb import protocol
 from plldb.local import debuggers
 from plldb.local.debuggers import DebuggerConfig
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker.invocation import Invocation
 from plldb.local.worker.runtime_plan import version_tag
 
 # Lambda's "Defined runtime environment variables" (Lambda Developer Guide, "Working with Lambda

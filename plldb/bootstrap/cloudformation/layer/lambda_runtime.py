@@ -13,26 +13,34 @@ thresholds and the polling schedule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import site
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_future
 from typing import Any
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 import plldb
-from plldb import lambda_common, protocol
-from plldb.bootstrap.cloudformation.layer import lambda_compat, routing
+from plldb import lambda_common, lambda_python, protocol
+from plldb.bootstrap.cloudformation.layer import routing
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
 
 LOGGER = logging.getLogger("plldb.layer")
@@ -67,8 +75,19 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     tcp_keepalive=True,
 )
+# The dispatcher runs for at most its Timeout (15 s, template.yaml), after at most Lambda's 10 s init phase
+# when its environment is cold: the layer waits that long, with room, for its answer. An Invoke that may
+# have reached Lambda is never sent again: the second run would find the delivery posted already and
+# refuse it, although the first run posted it to the debugger. Only refusals that mean Lambda did not run
+# the dispatcher at all are retried (DISPATCH_ATTEMPTS in all).
+DISPATCHER_READ_TIMEOUT_SECONDS = 40
+DISPATCH_ATTEMPTS = 3
+NOT_INVOKED_ERRORS = ("TooManyRequestsException",)  # Lambda throttled the Invoke: nothing ran
 DISPATCHER_CONFIG = Config(
-    connect_timeout=3, read_timeout=20, retries={"mode": "standard", "max_attempts": 2}, tcp_keepalive=True
+    connect_timeout=3,
+    read_timeout=DISPATCHER_READ_TIMEOUT_SECONDS,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    tcp_keepalive=True,
 )
 
 _FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}$")
@@ -76,7 +95,12 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _LAYER_ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 )
-_OWN_FILES = (os.path.abspath(__file__), os.path.abspath(lambda_compat.__file__))
+_OWN_FILES = (os.path.abspath(__file__), *lambda_python.RUNTIME_FILES)
+
+
+def _wait_finished(pending: Future[Any], seconds: float) -> bool:
+    """Wait up to ``seconds`` for a dispatcher invocation; True once it has finished."""
+    return bool(wait_for_future([pending], timeout=seconds).done)
 
 
 def poll_delays() -> Iterator[float]:
@@ -123,15 +147,16 @@ class Settings:
         missing = [name for name in required if not environ.get(name, "").strip()]
         if missing:
             problems.append("{} not set".format(", ".join(missing)))
-        if self.session_id and not protocol.SESSION_ID_PATTERN.match(self.session_id):
+        # A blank value is reported once, as not set, not also as malformed.
+        if self.session_id.strip() and not protocol.SESSION_ID_PATTERN.match(self.session_id):
             problems.append(f"{protocol.ENV_SESSION_ID} is not a session id")
-        if self.dispatcher_arn and not _FUNCTION_ARN.match(self.dispatcher_arn):
+        if self.dispatcher_arn.strip() and not _FUNCTION_ARN.match(self.dispatcher_arn):
             problems.append(f"{protocol.ENV_DISPATCHER} is not a Lambda function ARN")
         for name, value in (
             (protocol.ENV_INVOCATIONS_TABLE, self.invocations_table),
             (protocol.ENV_PAYLOAD_BUCKET, self.payload_bucket),
         ):
-            if value and not _NAME.match(value):
+            if value.strip() and not _NAME.match(value):
                 problems.append(f"{name} is not a table or bucket name")
         if not self.region:
             problems.append("AWS_REGION is not set")
@@ -173,6 +198,10 @@ class Answer:
         return cls(None, error=error)
 
 
+# What _give_up answers when the debugger's ack landed just before the ack timeout closed the item.
+ACKNOWLEDGED_MEANWHILE = Answer(None)
+
+
 def _fix_hint() -> str:
     return (
         "Run `plldb attach` in the stack's project to debug it, or `plldb detach --stack-name STACK` to "
@@ -182,7 +211,7 @@ def _fix_hint() -> str:
 
 def not_attached_error(reason: str, request_id: str) -> dict[str, Any]:
     message = f"plldb is not attached to this function's stack: {reason}. {_fix_hint()}"
-    return lambda_compat.make_error(message, ERROR_NOT_ATTACHED, [], request_id)
+    return lambda_python.make_error(message, ERROR_NOT_ATTACHED, [], request_id)
 
 
 def timeout_error(timeout_seconds: int, request_id: str) -> dict[str, Any]:
@@ -191,16 +220,16 @@ def timeout_error(timeout_seconds: int, request_id: str) -> dict[str, Any]:
         f"to end, so plldb stopped waiting {protocol.DEADLINE_MARGIN_MS} ms before it. To stay longer at a "
         "breakpoint, attach with a longer timeout: `plldb attach --function-timeout 900`."
     )
-    return lambda_compat.make_error(message, ERROR_TIMEOUT, [], request_id)
+    return lambda_python.make_error(message, ERROR_TIMEOUT, [], request_id)
 
 
 def layer_error(text: str, request_id: str) -> dict[str, Any]:
-    return lambda_compat.make_error("plldb's debugger layer failed: " + text, ERROR_LAYER, [], request_id)
+    return lambda_python.make_error("plldb's debugger layer failed: " + text, ERROR_LAYER, [], request_id)
 
 
 def refused_error(text: str, request_id: str) -> dict[str, Any]:
     message = f"plldb's helper stack refused this invocation: {text}. {_fix_hint()}"
-    return lambda_compat.make_error(message, ERROR_REFUSED, [], request_id)
+    return lambda_python.make_error(message, ERROR_REFUSED, [], request_id)
 
 
 # --- AWS access with the function's own credentials ---------------------------------------------------------
@@ -257,6 +286,33 @@ class FunctionAccess:
             self._sleep(RETRY_DELAY_SECONDS)
 
 
+# --- The function's log: the layer's own AWS traffic stays out of it -------------------------------------
+# The AWS SDK logs through the standard loggers the function's log level controls: at INFO where it found
+# credentials, at DEBUG every request with its body, which for the layer is the invocation's payload (the
+# execution role's credentials, the environment, the session id). What the SDK logs about the layer's own
+# calls is dropped; what it logs about the handler's calls (fallback passthrough) is the function's own.
+_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+_work = threading.local()
+
+
+@contextlib.contextmanager
+def own_work(active: bool = True) -> Iterator[None]:
+    """Mark what this thread does now as the layer's own (``active``) or as the function's handler's."""
+    previous = getattr(_work, "own", False)
+    _work.own = active
+    try:
+        yield
+    finally:
+        _work.own = previous
+
+
+class OwnTrafficFilter(logging.Filter):
+    """Drops the AWS SDK's records about the layer's own calls (see own_work)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_work, "own", False) and record.name.split(".", 1)[0] in _SDK_LOGGERS)
+
+
 # --- The function's own handler, for fallback passthrough -------------------------------------------------
 def lambda_python_path(environ: Mapping[str, str]) -> list[str]:
     """The import path Lambda's Python runtime gives a handler: the function's code, then its layers.
@@ -284,32 +340,37 @@ class CloudHandler:
         self._handler: Any = None
 
     def _load(self) -> Any:
-        """Import the handler with Lambda's path: the code, then the layers (their .pth files too)."""
+        """Import the handler with Lambda's path: the code, then the layers, and the folders their .pth
+        files name (the runtime processes those of the code as well as those of the layers)."""
         paths = lambda_python_path(self._environ)
         for entry in reversed(paths):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        for entry in paths[1:]:
+        for entry in paths:
             if os.path.isdir(entry):
                 site.addsitedir(entry)
-        return lambda_compat.load_handler(self._handler_name)
+        return lambda_python.load_handler(self._handler_name)
 
     def run(self, invocation: Invocation) -> Answer:
+        with own_work(False):  # the handler's import and run are the function's own, logs included
+            return self._run(invocation)
+
+    def _run(self, invocation: Invocation) -> Answer:
         if self._handler is None:
             try:
                 self._handler = self._load()
             except Exception as exc:
                 # The runtime would fail its init with this error; the next invocation tries again,
                 # as Lambda would start a new environment.
-                if isinstance(exc, lambda_compat.FaultException):
-                    error = lambda_compat.make_error(exc.msg, exc.exception_type, exc.trace)
+                if isinstance(exc, lambda_python.FaultException):
+                    error = lambda_python.make_error(exc.msg, exc.exception_type, exc.trace)
                 else:
-                    trace = lambda_compat.user_stack_trace(exc.__traceback__, _OWN_FILES)
-                    error = lambda_compat.make_error(str(exc), type(exc).__name__, trace)
-                logging.warning(lambda_compat.UNHANDLED_EXCEPTION_WARNING)
+                    trace = lambda_python.user_stack_trace(exc.__traceback__, _OWN_FILES)
+                    error = lambda_python.make_error(str(exc), type(exc).__name__, trace)
+                logging.warning(lambda_python.UNHANDLED_EXCEPTION_WARNING)
                 return Answer.failure(error)
         try:
-            context = lambda_compat.create_lambda_context(
+            context = lambda_python.create_lambda_context(
                 invocation.request_id,
                 invocation.client_context,
                 invocation.cognito_identity,
@@ -317,11 +378,11 @@ class CloudHandler:
                 invocation.invoked_function_arn,
                 invocation.tenant_id,
             )
-            event = lambda_compat.unmarshal_event(invocation.body, invocation.content_type)
+            event = lambda_python.unmarshal_event(invocation.body, invocation.content_type)
             response = self._handler(event, context)
-            body, content_type = lambda_compat.marshal_response(response)
+            body, content_type = lambda_python.marshal_response(response)
         except Exception as exc:
-            return Answer.failure(lambda_compat.error_from_exception(exc, invocation.request_id, _OWN_FILES))
+            return Answer.failure(lambda_python.error_from_exception(exc, invocation.request_id, _OWN_FILES))
         return Answer.result(body, content_type)
 
 
@@ -341,6 +402,24 @@ class Delivery:
         return {protocol.A_CALLER: {"S": self.caller}, protocol.A_DELIVERY_ID: {"S": self.delivery_id}}
 
 
+class SessionCheck:
+    """One check of an acknowledged invocation's session, run on a thread of its own."""
+
+    def __init__(self, check: Callable[[], str | None]) -> None:
+        self.reason: str | None = None  # why the session ended, once done
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(check,), name="plldb-session-check", daemon=True).start()
+
+    def _run(self, check: Callable[[], str | None]) -> None:
+        try:
+            with own_work():
+                self.reason = check()
+        except Exception as exc:  # a failed check changes nothing: the next one, or the deadline, decides
+            LOGGER.warning("plldb: could not check the debugging session (%s); still waiting", exc)
+        finally:
+            self.done.set()
+
+
 class DebuggerBridge:
     """Hands invocations to the developer through the dispatcher and waits on the function's own item."""
 
@@ -350,12 +429,20 @@ class DebuggerBridge:
         access: FunctionAccess,
         cloud_handler: CloudHandler,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], float] | None = None,
+        wait: Callable[[Future[Any], float], bool] | None = None,
         router: routing.Router | None = None,
     ) -> None:
+        """``executor`` runs the dispatcher's invocations, ``clock`` is monotonic seconds and ``wait`` waits
+        up to some seconds for a dispatcher invocation to finish (True once it has): tests replace them."""
         self._settings = settings
         self._access = access
         self._cloud_handler = cloud_handler
         self._sleep = sleep
+        self._clock = clock or time.monotonic
+        self._wait = wait or _wait_finished
         self._router = (
             router if router is not None or not settings.routes else routing.Router(settings.routes)
         )
@@ -366,7 +453,7 @@ class DebuggerBridge:
         # Dispatcher invocations run here, so the item can be read while one is still returning; an answer
         # read first leaves its invocation to finish on its own. Four threads: even when the dispatcher is
         # slow, the invocations answered early before this one leave a thread free for its own.
-        self._dispatching = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plldb-dispatch")
+        self._dispatching = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="plldb-dispatch")
 
     def warm_up(self) -> None:
         """Learn the function's identity and create the clients before the first invocation."""
@@ -391,12 +478,23 @@ class DebuggerBridge:
         delivery = Delivery(invocation, self._access.identify(), session_id)
         payload = self._payload(delivery)
         self._record(delivery, payload)
-        dispatched = time.monotonic()
-        pending = self._dispatching.submit(self._dispatch, delivery, "deliver", payload)
+        dispatched = self._clock()
+        pending = self._dispatching.submit(self._dispatch_on_pool, delivery, "deliver", payload)
         early = self._answer_while_dispatching(delivery, pending, dispatched)
         if early is not None:
-            return early
-        verdict = pending.result()
+            return early  # the dispatcher's invocation finishes on its own; its verdict no longer matters
+        try:
+            verdict = pending.result()
+        except ReadTimeoutError:
+            # The dispatcher's answer was lost: it may have posted the invocation. An answer the debugger
+            # already stored is the result; otherwise the item is closed, so a later answer is refused
+            # (RequestClosed) instead of being taken for delivered, and this invocation fails.
+            answered = self._give_up(
+                delivery, protocol.RESPONSE_CODE_UNAVAILABLE, "the helper stack's dispatcher did not answer"
+            )
+            if answered is not None:
+                return answered
+            raise
         status = verdict.get("status")
         if status == "posted":
             LOGGER.info(
@@ -462,15 +560,15 @@ class DebuggerBridge:
             return None
         after = min(self.quick_answers) * EARLY_READ_FRACTION
         for _ in range(EARLY_READS):
-            done, _ = wait_for_future([pending], timeout=max(0.0, dispatched + after - time.monotonic()))
-            if done:
+            if self._wait(pending, max(0.0, dispatched + after - self._clock())):
                 return None
             item = self._read(delivery)
             if item is not None and item.get(protocol.A_RESPONSE_CODE, {}).get("N") in (
                 str(protocol.RESPONSE_CODE_OK),
                 str(protocol.RESPONSE_CODE_ERROR),
             ):
-                self.quick_answers.append(time.monotonic() - dispatched)
+                if protocol.A_ACKED_AT not in item:
+                    self.quick_answers.append(self._clock() - dispatched)
                 return self._answer_from_item(delivery, item)
             after *= POLL_BACKOFF_FACTOR
         return None
@@ -537,14 +635,27 @@ class DebuggerBridge:
             protocol.A_PAYLOAD_SHA256: {"S": protocol.payload_digest(payload)},
             protocol.A_TTL: {"N": str(int(time.time()) + protocol.INVOCATION_ITEM_TTL_SECONDS)},
         }
-        self._access.call(
-            lambda: dynamodb.put_item(
-                TableName=self._settings.invocations_table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#caller)",
-                ExpressionAttributeNames={"#caller": protocol.A_CALLER},
+        try:
+            self._access.call(
+                lambda: dynamodb.put_item(
+                    TableName=self._settings.invocations_table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#caller)",
+                    ExpressionAttributeNames={"#caller": protocol.A_CALLER},
+                )
             )
-        )
+        except ClientError as exc:
+            # The key holds a fresh random delivery id under this function's own identity: an item already
+            # there is this one, written by an earlier attempt the SDK sent again when its answer was lost.
+            if not lambda_common.is_condition_failure(exc):
+                raise
+
+    def _dispatch_on_pool(
+        self, delivery: Delivery, action: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """_dispatch on a thread of the dispatch pool, whose SDK records are the layer's own (see own_work)."""
+        with own_work():
+            return self._dispatch(delivery, action, payload)
 
     def _dispatch(
         self, delivery: Delivery, action: str, payload: Mapping[str, Any] | None = None
@@ -557,14 +668,7 @@ class DebuggerBridge:
         if payload is not None:
             request["payload"] = payload
             request["sessionId"] = delivery.session_id  # the dispatcher checks the item names it
-        client = self._access.client("lambda")
-        response = self._access.call(
-            lambda: client.invoke(
-                FunctionName=self._settings.dispatcher_arn,
-                InvocationType="RequestResponse",
-                Payload=json.dumps(request, separators=(",", ":")).encode("utf-8"),
-            )
-        )
+        response = self._invoke_dispatcher(json.dumps(request, separators=(",", ":")).encode("utf-8"))
         body = response["Payload"].read()
         if response.get("FunctionError"):
             return {
@@ -583,23 +687,47 @@ class DebuggerBridge:
             else {"status": "absent", "reason": "the dispatcher's answer is unreadable"}
         )
 
+    def _invoke_dispatcher(self, body: bytes) -> Any:
+        """One run of the dispatcher; sent again only when Lambda surely did not run it (see DISPATCHER_CONFIG)."""
+        client = self._access.client("lambda")
+        attempt = 1
+        while True:
+            try:
+                return self._access.call(
+                    lambda: client.invoke(
+                        FunctionName=self._settings.dispatcher_arn,
+                        InvocationType="RequestResponse",
+                        Payload=body,
+                    )
+                )
+            except (EndpointConnectionError, ConnectTimeoutError):
+                if attempt >= DISPATCH_ATTEMPTS:
+                    raise
+            except ClientError as exc:
+                if lambda_common.error_code(exc) not in NOT_INVOKED_ERRORS or attempt >= DISPATCH_ATTEMPTS:
+                    raise
+            self._sleep(RETRY_DELAY_SECONDS * attempt)
+            attempt += 1
+
     def _await_answer(self, delivery: Delivery, dispatched: float | None = None) -> Answer:
         """Poll the item until an answer, the ack timeout, the session's end or the deadline.
 
         Once acknowledged, the session is checked every SESSION_CHECK_SECONDS: a debugger that died while
         running the invocation closes its session (after the disconnect grace period), and the caller
-        should not wait for the deadline then.
+        should not wait for the deadline then. The check asks the dispatcher, whose answer can take
+        seconds (a cold start), so it runs beside this loop: the deadline is kept whatever it takes.
         """
         invocation = delivery.invocation
-        started = time.monotonic()
+        started = self._clock()
         ack_deadline = started + protocol.ACK_TIMEOUT_SECONDS
         deadline_ms = invocation.deadline_ms or int((time.time() + UNKNOWN_DEADLINE_SECONDS) * 1000)
         acked = False
         next_session_check = started + protocol.SESSION_CHECK_SECONDS
+        check: SessionCheck | None = None
         for delay in poll_delays():
             wait = min(delay, (deadline_ms - time.time() * 1000 - protocol.DEADLINE_MARGIN_MS) / 1000.0)
             if not acked:
-                wait = min(wait, ack_deadline - time.monotonic())
+                wait = min(wait, ack_deadline - self._clock())
             if wait > 0:
                 self._sleep(wait)
             if deadline_ms - time.time() * 1000 <= protocol.DEADLINE_MARGIN_MS:
@@ -617,22 +745,29 @@ class DebuggerBridge:
                 LOGGER.info(
                     "plldb: answered with %s after %d ms (%d reads)",
                     item[protocol.A_RESPONSE_CODE].get("N"),
-                    (time.monotonic() - started) * 1000,
+                    (self._clock() - started) * 1000,
                     self.reads,
                 )
-                if dispatched is not None and not acked:
-                    self.quick_answers.append(time.monotonic() - dispatched)
+                if dispatched is not None and protocol.A_ACKED_AT not in item:
+                    self.quick_answers.append(self._clock() - dispatched)
                 return self._answer_from_item(delivery, item)
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
-            if acked and time.monotonic() >= next_session_check:
-                next_session_check = time.monotonic() + protocol.SESSION_CHECK_SECONDS
-                ended = self._session_end_reason(delivery)
-                if ended is not None:
-                    return self._abandon_acknowledged(delivery, ended)
-            if not acked and time.monotonic() >= ack_deadline:
+            if check is not None and check.done.is_set():
+                if check.reason is not None:
+                    return self._abandon_acknowledged(delivery, check.reason)
+                check = None
+            if acked and check is None and self._clock() >= next_session_check:
+                next_session_check = self._clock() + protocol.SESSION_CHECK_SECONDS
+                check = SessionCheck(lambda: self._session_end_reason(delivery))
+            if not acked and self._clock() >= ack_deadline:
                 reason = f"the debugger did not acknowledge the invocation within {protocol.ACK_TIMEOUT_SECONDS:g} s"
-                answered = self._give_up(delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason)
+                answered = self._give_up(
+                    delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason, unless_acknowledged=True
+                )
+                if answered is ACKNOWLEDGED_MEANWHILE:
+                    acked = True  # the ack landed after the last read: the debugger has it, keep waiting
+                    continue
                 if answered is not None:
                     return answered
                 return self._without_debugger(invocation, reason)
@@ -667,46 +802,73 @@ class DebuggerBridge:
     def _read(self, delivery: Delivery) -> dict[str, Any] | None:
         dynamodb = self._access.client("dynamodb")
         self.reads += 1
-        return dynamodb.get_item(  # type: ignore[no-any-return]
-            TableName=self._settings.invocations_table,
-            Key=delivery.key,
-            ConsistentRead=True,
-            ProjectionExpression="#caller, #code, #response, #object, #sha, #size, #error, #acked, #reason",
-            ExpressionAttributeNames={
-                "#caller": protocol.A_CALLER,
-                "#code": protocol.A_RESPONSE_CODE,
-                "#response": protocol.A_RESPONSE,
-                "#object": protocol.A_RESPONSE_OBJECT,
-                "#sha": protocol.A_RESPONSE_SHA256,
-                "#size": protocol.A_RESPONSE_SIZE,
-                "#error": protocol.A_ERROR,
-                "#acked": protocol.A_ACKED_AT,
-                "#reason": protocol.A_REASON,
-            },
-        ).get("Item")
-
-    def _give_up(self, delivery: Delivery, code: int, reason: str) -> Answer | None:
-        """Close the item with 503/504 so any later answer is refused; the answer instead if one just landed."""
-        dynamodb = self._access.client("dynamodb")
-        try:
-            dynamodb.update_item(
+        return self._access.call(  # type: ignore[no-any-return]
+            lambda: dynamodb.get_item(
                 TableName=self._settings.invocations_table,
                 Key=delivery.key,
-                UpdateExpression="SET #code = :code, #reason = :reason",
-                ConditionExpression="attribute_exists(#caller) AND attribute_not_exists(#code)",
+                ConsistentRead=True,
+                ProjectionExpression="#caller, #code, #response, #object, #sha, #size, #error, #acked, #reason",
                 ExpressionAttributeNames={
                     "#caller": protocol.A_CALLER,
                     "#code": protocol.A_RESPONSE_CODE,
+                    "#response": protocol.A_RESPONSE,
+                    "#object": protocol.A_RESPONSE_OBJECT,
+                    "#sha": protocol.A_RESPONSE_SHA256,
+                    "#size": protocol.A_RESPONSE_SIZE,
+                    "#error": protocol.A_ERROR,
+                    "#acked": protocol.A_ACKED_AT,
                     "#reason": protocol.A_REASON,
                 },
-                ExpressionAttributeValues={":code": {"N": str(code)}, ":reason": {"S": reason[:500]}},
+            )
+        ).get("Item")
+
+    def _give_up(
+        self, delivery: Delivery, code: int, reason: str, unless_acknowledged: bool = False
+    ) -> Answer | None:
+        """Close the item with 503/504 so any later answer is refused; the answer instead if one just landed.
+
+        ``unless_acknowledged`` (the ack timeout): an ack stored since the last read wins, and
+        ACKNOWLEDGED_MEANWHILE says so, since the debugger may already be running the invocation: the
+        layer must neither run it again (passthrough) nor refuse the debugger's answer.
+        """
+        dynamodb = self._access.client("dynamodb")
+        condition = "attribute_exists(#caller) AND attribute_not_exists(#code)"
+        names = {
+            "#caller": protocol.A_CALLER,
+            "#code": protocol.A_RESPONSE_CODE,
+            "#reason": protocol.A_REASON,
+        }
+        if unless_acknowledged:
+            condition += " AND attribute_not_exists(#acked)"
+            names["#acked"] = protocol.A_ACKED_AT
+        try:
+            self._access.call(
+                lambda: dynamodb.update_item(
+                    TableName=self._settings.invocations_table,
+                    Key=delivery.key,
+                    UpdateExpression="SET #code = :code, #reason = :reason",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={":code": {"N": str(code)}, ":reason": {"S": reason[:500]}},
+                )
             )
         except ClientError as exc:
             if not lambda_common.is_condition_failure(exc):
                 raise
             item = self._read(delivery)
-            if item is not None and protocol.A_RESPONSE_CODE in item:
+            found = (
+                int(item[protocol.A_RESPONSE_CODE]["N"])
+                if item and protocol.A_RESPONSE_CODE in item
+                else None
+            )
+            if found in (protocol.RESPONSE_CODE_UNAVAILABLE, protocol.RESPONSE_CODE_TIMEOUT):
+                # Only the layer closes its item: an earlier attempt of this very update was applied (the
+                # SDK sent it again when its answer was lost), so the close stands.
+                return None
+            if item is not None and found is not None:
                 return self._answer_from_item(delivery, item)
+            if item is not None and unless_acknowledged and protocol.A_ACKED_AT in item:
+                return ACKNOWLEDGED_MEANWHILE
         return None
 
     def _answer_from_item(self, delivery: Delivery, item: Mapping[str, Any]) -> Answer:
@@ -733,7 +895,8 @@ class DebuggerBridge:
         s3 = self._access.client("s3")
         key = protocol.response_object_key(delivery.caller, delivery.delivery_id)
         try:
-            body = s3.get_object(Bucket=self._settings.payload_bucket, Key=key)["Body"].read()
+            stored = self._access.call(lambda: s3.get_object(Bucket=self._settings.payload_bucket, Key=key))
+            body = stored["Body"].read()
         except ClientError as exc:
             body = None
             LOGGER.warning("plldb: the debugger's large answer could not be read (%s)", exc)
@@ -741,7 +904,7 @@ class DebuggerBridge:
             problem = "could not be read" if body is None else "does not match its SHA-256 digest"
             message = f"The debugger's response {problem}."
             return Answer.failure(
-                lambda_compat.make_error(message, ERROR_CORRUPT_RESPONSE, [], delivery.request_id)
+                lambda_python.make_error(message, ERROR_CORRUPT_RESPONSE, [], delivery.request_id)
             )
         return Answer.result(body)
 
@@ -755,7 +918,7 @@ def _local_error(error_json: str | None, request_id: str) -> dict[str, Any]:
     if not isinstance(error, dict):
         return layer_error("the debugger's error answer is not a JSON object", request_id)
     trace = error.get("stackTrace")
-    return lambda_compat.make_error(
+    return lambda_python.make_error(
         error.get("errorMessage"),
         error.get("errorType"),
         trace if isinstance(trace, list) else [],
@@ -784,7 +947,7 @@ def deliver(runtime: RuntimeApiClient, invocation: Invocation, answer: Answer) -
         except RuntimeApiError as exc:
             answer = Answer.failure(layer_error(str(exc), invocation.request_id))
     error = answer.error or layer_error("no answer", invocation.request_id)
-    lambda_compat.log_error(error)
+    lambda_python.log_error(error)
     try:
         runtime.post_error(invocation.request_id, error)
     except RuntimeApiError as exc:
@@ -801,7 +964,8 @@ def serve(runtime: RuntimeApiClient, bridge: DebuggerBridge, current: CurrentReq
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
         try:
-            answer = bridge.answer(invocation)
+            with own_work():
+                answer = bridge.answer(invocation)
         except Exception as exc:
             # One failed invocation (throttling, a network error, ...) must not end the environment.
             answer = Answer.failure(layer_error(f"{type(exc).__name__}: {exc}", invocation.request_id))
@@ -828,7 +992,9 @@ def main(original_command: list[str]) -> None:
         os.execvp(original_command[0], original_command)  # noqa: S606 - the runtime's own command line
     runtime = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     current = CurrentRequest()
-    lambda_compat.setup_logging(current.get)
+    lambda_python.setup_logging(current.get)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OwnTrafficFilter())
     LOGGER.setLevel(logging.getLogger().level if os.environ.get("AWS_LAMBDA_LOG_LEVEL") else logging.INFO)
     restore_function_environment(os.environ)
     _hide_layer_from_handler_imports()
@@ -836,8 +1002,8 @@ def main(original_command: list[str]) -> None:
         message = "plldb's debugger layer cannot start: {}. {}".format(
             "; ".join(settings.problems), _fix_hint()
         )
-        error = lambda_compat.make_error(message, ERROR_CONFIGURATION, [])
-        lambda_compat.log_error(error)
+        error = lambda_python.make_error(message, ERROR_CONFIGURATION, [])
+        lambda_python.log_error(error)
         runtime.post_init_error(error)
         sys.exit(1)
     LOGGER.info(
@@ -848,6 +1014,7 @@ def main(original_command: list[str]) -> None:
         or lambda_common.redact(settings.session_id),
         settings.function_name,
     )
-    bridge = DebuggerBridge(settings, FunctionAccess(settings), CloudHandler(settings.handler))
-    bridge.warm_up()
+    with own_work():
+        bridge = DebuggerBridge(settings, FunctionAccess(settings), CloudHandler(settings.handler))
+        bridge.warm_up()
     serve(runtime, bridge, current)

@@ -10,7 +10,7 @@ import http.client
 import time
 from typing import Any
 
-from plldb.bootstrap.cloudformation.layer.lambda_compat import to_json
+from plldb.lambda_python import to_json
 
 API_VERSION = "2018-06-01"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
