@@ -136,6 +136,17 @@ def test_publish_version_with_a_stale_revision_is_refused_and_publishes_nothing(
     assert lambda_client.publish_version(FunctionName=function, RevisionId=current)["Version"] == "1"
 
 
+def test_a_deleted_versions_number_is_never_published_again(lambda_client, function):
+    first, second = publish_two_versions(lambda_client, function)
+    lambda_client.delete_function(FunctionName=function, Qualifier=second["Version"])
+    third = lambda_client.publish_version(FunctionName=function)
+    assert (first["Version"], second["Version"], third["Version"]) == ("1", "2", "3")
+    assert third["FunctionArn"] == function_arn(function, "3")
+    versions = lambda_client.list_versions_by_function(FunctionName=function)["Versions"]
+    assert [v["Version"] for v in versions] == ["$LATEST", "1", "3"]
+    assert invoke(lambda_client, function, "3")[1]["code"] == "three"
+
+
 def test_aliases_resolve_list_and_take_a_new_revision_on_update(lambda_client, function):
     publish_two_versions(lambda_client, function)
     created = lambda_client.create_alias(FunctionName=function, Name="live", FunctionVersion="1")

@@ -3,7 +3,12 @@
 Gaps closed here (moto 5.2.5):
 
 * PublishVersion shared $LATEST's RevisionId and its code record with the version; a version now has
-  its own RevisionId and keeps the code it was published with.
+  its own RevisionId and keeps the code it was published with. moto numbered a new version after the
+  count of versions left, so after a deletion it published a second version under an existing number
+  (and aliases naming it ran the old one); Lambda numbers versions in sequence, each number used once
+  (API reference, PublishVersion: "Creates a version from the current code and configuration";
+  developer guide, "Manage Lambda function versions": a published version is immutable, which a
+  reused number would break for every alias and caller naming it).
 * DeleteFunction with ``Qualifier=$LATEST`` deleted the whole function; Lambda refuses it
   (InvalidParameterValueException). A version that an alias references (as its FunctionVersion or in
   its RoutingConfig) was deleted; Lambda refuses it with ResourceConflictException (409) "Unable to
@@ -104,8 +109,24 @@ def publish_version(self: Any, name_or_arn: str, description: str = "") -> Any:
         and len(self._functions[version.function_name]["versions"]) > versions_before
     ):
         version.code = dict(version.code)  # $LATEST's later code updates are not this version's
+        _number_in_sequence(self, version)
         new_revision(version)
     return version
+
+
+def _number_in_sequence(storage: Any, version: Any) -> None:
+    """Give a just-published version the number after the highest ever published for its function."""
+    latest = storage._functions[version.function_name]["latest"]
+    others = [
+        int(v.version) for v in storage._functions[version.function_name]["versions"] if v is not version
+    ]
+    number = max([getattr(latest, "plldb_last_version", 0), *others]) + 1
+    latest.plldb_last_version = number
+    if int(version.version) != number:
+        if storage._arns.get(version.function_arn) is version:
+            del storage._arns[version.function_arn]
+        version.set_version(number)
+        storage._arns[version.function_arn] = version
 
 
 def publish_version_action(self: Any) -> Any:

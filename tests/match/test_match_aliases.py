@@ -1,0 +1,61 @@
+"""Sessions with a match on a function whose aliases send traffic to published versions (moto, the
+developer's clients): each alias always runs a version carrying the current PLLDB_SESSIONS, plldb's
+versions no alias references are deleted, and the last session to leave puts everything back exactly."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from plldb import protocol
+from plldb.instrumentation import functions
+from plldb.instrumentation.functions import FunctionRef
+from tests.instrumentation.conftest import *  # noqa: F403 - the plldb and app fixtures
+from tests.instrumentation.test_functions import with_aliases
+
+
+def join(plldb: Any, name: str, session_id: str, match: str) -> functions.Result:
+    entry = protocol.session_entry(session_id, False, match, 1.0)
+    return functions.instrument(plldb.clients, FunctionRef(name, "Fn"), plldb.target(session_id, entry=entry))
+
+
+def ids_of(app: Any, name: str, qualifier: str | None = None) -> list[str]:
+    return [e["id"] for e in json.loads(app.variables(name, qualifier)[protocol.ENV_SESSIONS])]
+
+
+def plldb_versions(app: Any, name: str) -> list[str]:
+    return sorted(
+        v for v, description in app.versions(name).items() if description.startswith("plldb session ")
+    )
+
+
+def test_aliases_follow_the_list_and_the_last_session_restores_them_exactly(plldb: Any, app: Any) -> None:
+    name = app.create_function(role=app.new_role(), variables={"GREETING": "hi"})
+    versions = with_aliases(app, name)
+    before = app.snapshot(name)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+
+    assert join(plldb, name, alice, "user == 'alice'").ok
+    assert join(plldb, name, bob, "user == 'bob'").ok
+    live = app.aliases(name)["live"][0]
+    assert app.aliases(name) == {"live": (live, {}), "canary": (live, {}), "latest": ("$LATEST", {})}
+    assert ids_of(app, name, live) == ids_of(app, name) == [alice, bob]
+    assert plldb_versions(app, name) == [live]  # the version alice's list ran is gone
+    recorded = json.loads(app.variables(name, live)[protocol.ENV_ALIASES])
+    assert recorded == {
+        "canary": {"version": versions["first"], "weights": {}},
+        "live": {"version": versions["second"], "weights": {versions["first"]: 0.25}},
+    }
+
+    left = functions.restore(plldb.clients, FunctionRef(name, "Fn"), alice)
+    assert left.ok, left
+    now = app.aliases(name)["live"][0]
+    assert now != live
+    assert ids_of(app, name, now) == ids_of(app, name) == [bob]
+    assert plldb_versions(app, name) == [now]
+    assert left.message == f"left to the other sessions; aliases canary, live now on version {now}"
+
+    last = functions.restore(plldb.clients, FunctionRef(name, "Fn"), bob)
+    assert last.ok, last
+    assert app.snapshot(name) == before
