@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plldb import lambda_python
-from plldb.bootstrap.cloudformation.layer.lambda_runtime import CloudHandler
+from plldb.bootstrap.cloudformation.layer.passthrough import CloudHandler
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation
 
 Point = collections.namedtuple("Point", "x y")

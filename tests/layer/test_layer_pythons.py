@@ -63,13 +63,14 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from plldb import lambda_python  # noqa: F401
 from plldb.bootstrap.cloudformation.layer import lambda_runtime, runtime_client  # noqa: F401
+from plldb.bootstrap.cloudformation.layer import passthrough, settings as layer_settings
 
 cases = json.load(sys.stdin)
-settings = [lambda_runtime.Settings(environ) for environ in cases["settings"]]
+settings = [layer_settings.Settings(environ) for environ in cases["settings"]]
 restored = []
 for environ in cases["restore"]:
     environ = dict(environ)
-    lambda_runtime.restore_function_environment(environ)
+    layer_settings.restore_function_environment(environ)
     restored.append(environ)
 print(json.dumps({
     "version": "python%d.%d" % sys.version_info[:2],
@@ -77,7 +78,7 @@ print(json.dumps({
         [s.problems, s.fallback, s.session_id, s.region, s.function_name, s.function_version, s.handler]
         for s in settings
     ],
-    "paths": [lambda_runtime.lambda_python_path(environ) for environ in cases["paths"]],
+    "paths": [passthrough.lambda_python_path(environ) for environ in cases["paths"]],
     "restored": restored,
     "json": [lambda_python.to_json(value) for value in cases["json"]],
 }))

@@ -24,14 +24,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer import lambda_runtime
-from plldb.bootstrap.cloudformation.layer.lambda_runtime import (
-    DebuggerBridge,
-    Settings,
-    lambda_python_path,
-    poll_delays,
-    restore_function_environment,
-)
+from plldb.bootstrap.cloudformation.layer.function_access import DISPATCHER_CONFIG
+from plldb.bootstrap.cloudformation.layer.lambda_runtime import DebuggerBridge, poll_delays
+from plldb.bootstrap.cloudformation.layer.passthrough import lambda_python_path
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
+from plldb.bootstrap.cloudformation.layer.settings import Settings, restore_function_environment
 
 LAYER_DIRECTORY = Path(lambda_runtime.__file__).resolve().parent
 DISPATCHER = "arn:aws:lambda:eu-west-1:123456789012:function:plldb-DispatcherFunction-1A2B3C"
@@ -308,7 +305,7 @@ def test_an_invoke_that_may_have_run_is_never_sent_again(bridge_with: Any, failu
 
 
 def test_the_dispatchers_client_never_retries_by_itself() -> None:
-    config = lambda_runtime.DISPATCHER_CONFIG
+    config = DISPATCHER_CONFIG
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert config.read_timeout >= 10 + 15  # Lambda's init phase plus the dispatcher's Timeout (template.yaml)
 

@@ -13,23 +13,18 @@ thresholds and the polling schedule.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
-import site
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_future
 from typing import Any
 
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -41,17 +36,28 @@ from botocore.exceptions import (
 import plldb
 from plldb import lambda_common, lambda_python, protocol
 from plldb.bootstrap.cloudformation.layer import routing
+from plldb.bootstrap.cloudformation.layer.answers import (
+    ACKNOWLEDGED_MEANWHILE,
+    ERROR_CONFIGURATION,
+    ERROR_CORRUPT_RESPONSE,
+    Answer,
+    fix_hint,
+    layer_error,
+    not_attached_error,
+    refused_error,
+    timeout_error,
+)
+from plldb.bootstrap.cloudformation.layer.function_access import (
+    RETRY_DELAY_SECONDS,
+    FunctionAccess,
+    OwnTrafficFilter,
+    own_work,
+)
+from plldb.bootstrap.cloudformation.layer.passthrough import LAYER_ROOT, CloudHandler
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation, RuntimeApiClient, RuntimeApiError
+from plldb.bootstrap.cloudformation.layer.settings import Settings, restore_function_environment
 
 LOGGER = logging.getLogger("plldb.layer")
-
-# Error types the invoker sees when plldb, not the function, decided the outcome.
-ERROR_NOT_ATTACHED = "PlldbNotAttached"
-ERROR_TIMEOUT = "PlldbDebuggerTimeout"
-ERROR_CONFIGURATION = "PlldbInvalidConfiguration"
-ERROR_LAYER = "PlldbLayerError"
-ERROR_REFUSED = "PlldbRefused"
-ERROR_CORRUPT_RESPONSE = "PlldbCorruptResponse"
 
 # Polling the invocation item: the first read comes FIRST_POLL_DELAY after the dispatcher posted, each
 # wait is POLL_BACKOFF_FACTOR times longer than the one before, and no wait exceeds MAX_POLL_DELAY. A
@@ -67,35 +73,12 @@ EARLY_READ_FRACTION = 0.8
 EARLY_READS = 4
 QUICK_ANSWERS_KEPT = 8
 UNKNOWN_DEADLINE_SECONDS = 900  # Lambda always sends a deadline; this only guards a missing header
-RETRY_DELAY_SECONDS = 0.25  # between attempts while a just-attached policy propagates
 
-CLIENT_CONFIG = Config(
-    connect_timeout=3,
-    read_timeout=10,
-    retries={"mode": "standard", "max_attempts": 3},
-    tcp_keepalive=True,
-)
-# The dispatcher runs for at most its Timeout (15 s, template.yaml), after at most Lambda's 10 s init phase
-# when its environment is cold: the layer waits that long, with room, for its answer. An Invoke that may
-# have reached Lambda is never sent again: the second run would find the delivery posted already and
-# refuse it, although the first run posted it to the debugger. Only refusals that mean Lambda did not run
-# the dispatcher at all are retried (DISPATCH_ATTEMPTS in all).
-DISPATCHER_READ_TIMEOUT_SECONDS = 40
+# An Invoke of the dispatcher that may have reached Lambda is never sent again: the second run would find
+# the delivery posted already and refuse it, although the first run posted it to the debugger. Only
+# refusals that mean Lambda did not run the dispatcher at all are retried (DISPATCH_ATTEMPTS in all).
 DISPATCH_ATTEMPTS = 3
 NOT_INVOKED_ERRORS = ("TooManyRequestsException",)  # Lambda throttled the Invoke: nothing ran
-DISPATCHER_CONFIG = Config(
-    connect_timeout=3,
-    read_timeout=DISPATCHER_READ_TIMEOUT_SECONDS,
-    retries={"mode": "standard", "total_max_attempts": 1},
-    tcp_keepalive=True,
-)
-
-_FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
-_LAYER_ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-)
-_OWN_FILES = (os.path.abspath(__file__), *lambda_python.RUNTIME_FILES)
 
 
 def _wait_finished(pending: Future[Any], seconds: float) -> bool:
@@ -109,281 +92,6 @@ def poll_delays() -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * POLL_BACKOFF_FACTOR, MAX_POLL_DELAY_SECONDS)
-
-
-# --- Configuration ------------------------------------------------------------------------------------
-class Settings:
-    """What the developer's plldb put in the function's environment, checked once at start."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.session_id = environ.get(protocol.ENV_SESSION_ID, "")
-        # Sessions with options (observe, match, sample) instead of one session: see routing.py.
-        self.sessions = environ.get(protocol.ENV_SESSIONS, "")
-        self.routes: list[routing.Route] = []
-        self.dispatcher_arn = environ.get(protocol.ENV_DISPATCHER, "")
-        self.invocations_table = environ.get(protocol.ENV_INVOCATIONS_TABLE, "")
-        self.payload_bucket = environ.get(protocol.ENV_PAYLOAD_BUCKET, "")
-        fallback = environ.get(protocol.ENV_FALLBACK, protocol.FALLBACK_ERROR)
-        self.fallback = fallback if fallback in protocol.FALLBACK_MODES else protocol.FALLBACK_ERROR
-        self.region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or ""
-        self.function_name = environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
-        self.function_version = environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        self.handler = environ.get("_HANDLER", "")
-        self.problems = self._check(environ)
-
-    def _check(self, environ: Mapping[str, str]) -> list[str]:
-        problems = []
-        if self.sessions:
-            if self.session_id:
-                problems.append(f"both {protocol.ENV_SESSION_ID} and {protocol.ENV_SESSIONS} are set")
-            self.routes, invalid = routing.routes_from_environment(self.sessions)
-            problems += invalid
-        required = (
-            *(() if self.sessions else (protocol.ENV_SESSION_ID,)),
-            protocol.ENV_DISPATCHER,
-            protocol.ENV_INVOCATIONS_TABLE,
-            protocol.ENV_PAYLOAD_BUCKET,
-        )
-        missing = [name for name in required if not environ.get(name, "").strip()]
-        if missing:
-            problems.append("{} not set".format(", ".join(missing)))
-        # A blank value is reported once, as not set, not also as malformed.
-        if self.session_id.strip() and not protocol.SESSION_ID_PATTERN.match(self.session_id):
-            problems.append(f"{protocol.ENV_SESSION_ID} is not a session id")
-        if self.dispatcher_arn.strip() and not _FUNCTION_ARN.match(self.dispatcher_arn):
-            problems.append(f"{protocol.ENV_DISPATCHER} is not a Lambda function ARN")
-        for name, value in (
-            (protocol.ENV_INVOCATIONS_TABLE, self.invocations_table),
-            (protocol.ENV_PAYLOAD_BUCKET, self.payload_bucket),
-        ):
-            if value.strip() and not _NAME.match(value):
-                problems.append(f"{name} is not a table or bucket name")
-        if not self.region:
-            problems.append("AWS_REGION is not set")
-        return problems
-
-
-def restore_function_environment(environ: MutableMapping[str, str]) -> None:
-    """Remove plldb's variables, so code sees the function's own environment.
-
-    Applies to the handler run in the cloud (fallback passthrough) and to the environment sent to the
-    local debugger; the function's own exec wrapper, if plldb chained one, is put back in place.
-    """
-    original_wrapper = environ.get(protocol.ENV_ORIGINAL_EXEC_WRAPPER)
-    for name in protocol.INSTRUMENTATION_VARIABLES:
-        environ.pop(name, None)
-    if original_wrapper:
-        environ[protocol.ENV_EXEC_WRAPPER] = original_wrapper
-
-
-# --- Outcomes -----------------------------------------------------------------------------------------
-class Answer:
-    """What goes back to the Runtime API: a result body, or an error document."""
-
-    __slots__ = ("body", "content_type", "error")
-
-    def __init__(
-        self, body: bytes | None, content_type: str = "application/json", error: dict[str, Any] | None = None
-    ) -> None:
-        self.body = body
-        self.content_type = content_type
-        self.error = error
-
-    @classmethod
-    def result(cls, body: bytes, content_type: str = "application/json") -> Answer:
-        return cls(body, content_type)
-
-    @classmethod
-    def failure(cls, error: dict[str, Any]) -> Answer:
-        return cls(None, error=error)
-
-
-# What _give_up answers when the debugger's ack landed just before the ack timeout closed the item.
-ACKNOWLEDGED_MEANWHILE = Answer(None)
-
-
-def _fix_hint() -> str:
-    return (
-        "Run `plldb attach` in the stack's project to debug it, or `plldb detach --stack-name STACK` to "
-        "remove plldb's instrumentation from the stack's functions."
-    )
-
-
-def not_attached_error(reason: str, request_id: str) -> dict[str, Any]:
-    message = f"plldb is not attached to this function's stack: {reason}. {_fix_hint()}"
-    return lambda_python.make_error(message, ERROR_NOT_ATTACHED, [], request_id)
-
-
-def timeout_error(timeout_seconds: int, request_id: str) -> dict[str, Any]:
-    message = (
-        f"The debugger did not answer in time: the function's timeout (about {timeout_seconds} s) was about "
-        f"to end, so plldb stopped waiting {protocol.DEADLINE_MARGIN_MS} ms before it. To stay longer at a "
-        "breakpoint, attach with a longer timeout: `plldb attach --function-timeout 900`."
-    )
-    return lambda_python.make_error(message, ERROR_TIMEOUT, [], request_id)
-
-
-def layer_error(text: str, request_id: str) -> dict[str, Any]:
-    return lambda_python.make_error("plldb's debugger layer failed: " + text, ERROR_LAYER, [], request_id)
-
-
-def refused_error(text: str, request_id: str) -> dict[str, Any]:
-    message = f"plldb's helper stack refused this invocation: {text}. {_fix_hint()}"
-    return lambda_python.make_error(message, ERROR_REFUSED, [], request_id)
-
-
-# --- AWS access with the function's own credentials ---------------------------------------------------------
-class FunctionAccess:
-    """The function's own clients: its items, its payload objects, the dispatcher. Built once.
-
-    botocore rather than boto3: the same clients, and a quicker cold start. The credentials come from
-    botocore's provider chain, so SnapStart's container credentials work as the environment's keys do.
-    """
-
-    def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._settings = settings
-        self._session = botocore.session.Session()
-        self._clients: dict[str, Any] = {}
-        self._sleep = sleep
-        self.caller = ""  # aws:userid of the function's role session: role id:function name
-
-    def client(self, service: str) -> Any:
-        found = self._clients.get(service)
-        if found is None:
-            config = DISPATCHER_CONFIG if service == "lambda" else CLIENT_CONFIG
-            found = self._session.create_client(service, region_name=self._settings.region, config=config)
-            self._clients[service] = found
-        return found
-
-    def identify(self) -> str:
-        """Who this function is to IAM (the partition of its items): one STS call per environment."""
-        if not self.caller:
-            self.caller = str(self.client("sts").get_caller_identity()["UserId"])
-        return self.caller
-
-    def credentials(self) -> dict[str, Any] | None:
-        """The execution role's current credentials, for the handler's run on the developer's machine."""
-        credentials = self._session.get_credentials()
-        if credentials is None:
-            return None
-        frozen = credentials.get_frozen_credentials()
-        return {
-            "accessKeyId": frozen.access_key,
-            "secretAccessKey": frozen.secret_key,
-            "sessionToken": frozen.token,
-        }
-
-    def call(self, operation: Callable[[], Any]) -> Any:
-        """One AWS call, retried while IAM has not yet propagated a policy plldb just attached."""
-        deadline = time.monotonic() + protocol.IAM_PROPAGATION_SECONDS
-        while True:
-            try:
-                return operation()
-            except ClientError as exc:
-                if not lambda_common.is_access_denied(exc) or time.monotonic() >= deadline:
-                    raise
-                LOGGER.info("plldb: access denied, waiting for IAM to propagate plldb's policy (%s)", exc)
-            self._sleep(RETRY_DELAY_SECONDS)
-
-
-# --- The function's log: the layer's own AWS traffic stays out of it -------------------------------------
-# The AWS SDK logs through the standard loggers the function's log level controls: at INFO where it found
-# credentials, at DEBUG every request with its body, which for the layer is the invocation's payload (the
-# execution role's credentials, the environment, the session id). What the SDK logs about the layer's own
-# calls is dropped; what it logs about the handler's calls (fallback passthrough) is the function's own.
-_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
-_work = threading.local()
-
-
-@contextlib.contextmanager
-def own_work(active: bool = True) -> Iterator[None]:
-    """Mark what this thread does now as the layer's own (``active``) or as the function's handler's."""
-    previous = getattr(_work, "own", False)
-    _work.own = active
-    try:
-        yield
-    finally:
-        _work.own = previous
-
-
-class OwnTrafficFilter(logging.Filter):
-    """Drops the AWS SDK's records about the layer's own calls (see own_work)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (getattr(_work, "own", False) and record.name.split(".", 1)[0] in _SDK_LOGGERS)
-
-
-# --- The function's own handler, for fallback passthrough -------------------------------------------------
-def lambda_python_path(environ: Mapping[str, str]) -> list[str]:
-    """The import path Lambda's Python runtime gives a handler: the function's code, then its layers.
-
-    Layers are unpacked where this layer is (``/opt`` on Lambda); the runtime itself adds these
-    entries, since Lambda does not set PYTHONPATH.
-    """
-    version = "python{}.{}".format(*sys.version_info[:2])
-    task_root = environ.get("LAMBDA_TASK_ROOT") or "/var/task"
-    packaged = os.path.basename(_LAYER_ROOT) == protocol.LAYER_DIRECTORY
-    opt = os.path.dirname(_LAYER_ROOT) if packaged else "/opt"
-    return [
-        task_root,
-        os.path.join(opt, "python", "lib", version, "site-packages"),
-        os.path.join(opt, "python"),
-    ]
-
-
-class CloudHandler:
-    """Runs the function's real handler here, exactly as the Python runtime would (module kept warm)."""
-
-    def __init__(self, handler_name: str, environ: Mapping[str, str] | None = None) -> None:
-        self._handler_name = handler_name
-        self._environ = os.environ if environ is None else environ
-        self._handler: Any = None
-
-    def _load(self) -> Any:
-        """Import the handler with Lambda's path: the code, then the layers, and the folders their .pth
-        files name (the runtime processes those of the code as well as those of the layers)."""
-        paths = lambda_python_path(self._environ)
-        for entry in reversed(paths):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
-        for entry in paths:
-            if os.path.isdir(entry):
-                site.addsitedir(entry)
-        return lambda_python.load_handler(self._handler_name)
-
-    def run(self, invocation: Invocation) -> Answer:
-        with own_work(False):  # the handler's import and run are the function's own, logs included
-            return self._run(invocation)
-
-    def _run(self, invocation: Invocation) -> Answer:
-        if self._handler is None:
-            try:
-                self._handler = self._load()
-            except Exception as exc:
-                # The runtime would fail its init with this error; the next invocation tries again,
-                # as Lambda would start a new environment.
-                if isinstance(exc, lambda_python.FaultException):
-                    error = lambda_python.make_error(exc.msg, exc.exception_type, exc.trace)
-                else:
-                    trace = lambda_python.user_stack_trace(exc.__traceback__, _OWN_FILES)
-                    error = lambda_python.make_error(str(exc), type(exc).__name__, trace)
-                logging.warning(lambda_python.UNHANDLED_EXCEPTION_WARNING)
-                return Answer.failure(error)
-        try:
-            context = lambda_python.create_lambda_context(
-                invocation.request_id,
-                invocation.client_context,
-                invocation.cognito_identity,
-                invocation.deadline_ms,
-                invocation.invoked_function_arn,
-                invocation.tenant_id,
-            )
-            event = lambda_python.unmarshal_event(invocation.body, invocation.content_type)
-            response = self._handler(event, context)
-            body, content_type = lambda_python.marshal_response(response)
-        except Exception as exc:
-            return Answer.failure(lambda_python.error_from_exception(exc, invocation.request_id, _OWN_FILES))
-        return Answer.result(body, content_type)
 
 
 # --- The bridge to the local debugger ---------------------------------------------------------------------
@@ -979,7 +687,7 @@ def _hide_layer_from_handler_imports() -> None:
     A function may have its own module named ``plldb``; it must import that one, not the layer's.
     The layer's modules stay alive through the references this code already holds.
     """
-    sys.path[:] = [entry for entry in sys.path if entry not in ("", _LAYER_ROOT)]
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", LAYER_ROOT)]
     for name in list(sys.modules):
         if name == "plldb" or name.startswith("plldb."):
             del sys.modules[name]
@@ -1000,7 +708,7 @@ def main(original_command: list[str]) -> None:
     _hide_layer_from_handler_imports()
     if settings.problems:
         message = "plldb's debugger layer cannot start: {}. {}".format(
-            "; ".join(settings.problems), _fix_hint()
+            "; ".join(settings.problems), fix_hint()
         )
         error = lambda_python.make_error(message, ERROR_CONFIGURATION, [])
         lambda_python.log_error(error)
@@ -1009,7 +717,7 @@ def main(original_command: list[str]) -> None:
     LOGGER.info(
         "plldb: debugger layer %s (%s) active for session %s (function %s)",
         plldb.__version__,
-        _LAYER_ROOT,
+        LAYER_ROOT,
         ", ".join(lambda_common.redact(r.session_id) for r in settings.routes)
         or lambda_common.redact(settings.session_id),
         settings.function_name,
