@@ -63,6 +63,7 @@ class LocalCloud:
         self.gateway: Any = None
         self.lambdas: Any = None
         self.scheduler: Any = None
+        self.iam_propagation: Any = None
         self._schedule_timer = schedule_timer
         self.endpoint_url = ""
         self.execute_api_endpoint = ""
@@ -72,11 +73,12 @@ class LocalCloud:
 
         from plldb.localcloud import moto_extensions
         from plldb.localcloud.lambdas.manager import EnvironmentManager
-        from plldb.localcloud.moto_extensions import awslambda_invoke
+        from plldb.localcloud.moto_extensions import awslambda_invoke, iam_propagation
         from plldb.localcloud.scheduler import Scheduler
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
         moto_extensions.install()
+        self.iam_propagation = iam_propagation.PROPAGATION  # deny_next(principal, action, count) for tests
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
         self._server = ThreadedMotoServer(ip_address=self.host, port=self._requested_port, verbose=False)
         self._server.start()

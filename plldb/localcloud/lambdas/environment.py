@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plldb.localcloud.lambdas.bootstrap import launch_command, write_runtime_directory
 from plldb.localcloud.lambdas.specs import (
     CREDENTIAL_SECONDS,
     INIT_TIMEOUT_SECONDS,
@@ -79,12 +81,6 @@ def exit_error_payload(request_id: str, exit_code: int) -> bytes:
     )
 
 
-def _python_version_of(runtime: str) -> str:
-    if runtime.startswith("python3."):
-        return runtime
-    return f"python{sys.version_info[0]}.{sys.version_info[1]}"
-
-
 @dataclass
 class _ManagerContext:
     """What every environment needs from its manager."""
@@ -107,6 +103,7 @@ class ExecutionEnvironment:
         self.log_stream_name = f"{today:%Y/%m/%d}/[{spec.version}]{self.environment_id}"
         self.log_group_name = "/aws/lambda/" + spec.function_name
         self.log_path = context.work_dir / "logs" / spec.function_name / (self.environment_id + ".log")
+        self.runtime_dir = context.work_dir / "runtimes" / self.environment_id  # its /var/runtime
         self.busy = False  # guarded by the manager's lock
         self.idle_since = 0.0  # the manager's clock when it was last released; guarded by its lock
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +140,6 @@ class ExecutionEnvironment:
         """The process environment Lambda's Python runtime gets, in Lambda's precedence order."""
         spec = self.spec
         python_dir = os.path.dirname(sys.executable)
-        site_packages = opt_dir / "python" / "lib" / _python_version_of(spec.runtime) / "site-packages"
         library_path = [str(code_dir), str(code_dir / "lib"), str(opt_dir / "lib")]
         if os.environ.get("LD_LIBRARY_PATH"):
             library_path.insert(0, os.environ["LD_LIBRARY_PATH"])
@@ -153,7 +149,6 @@ class ExecutionEnvironment:
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
             "LD_LIBRARY_PATH": ":".join(library_path),
-            "PYTHONPATH": os.pathsep.join([str(code_dir), str(site_packages), str(opt_dir / "python")]),
         }
         variables.update(spec.variables)
         variables.update(
@@ -171,7 +166,7 @@ class ExecutionEnvironment:
                 "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
                 "AWS_LAMBDA_RUNTIME_API": self._api.address,
                 "LAMBDA_TASK_ROOT": str(code_dir),
-                "LAMBDA_RUNTIME_DIR": _runtime_directory(),
+                "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
                 "AWS_ENDPOINT_URL": self._context.endpoint_url,
                 EXECUTE_API_ENDPOINT_VARIABLE: self._context.execute_api_endpoint,
                 **credentials,
@@ -185,10 +180,9 @@ class ExecutionEnvironment:
         code_dir = artifacts.code_directory(self.spec)
         opt_dir = artifacts.opt_directory(self.spec)
         variables = self.environment_variables(code_dir, opt_dir, role_credentials(self.spec))
-        command = [sys.executable, "-m", "awslambdaric", self.spec.handler]
+        write_runtime_directory(self.runtime_dir, opt_dir, self.spec.runtime)
         wrapper = variables.get("AWS_LAMBDA_EXEC_WRAPPER", "")
-        if wrapper:
-            command.insert(0, translate_lambda_path(wrapper, code_dir, opt_dir))
+        command = launch_command(self.runtime_dir, wrapper, translate_lambda_path(wrapper, code_dir, opt_dir))
         self._api.start()
         self._launched_at = time.monotonic()
         try:
@@ -231,6 +225,7 @@ class ExecutionEnvironment:
             if not reaped:
                 logger.warning("Lambda environment process %d did not exit after SIGKILL", self._process.pid)
         self._api.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
         with self._log_lock:
             if not self._log_closed:
                 self._log_closed = True
@@ -384,12 +379,6 @@ def translate_lambda_path(path: str, code_dir: Path, opt_dir: Path) -> str:
         if path == lambda_root or path.startswith(lambda_root + "/"):
             return str(local_root) + path[len(lambda_root) :]
     return path
-
-
-def _runtime_directory() -> str:
-    import awslambdaric
-
-    return str(Path(awslambdaric.__file__).resolve().parent.parent)
 
 
 def role_credentials(spec: FunctionSpec) -> dict[str, str]:

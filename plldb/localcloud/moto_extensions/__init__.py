@@ -18,6 +18,7 @@ only makes the local cloud answer like AWS.
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
 | ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
+| ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
@@ -36,6 +37,7 @@ from plldb.localcloud.moto_extensions import (
     dynamodb,
     events,
     iam,
+    iam_propagation,
     nested_stacks,
     resources,
     server,
@@ -124,6 +126,7 @@ def install() -> None:
         stepfunctions.install()
         nested_stacks.install()
         apigatewayv2.install()
+        iam_propagation.install()
         server.install()
         refresh_model_cache()
         _installed = True

@@ -94,3 +94,22 @@ def chatty(event, context):
 
 def client_context(event, context):
     return {"custom": context.client_context.custom, "env": context.client_context.env}
+
+
+def paths(event, context):
+    """The module search path the runtime built, and what a handler's own subprocess inherits."""
+    import importlib.util
+    import sys
+
+    return {
+        "sys_path": sys.path,
+        "PYTHONPATH": os.environ.get("PYTHONPATH"),
+        "finds": {name: importlib.util.find_spec(name) is not None for name in event.get("modules", [])},
+        "cwd": os.getcwd(),
+    }
+
+
+def layered_python(event, context):
+    import from_layer_python
+
+    return {"python": from_layer_python.VALUE}
