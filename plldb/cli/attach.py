@@ -25,6 +25,7 @@ from plldb.errors import PlldbError
 DEFAULT_TEMPLATE = Path("template.yaml")
 DEFAULT_HELPER_STACK = "plldb"
 MAX_FUNCTION_TIMEOUT = 900
+INTERRUPTED_EXIT_CODE = 130  # a second Ctrl-C: left without waiting for the restore
 
 HELPER_STACK_OPTION = click.option(
     "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
@@ -295,8 +296,18 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         console.info("Detached: every function is restored.", event="detached")
         return 0
     if outcome.message:
-        console.error(outcome.message)
+        console.error(_error_line(console, outcome.exit_code, outcome.message))
     return int(outcome.exit_code)
+
+
+def _error_line(console: Any, exit_code: int, message: str) -> str:
+    """A session that failed says so as every plldb command does ("Error: ..."). Leaving on a second
+    Ctrl-C (130) is the developer's choice, not an error; a JSON event's type already says it all."""
+    from plldb.local.console import MODE_JSON
+
+    if console.mode == MODE_JSON or exit_code == INTERRUPTED_EXIT_CODE:
+        return message
+    return f"Error: {message}"
 
 
 def _resolve_stack(session: Any, helper: Any, stack_name: str) -> Any:
