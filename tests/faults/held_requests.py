@@ -17,14 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 @dataclass
 class Hold:
-    """Requests whose ``METHOD path`` matches ``pattern`` wait here until released."""
+    """Requests whose ``METHOD path`` (then a newline and the body, for query APIs such as IAM) matches
+    ``pattern`` wait here until released."""
 
     pattern: re.Pattern[str]
     held: list[str] = field(default_factory=list)
@@ -100,7 +101,7 @@ class HeldRequests:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 request_line = f"{self.command} {self.path}"
-                hold = forwarder._matching(request_line)
+                hold = forwarder._matching(request_line + "\n" + unquote_plus(body.decode("latin-1")))
                 if hold is not None:
                     hold._take(request_line)
                     if not hold.forward:
@@ -143,3 +144,8 @@ def held_requests(target_url: str) -> Iterator[HeldRequests]:
 def function_update(function_name: str) -> str:
     """The pattern of Lambda's UpdateFunctionConfiguration of one function."""
     return rf"^PUT /2015-03-31/functions/{re.escape(function_name)}/configuration\b"
+
+
+def role_tagging(role_name: str) -> str:
+    """The pattern of IAM's TagRole of one role (a query API: the action is in the form body)."""
+    return rf"^POST /\S*\n(?=.*\bAction=TagRole\b)(?=.*\bRoleName={re.escape(role_name)}(&|$))"
