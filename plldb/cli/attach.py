@@ -26,6 +26,7 @@ DEFAULT_TEMPLATE = Path("template.yaml")
 DEFAULT_HELPER_STACK = "plldb"
 MAX_FUNCTION_TIMEOUT = 900
 INTERRUPTED_EXIT_CODE = 130  # a second Ctrl-C: left without waiting for the restore
+NOT_INSTRUMENTED_ERROR = "PlldbNotInstrumented"  # an invocation of a function this session did not instrument
 
 HELPER_STACK_OPTION = click.option(
     "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
@@ -67,8 +68,9 @@ def _resolve_target(
         raise PlldbError(
             "No stack name was given.", "Pass --stack-name, or run where samconfig.toml sets stack_name."
         )
+    # A StackId names a stack as CloudFormation does everywhere (and for good: never a newer namesake).
     return (
-        validate_stack_name(stack_name),
+        stack_name if protocol.STACK_ID_PATTERN.match(stack_name) else validate_stack_name(stack_name),
         template or config.template or DEFAULT_TEMPLATE,
         profile or config.profile,
         region or config.region,
@@ -229,7 +231,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     helper = load_helper_stack(session, request.helper_stack)
     stack = _resolve_stack(session, helper, request.stack_name)
     stack_map = _map_selected_functions(
-        console, session, request.stack_name, request.template_path, request.function_patterns
+        console, session, stack.name, request.template_path, request.function_patterns
     )
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
@@ -413,7 +415,17 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
 
+    selected = frozenset(function.name for function in instrumentation.functions)
+
     def run(invocation: Any) -> InvocationOutcome:
+        if invocation.function_name not in selected:
+            # Only someone allowed to change a function can point it at this session; it still does not
+            # get to run its invocations on this machine unless the developer chose to debug it.
+            return local_failure(
+                NOT_INSTRUMENTED_ERROR,
+                f"plldb refused to run {invocation.function_name} on the developer's machine: this debugging "
+                "session did not instrument it.",
+            )
         deployed = stack_map.by_physical_name(invocation.function_name)
         if deployed is None or deployed.local is None:
             reason = deployed.missing_reason if deployed is not None else "it is not part of the stack"
@@ -505,14 +517,15 @@ def detach(
     console = Console(choose_mode(json_output))
 
     @translate_aws_errors
-    def restore() -> bool:
+    def restore() -> tuple[str, bool]:
+        """(the stack's name, whether every function was restored and the session ended)."""
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
-        stack = _resolve_stack(session, helper, stack_name)
+        stack = _resolve_stack(session, helper, stack_name)  # the option may be its StackId
         console.info(f"Restoring the functions of {stack.name}...", event="restoring", stack=stack.name)
         restored = _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
         if not restored:
-            return False
+            return stack.name, False
         reply = _release(session, helper, stack.stack_id)
         if reply.get("type") == protocol.MSG_ERROR:
             raise PlldbError(
@@ -520,12 +533,12 @@ def detach(
             )
         if int(reply.get("closed") or 0):
             console.info("Ended the session that was debugging it.", event="released")
-        return True
+        return stack.name, True
 
-    if not restore():
+    name, restored = restore()
+    if not restored:
         raise PlldbError(
-            f"Some functions of {stack_name} were not restored.",
-            "See the lines above and run the command again.",
+            f"Some functions of {name} were not restored.", "See the lines above and run the command again."
         )
-    console.info(f"Stack {stack_name} is restored.", event="restored", stack=stack_name)
+    console.info(f"Stack {name} is restored.", event="restored", stack=name)
     ctx.exit(0)

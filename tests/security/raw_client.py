@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
 from plldb.local.session import connect_url, session_url, sigv4_signer
+from plldb.local.session.payloads import split_fragments
 
 REPLY_TIMEOUT = 60.0
 
@@ -104,7 +105,13 @@ class Connection:
     received: list[dict[str, Any]] = field(default_factory=list)
 
     async def send(self, message: dict[str, Any] | str | bytes) -> None:
-        await self.websocket.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+        """One message; text above API Gateway's 32 KB frame quota goes in fragments, as plldb sends it."""
+        if isinstance(message, bytes):
+            await self.websocket.send(message)
+            return
+        text = message if isinstance(message, str) else json.dumps(message)
+        fragments = split_fragments(text)
+        await self.websocket.send(fragments[0] if len(fragments) == 1 else fragments)
 
     async def receive(self, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.websocket.recv(), timeout)
