@@ -14,17 +14,19 @@ function set none; then it runs awslambdaric's main with the task root and the h
 runtime's bootstrap scripts, as shipped in the Python base images of the AWS Lambda runtime images.)
 
 The local cloud does the same with each environment's own directories: its ``/var/runtime`` is a
-directory holding a ``bootstrap.py`` written by :func:`write_runtime_directory` (with the paths of that
+directory holding a ``bootstrap.py`` written by :func:`runtime_directory` (with the paths of that
 environment's ``/opt`` and of its runtime's Python version, since every environment runs on the local
 cloud's interpreter) and awslambdaric; ``/var/lang/bin/pythonX.Y`` is the local cloud's interpreter.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import awslambdaric
@@ -72,20 +74,28 @@ def python_version(runtime: str) -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def write_runtime_directory(directory: Path, opt_dir: Path, runtime: str) -> Path:
-    """An environment's ``/var/runtime``: ``bootstrap.py`` and the runtime interface client."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "bootstrap.py").write_text(
-        _BOOTSTRAP.format(
-            opt=str(opt_dir),
-            version=python_version(runtime),
-            interpreter_site_packages=sysconfig.get_paths()["purelib"],
-        ),
-        encoding="utf-8",
+def runtime_directory(root: Path, opt_dir: Path, runtime: str) -> Path:
+    """The ``/var/runtime`` of environments with this ``/opt`` and runtime: ``bootstrap.py`` and the
+    runtime interface client, written once and shared (environments of one function configuration see
+    the same ``LAMBDA_RUNTIME_DIR``, as every environment sees ``/var/runtime`` on AWS)."""
+    text = _BOOTSTRAP.format(
+        opt=str(opt_dir),
+        version=python_version(runtime),
+        interpreter_site_packages=sysconfig.get_paths()["purelib"],
     )
+    directory = root / hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+    if (directory / "bootstrap.py").is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
     client = directory / "awslambdaric"
     if not client.exists():
-        client.symlink_to(Path(awslambdaric.__file__).resolve().parent, target_is_directory=True)
+        try:
+            client.symlink_to(Path(awslambdaric.__file__).resolve().parent, target_is_directory=True)
+        except FileExistsError:
+            pass  # another environment made it at the same moment
+    staging = directory / f".bootstrap-{os.getpid()}-{threading.get_ident()}.py"
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, directory / "bootstrap.py")  # complete or absent, never half-written
     return directory
 
 

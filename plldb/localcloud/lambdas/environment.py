@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plldb.localcloud.lambdas.bootstrap import launch_command, write_runtime_directory
+from plldb.localcloud.lambdas.bootstrap import launch_command, runtime_directory
 from plldb.localcloud.lambdas.specs import (
     CREDENTIAL_SECONDS,
     INIT_TIMEOUT_SECONDS,
@@ -103,7 +102,7 @@ class ExecutionEnvironment:
         self.log_stream_name = f"{today:%Y/%m/%d}/[{spec.version}]{self.environment_id}"
         self.log_group_name = "/aws/lambda/" + spec.function_name
         self.log_path = context.work_dir / "logs" / spec.function_name / (self.environment_id + ".log")
-        self.runtime_dir = context.work_dir / "runtimes" / self.environment_id  # its /var/runtime
+        self.runtime_dir = context.work_dir / "runtimes"  # its /var/runtime is in here, once started
         self.busy = False  # guarded by the manager's lock
         self.idle_since = 0.0  # the manager's clock when it was last released; guarded by its lock
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +178,8 @@ class ExecutionEnvironment:
         artifacts = self._context.artifacts
         code_dir = artifacts.code_directory(self.spec)
         opt_dir = artifacts.opt_directory(self.spec)
+        self.runtime_dir = runtime_directory(self._context.work_dir / "runtimes", opt_dir, self.spec.runtime)
         variables = self.environment_variables(code_dir, opt_dir, role_credentials(self.spec))
-        write_runtime_directory(self.runtime_dir, opt_dir, self.spec.runtime)
         wrapper = variables.get("AWS_LAMBDA_EXEC_WRAPPER", "")
         command = launch_command(self.runtime_dir, wrapper, translate_lambda_path(wrapper, code_dir, opt_dir))
         self._api.start()
@@ -225,7 +224,6 @@ class ExecutionEnvironment:
             if not reaped:
                 logger.warning("Lambda environment process %d did not exit after SIGKILL", self._process.pid)
         self._api.close()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
         with self._log_lock:
             if not self._log_closed:
                 self._log_closed = True

@@ -19,6 +19,7 @@ only makes the local cloud answer like AWS.
 | ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
+| ``s3`` | presigned URLs expire |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
@@ -40,6 +41,7 @@ from plldb.localcloud.moto_extensions import (
     iam_propagation,
     nested_stacks,
     resources,
+    s3,
     server,
     stacks,
     stepfunctions,
@@ -127,6 +129,7 @@ def install() -> None:
         nested_stacks.install()
         apigatewayv2.install()
         iam_propagation.install()
+        s3.install()
         server.install()
         refresh_model_cache()
         _installed = True
