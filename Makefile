@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all init test lint typecheck unit demo bench clean
+.PHONY: all init test lint typecheck unit unit-fast demo bench clean test-aws
 
 all: test
 
@@ -26,7 +26,15 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
+# The tests not marked slow (no local cloud end to end): seconds, for the edit-test loop.
+unit-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+
 test: lint typecheck unit
+
+# The end-to-end scenario against the AWS account of your current credentials (docs/testing.md).
+test-aws: $(STAMP)
+	PLLDB_TEST_AWS=1 $(BIN)/python -m pytest -q -s -p no:xdist tests/scenarios -k aws
 
 demo: $(STAMP)
 	$(BIN)/plldb demo

@@ -24,10 +24,13 @@ def make_session(profile: str | None = None, region: str | None = None) -> boto3
     """A session honouring --profile/--region, the standard AWS variables and AWS_ENDPOINT_URL (via boto3)."""
     try:
         session = boto3.Session(profile_name=profile, region_name=region)
-    except botocore.exceptions.ProfileNotFound:
+    except botocore.exceptions.ProfileNotFound as exc:
+        # The profile may come from --profile or from AWS_PROFILE: name the one that was looked for.
+        missing = exc.kwargs.get("profile") or profile
+        source = "--profile" if profile else "AWS_PROFILE"
         raise PlldbError(
-            f"AWS profile {profile!r} was not found.",
-            "Check ~/.aws/config or run 'aws configure --profile NAME'.",
+            f"AWS profile {missing!r} ({source}) was not found.",
+            "Check ~/.aws/config, or run 'aws configure --profile NAME'.",
         )
     if not session.region_name:
         raise PlldbError(

@@ -480,7 +480,6 @@ def delete_bucket(s3: Any, bucket: str, on_event: EventCallback) -> bool:
         if code in {"NoSuchBucket", "404"}:
             return False
         raise
-    on_event(f"Deleted the asset bucket {bucket}")
     return True
 
 

@@ -18,6 +18,7 @@ def cli() -> None:
     \b
     Start with:  plldb bootstrap setup
     Then:        plldb attach --stack-name my-stack --debugpy
+    Add --debug anywhere to see the traceback of an unexpected error.
     """
 
 

@@ -46,6 +46,7 @@ class AttachRequest:
     function_timeout: int
     fallback: str
     take_over: bool
+    include_provisioned: bool
     profile: str | None
     region: str | None
     helper_stack: str
@@ -108,7 +109,16 @@ def _resolve_target(
     show_default=True,
     help="When plldb is not attached: fail the invocation, or run the deployed code.",
 )
-@click.option("--take-over", is_flag=True, help="End another developer's session on this stack first.")
+@click.option(
+    "--take-over",
+    is_flag=True,
+    help="End another developer's session on this stack first (restores its functions with your credentials).",
+)
+@click.option(
+    "--include-provisioned",
+    is_flag=True,
+    help="Also redirect aliases with provisioned concurrency (Lambda re-provisions them: minutes, billed).",
+)
 @aws_options
 @HELPER_STACK_OPTION
 @JSON_OPTION
@@ -140,6 +150,7 @@ def attach(
     function_timeout: int,
     fallback: str,
     take_over: bool,
+    include_provisioned: bool,
     profile: str | None,
     region: str | None,
     helper_stack: str,
@@ -175,6 +186,7 @@ def attach(
         function_timeout=function_timeout,
         fallback=fallback,
         take_over=take_over,
+        include_provisioned=include_provisioned,
         profile=profile,
         region=region,
         helper_stack=helper_stack,
@@ -243,6 +255,9 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         observer=console,
         fallback=request.fallback,
         timeout=request.function_timeout,
+        include_provisioned=request.include_provisioned,
+        account_id=helper.stack_id.split(":")[4],
+        partition=helper.stack_id.split(":")[1],
     )
 
     def take_over() -> None:

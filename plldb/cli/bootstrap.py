@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-STACK_NAME_OPTION = click.option(
-    "--stack-name",
+# The helper stack is named --helper-stack in every command (attach and detach too): --stack-name always
+# means the application stack being debugged.
+HELPER_STACK_OPTION = click.option(
+    "--helper-stack",
+    "stack_name",
     default=DEFAULT_STACK_NAME,
     show_default=True,
     help="Name of the plldb helper stack.",
@@ -34,14 +37,17 @@ def _console() -> Any:
 
 @contextmanager
 def _progress(console: Any, title: str) -> Iterator[Callable[[str], None]]:
-    """A spinner showing the latest step of a long operation; every step also stays printed, dimmed."""
+    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step."""
+    if not console.is_terminal:
+        console.print(title)
+
+        def log(message: str) -> None:
+            console.print(f"  {message}", soft_wrap=True)
+
+        yield log
+        return
     with console.status(title) as spinner:
-
-        def report(message: str) -> None:
-            spinner.update(message)
-            console.print(f"  {message}", style="dim")
-
-        yield report
+        yield lambda message: spinner.update(f"{title} {message}")
 
 
 @click.group("bootstrap")
@@ -52,7 +58,7 @@ def bootstrap() -> None:
 def _helper_stack_command(
     name: str, *options: Callable[[Any], Any]
 ) -> Callable[[Callable[..., None]], click.Command]:
-    """`plldb bootstrap NAME`: --stack-name, the given options and the AWS ones; the command gets a session
+    """`plldb bootstrap NAME`: --helper-stack, the given options and the AWS ones; the command gets a session
     for the validated stack name, and any AWS failure reaches the user as one line."""
 
     def decorate(run: Callable[..., None]) -> click.Command:
@@ -62,7 +68,7 @@ def _helper_stack_command(
             run(make_session(profile, region), stack_name, **values)
 
         decorated: Any = aws_options(translate_aws_errors(command))
-        for option in (STACK_NAME_OPTION, *options)[::-1]:
+        for option in (HELPER_STACK_OPTION, *options)[::-1]:
             decorated = option(decorated)
         return bootstrap.command(name)(decorated)
 

@@ -14,20 +14,21 @@ A function changed by someone else meanwhile (a deploy) is left as they left it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from plldb import protocol
-from plldb.instrumentation import decisions
+from plldb.instrumentation import decisions, traffic
 from plldb.instrumentation.decisions import AliasTarget, CannotInstrument, Original, Target
 from plldb.instrumentation.lambda_updates import (
     ChangedMeanwhile,
     UpdateFailed,
     get_configuration,
     update_until_applied,
+    wait_until_active,
 )
 from plldb.lambda_common import error_code, error_text
 
@@ -51,6 +52,7 @@ class Clients:
     region: str
     layer_version_arn: str
     policy_arn: str
+    sqs: Any = None  # only to name a feeding queue's visibility timeout
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Result:
     status: str
     message: str
     instrumented: Instrumented | None = None
+    notes: tuple[str, ...] = ()  # what the developer should know: traffic plldb leaves alone, pauses
 
     @property
     def ok(self) -> bool:
@@ -81,9 +84,19 @@ class Result:
 
 # --- Instrument -------------------------------------------------------------------------------------------
 def instrument(
-    clients: Clients, function: FunctionRef, target: Target, redirect_aliases: bool = True
+    clients: Clients,
+    function: FunctionRef,
+    target: Target,
+    *,
+    redirect_aliases: bool = True,
+    include_provisioned: bool = False,
+    mappings: Iterable[Mapping[str, Any]] = (),
 ) -> Result:
-    """Instrument one function for ``target``'s session; on any failure it is put back as it was."""
+    """Instrument one function for ``target``'s session; on any failure it is put back as it was.
+
+    ``mappings`` are the event source mappings feeding the function (listed once for the whole stack).
+    An alias with provisioned concurrency is left alone unless ``include_provisioned``.
+    """
     try:
         config = get_configuration(clients.lambda_client, function.name)
     except ClientError as exc:
@@ -91,8 +104,21 @@ def instrument(
             return Result(function, STATUS_FAILED, "function not found")
         return Result(function, STATUS_FAILED, error_text(exc))
     original = decisions.original_of(config, clients.layer_version_arn)
+    mappings = list(mappings)
+    notes: list[str] = [note for note in [traffic.vpc_note(config)] if note]
+    notes += traffic.event_source_notes(mappings, clients.sqs)
     try:
         aliases = _aliases_to_redirect(clients, function) if redirect_aliases else {}
+        if aliases:
+            provisioned = traffic.provisioned_aliases(clients.lambda_client, function.name)
+            for name, amount in sorted(provisioned.items()):
+                if name in aliases and not include_provisioned:
+                    del aliases[name]
+                    notes.append(traffic.provisioned_note(name, amount))
+            aliased = {target_.version for target_ in aliases.values()}
+            notes += traffic.numbered_version_notes(
+                clients.lambda_client, function.name, str(config.get("FunctionArn")), aliased, mappings
+            )
         if aliases:
             target = replace(
                 target, extra={**target.extra, protocol.ENV_ALIASES: decisions.aliases_variable(aliases)}
@@ -103,6 +129,7 @@ def instrument(
         return Result(function, status, str(exc))
     except ClientError as exc:
         return Result(function, STATUS_FAILED, error_text(exc))
+    result_notes = tuple(notes)
     role_arn = str(config.get("Role") or "")
     instrumented = Instrumented(
         function=function,
@@ -156,7 +183,7 @@ def instrument(
         )
     if original.derived:
         text += "; it carried plldb's variables without its original timeout, so its current one is kept"
-    return Result(function, STATUS_OK, text, instrumented)
+    return Result(function, STATUS_OK, text, instrumented, result_notes)
 
 
 def _aliases_to_redirect(clients: Clients, function: FunctionRef) -> dict[str, AliasTarget]:
@@ -193,7 +220,9 @@ def _publish(clients: Clients, function: FunctionRef, config: Mapping[str, Any],
         arguments["RevisionId"] = config["RevisionId"]
     if config.get("CodeSha256"):
         arguments["CodeSha256"] = config["CodeSha256"]
-    return str(clients.lambda_client.publish_version(**arguments)["Version"])
+    version = str(clients.lambda_client.publish_version(**arguments)["Version"])
+    wait_until_active(clients.lambda_client, function.name, version)
+    return version
 
 
 def reference_role(clients: Clients, role_arn: str, function_name: str, session_id: str) -> None:

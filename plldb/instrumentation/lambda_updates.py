@@ -102,3 +102,23 @@ def update_until_applied(
         updated.pop("ResponseMetadata", None)
         return updated if settled(updated) else wait_until_updated(lambda_client, function, sleep)
     raise UpdateFailed(f"the configuration of {function} kept changing")
+
+
+def wait_until_active(
+    lambda_client: Any, function: str, qualifier: str, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """A just-published version serves traffic once Active (SnapStart takes its snapshot meanwhile)."""
+    deadline = time.monotonic() + UPDATE_WAIT_SECONDS
+    delay = 0.1
+    while True:
+        state = get_configuration(lambda_client, function, qualifier).get("State")
+        if state in (None, "Active"):
+            return
+        if state == "Failed":
+            raise UpdateFailed(f"version {qualifier} of {function} failed to become active")
+        if time.monotonic() > deadline:
+            raise UpdateFailed(
+                f"version {qualifier} of {function} is still {state} after {UPDATE_WAIT_SECONDS:g} s"
+            )
+        sleep(delay)
+        delay = min(delay * 2, 2.0)

@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 
 from plldb.bootstrap.helper_stack import HelperStack
-from plldb.instrumentation import functions, stacks
+from plldb.instrumentation import functions, stacks, traffic
 from plldb.instrumentation.decisions import Target
 from plldb.instrumentation.functions import FunctionRef, Instrumented, Result
 from plldb.local.session import Opened, SessionObserver
@@ -42,6 +42,7 @@ def developer_clients(session: boto3.Session, helper: HelperStack) -> functions.
         region=str(session.region_name),
         layer_version_arn=helper.layer_version_arn,
         policy_arn=helper.instrumented_function_policy_arn,
+        sqs=session.client("sqs"),
     )
 
 
@@ -76,6 +77,9 @@ class StackInstrumentation:
     fallback: str
     timeout: int
     redirect_aliases: bool = True
+    include_provisioned: bool = False
+    account_id: str = ""
+    partition: str = "aws"
     stop: threading.Event = field(default_factory=threading.Event)
     results: list[Result] = field(default_factory=list)
     session_id: str = ""
@@ -106,6 +110,12 @@ class StackInstrumentation:
             timeout=self.timeout,
         )
         count = len(self.functions)
+        mappings = traffic.event_source_mappings(self.clients.lambda_client)
+        prefix = f"arn:{self.partition}:lambda:{self.clients.region}:{self.account_id}:function:"
+
+        def function_arn(name: str) -> str:
+            return prefix + name
+
         self.observer.on_progress(
             progress(
                 PHASE_INSTRUMENT,
@@ -118,10 +128,19 @@ class StackInstrumentation:
         def one(function: FunctionRef) -> None:
             if self.stop.is_set():
                 return
-            result = functions.instrument(self.clients, function, target, self.redirect_aliases)
+            result = functions.instrument(
+                self.clients,
+                function,
+                target,
+                redirect_aliases=self.redirect_aliases,
+                include_provisioned=self.include_provisioned,
+                mappings=mappings.get(function_arn(function.name), ()),
+            )
             with self._lock:
                 self.results.append(result)
             self.observer.on_progress(progress(PHASE_INSTRUMENT, result.status, result.message, result))
+            for note in result.notes:
+                self.observer.on_progress(progress(PHASE_INSTRUMENT, "note", note, result))
 
         _parallel(one, self.functions)
         with self._lock:

@@ -64,6 +64,7 @@ class LocalCloud:
         self.lambdas: Any = None
         self.scheduler: Any = None
         self.iam_propagation: Any = None
+        self.stepfunctions: Any = None
         self._schedule_timer = schedule_timer
         self.endpoint_url = ""
         self.execute_api_endpoint = ""
@@ -73,7 +74,11 @@ class LocalCloud:
 
         from plldb.localcloud import moto_extensions
         from plldb.localcloud.lambdas.manager import EnvironmentManager
-        from plldb.localcloud.moto_extensions import awslambda_invoke, iam_propagation
+        from plldb.localcloud.moto_extensions import (
+            awslambda_invoke,
+            iam_propagation,
+            stepfunctions_executions,
+        )
         from plldb.localcloud.scheduler import Scheduler
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
@@ -104,6 +109,8 @@ class LocalCloud:
             region=self.region,
         )
         awslambda_invoke.install(self.lambdas)
+        # Step Functions tasks call this cloud; tests may replace self.stepfunctions.clock.
+        self.stepfunctions = stepfunctions_executions.configure(self.endpoint_url)
 
         # EventBridge's scheduled rules fire on a timer (tests may also drive them with their own clock).
         self.scheduler = Scheduler(self._invoke_asynchronously, ACCOUNT_ID, self.region)
@@ -112,6 +119,8 @@ class LocalCloud:
         return self
 
     def stop(self) -> None:
+        if self.stepfunctions is not None and self.stepfunctions.endpoint_url == self.endpoint_url:
+            self.stepfunctions.endpoint_url = ""  # its tasks no longer have a cloud to call
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.lambdas is not None:
@@ -137,6 +146,8 @@ class LocalCloud:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
+            # One endpoint serves every host, so no SDK may prefix it ("sync-" for StartSyncExecution).
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             EXECUTE_API_ENDPOINT_VARIABLE: self.execute_api_endpoint,
         }
 

@@ -343,6 +343,7 @@ def test_standard_environment_variables(cloud: Cloud) -> None:
         "LANG": "en_US.UTF-8",
         "TZ": "Europe/Paris",  # not reserved: a function may set its own
         "AWS_ENDPOINT_URL": cloud.endpoint_url,
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
         "PLLDB_EXECUTE_API_ENDPOINT": EXECUTE_API_ENDPOINT,
         "MY_SETTING": "mine",
         "LAMBDA_TASK_ROOT": body["cwd"],
@@ -572,6 +573,113 @@ def test_log_tail_holds_the_invocations_log(cloud: Cloud) -> None:
     log_files = list((cloud.manager.work_dir / "logs" / name).glob("*.log"))
     assert len(log_files) == 1
     assert "line for the log tail: m-2" in log_files[0].read_text()
+
+
+def log_messages(cloud: Cloud, group: str) -> list[str] | str:
+    """Every message in a CloudWatch Logs group, oldest first, or the error code when it does not exist."""
+    logs = cloud.client("logs")
+    try:
+        events = logs.filter_log_events(logGroupName=group)["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return "ResourceNotFoundException"
+    return [event["message"] for event in events]
+
+
+def test_logs_go_to_the_log_group_the_logging_config_names(cloud: Cloud) -> None:
+    name = cloud.create_function("app.chatty", LoggingConfig={"LogGroup": "/plldb/tests/chatty"})
+    configured = cloud.client("lambda").get_function_configuration(FunctionName=name)["LoggingConfig"]
+    cloud.invoke(name, {"marker": "grouped"})
+    default_name = cloud.create_function("app.echo")
+    default = cloud.client("lambda").get_function_configuration(FunctionName=default_name)["LoggingConfig"]
+    context = json.loads(cloud.invoke(default_name)["Body"])
+
+    messages = log_messages(cloud, "/plldb/tests/chatty")
+    assert configured == {"LogFormat": "Text", "LogGroup": "/plldb/tests/chatty"}
+    assert isinstance(messages, list)
+    assert messages[0].startswith("START RequestId: ")
+    assert "line for the log tail: grouped" in messages
+    assert messages[-1].startswith("REPORT RequestId: ")
+    assert log_messages(cloud, f"/aws/lambda/{name}") == "ResourceNotFoundException"
+    assert default == {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{default_name}"}
+    assert context["log_group_name"] == f"/aws/lambda/{default_name}"
+    assert f"START RequestId: {context['request_id']} Version: $LATEST" in log_messages(
+        cloud, f"/aws/lambda/{default_name}"
+    )
+
+
+def test_a_changed_log_group_takes_the_next_invocations_logs(cloud: Cloud) -> None:
+    name = cloud.create_function("app.echo", LoggingConfig={"LogGroup": "/plldb/tests/before"})
+    before = json.loads(cloud.invoke(name)["Body"])
+    updated = cloud.client("lambda").update_function_configuration(
+        FunctionName=name, LoggingConfig={"LogGroup": "/plldb/tests/after"}
+    )["LoggingConfig"]
+    after = json.loads(cloud.invoke(name)["Body"])
+
+    assert updated == {"LogFormat": "Text", "LogGroup": "/plldb/tests/after"}
+    assert (before["log_group_name"], after["log_group_name"]) == (
+        "/plldb/tests/before",
+        "/plldb/tests/after",
+    )
+    assert [
+        line.split()[2] for line in log_messages(cloud, "/plldb/tests/before") if line.startswith("START")
+    ] == [before["request_id"]]
+    assert [
+        line.split()[2] for line in log_messages(cloud, "/plldb/tests/after") if line.startswith("START")
+    ] == [after["request_id"]]
+
+
+def test_json_log_format_writes_system_and_application_logs_as_json_at_their_levels(cloud: Cloud) -> None:
+    name = cloud.create_function(
+        "app.leveled",
+        MemorySize=256,
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "WARN", "LogGroup": "/plldb/tests/json"},
+    )
+    configured = cloud.client("lambda").get_function_configuration(FunctionName=name)["LoggingConfig"]
+    cloud.invoke(name, {"marker": "j-1"})
+
+    messages = log_messages(cloud, "/plldb/tests/json")
+    assert isinstance(messages, list)
+    records = [json.loads(message) for message in messages if message.startswith("{")]
+    start, *application, report = records
+    assert configured == {
+        "LogFormat": "JSON",
+        "LogGroup": "/plldb/tests/json",
+        "ApplicationLogLevel": "WARN",
+        "SystemLogLevel": "INFO",
+    }
+    request_id = start["record"]["requestId"]
+    assert REQUEST_ID.match(request_id)
+    assert re.fullmatch(TIMESTAMP, start["time"])
+    assert (start["type"], start["record"]) == (
+        "platform.start",
+        {"requestId": request_id, "version": "$LATEST"},
+    )
+    assert [(r["level"], r["message"], r["requestId"]) for r in application] == [
+        ("WARNING", "warning record j-1", request_id)
+    ]
+    assert report["type"] == "platform.report"
+    assert (report["record"]["requestId"], report["record"]["status"]) == (request_id, "success")
+    assert report["record"]["metrics"]["memorySizeMB"] == 256
+    assert "printed line j-1" in messages
+    assert not any("START RequestId" in message or "REPORT RequestId" in message for message in messages)
+
+
+def test_system_log_level_warn_leaves_out_start_and_report(cloud: Cloud) -> None:
+    name = cloud.create_function(
+        "app.leveled",
+        LoggingConfig={"LogFormat": "JSON", "SystemLogLevel": "WARN", "LogGroup": "/plldb/tests/quiet"},
+    )
+    cloud.invoke(name, {"marker": "q-1"})
+
+    messages = log_messages(cloud, "/plldb/tests/quiet")
+    assert isinstance(messages, list)
+    records = [json.loads(message) for message in messages if message.startswith("{")]
+    assert [record.get("type") for record in records] == [None, None]  # no platform.start or .report
+    assert [(record["level"], record["message"]) for record in records] == [
+        ("INFO", "info record q-1"),
+        ("WARNING", "warning record q-1"),
+    ]
+    assert "printed line q-1" in messages
 
 
 # --- Payload limits --------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class ExecutionEnvironment:
         self.environment_id = uuid.uuid4().hex
         today = datetime.datetime.now(datetime.UTC)
         self.log_stream_name = f"{today:%Y/%m/%d}/[{spec.version}]{self.environment_id}"
-        self.log_group_name = "/aws/lambda/" + spec.function_name
+        self.log_group_name = spec.log_group or "/aws/lambda/" + spec.function_name
         self.log_path = context.work_dir / "logs" / spec.function_name / (self.environment_id + ".log")
         self.runtime_dir = context.work_dir / "runtimes"  # its /var/runtime is in here, once started
         self.busy = False  # guarded by the manager's lock
@@ -150,6 +150,10 @@ class ExecutionEnvironment:
             "LD_LIBRARY_PATH": ":".join(library_path),
         }
         variables.update(spec.variables)
+        if spec.log_format == "JSON":
+            # What awslambdaric reads to write the function's logging records as JSON, at its level.
+            variables["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+            variables["AWS_LAMBDA_LOG_LEVEL"] = spec.application_log_level
         variables.update(
             {
                 # Reserved: Lambda sets these whatever the function configures.
@@ -167,6 +171,8 @@ class ExecutionEnvironment:
                 "LAMBDA_TASK_ROOT": str(code_dir),
                 "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
                 "AWS_ENDPOINT_URL": self._context.endpoint_url,
+                # One endpoint serves every host: no "sync-" (StartSyncExecution) or other host prefix.
+                "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
                 EXECUTE_API_ENDPOINT_VARIABLE: self._context.execute_api_endpoint,
                 **credentials,
             }
@@ -245,7 +251,7 @@ class ExecutionEnvironment:
         Returns the outcome and this invocation's part of the environment's log.
         """
         log_offset = self._log_size()
-        self._append_log(f"START RequestId: {invocation.request_id} Version: {self.spec.version}\n")
+        self._append_log(self._start_line(invocation.request_id))
         started = time.monotonic()
         with self._lifecycle_lock:
             if self._stopped:
@@ -318,11 +324,42 @@ class ExecutionEnvironment:
             size = os.fstat(self._log_fd).st_size - offset
             return os.pread(self._log_fd, size, offset) if size > 0 else b""
 
+    def _system_logs_json(self) -> bool:
+        return self.spec.log_format == "JSON"
+
+    def _system_record(self, event_type: str, record: dict[str, Any]) -> str:
+        """One system log event as Lambda writes it with the JSON log format (a Telemetry API event)."""
+        return json.dumps({"time": _timestamp(), "type": event_type, "record": record}) + "\n"
+
+    def _system_logs_sent(self) -> bool:
+        """start and report are INFO events: a SystemLogLevel of WARN leaves them out."""
+        return not self._system_logs_json() or self.spec.system_log_level != "WARN"
+
+    def _start_line(self, request_id: str) -> str:
+        if not self._system_logs_sent():
+            return ""
+        if self._system_logs_json():
+            return self._system_record(
+                "platform.start", {"requestId": request_id, "version": self.spec.version}
+            )
+        return f"START RequestId: {request_id} Version: {self.spec.version}\n"
+
     def _write_report(self, invocation: Invocation, outcome: Outcome, started: float, ended: float) -> None:
-        """END and REPORT lines (and the timeout line) in Lambda's format."""
+        """END and REPORT lines (and the timeout line) in Lambda's format, or platform.report in JSON."""
         request_id = invocation.request_id
         begin = invocation.dispatched_at if invocation.dispatched_at is not None else started
         duration_ms = max((ended - begin) * 1000.0, 0.0)
+        memory = self._max_memory_mb()
+        ready_at = self._api.ready_at
+        init_ms = None
+        if ready_at is not None and not self._init_duration_reported:
+            self._init_duration_reported = True
+            init_ms = (ready_at - self._launched_at) * 1000.0
+        if not self._system_logs_sent():
+            return
+        if self._system_logs_json():
+            self._append_log(self._report_record(request_id, outcome, duration_ms, memory, init_ms))
+            return
         lines = []
         if outcome.error_type == TIMED_OUT:
             lines.append(
@@ -333,15 +370,33 @@ class ExecutionEnvironment:
             f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
             f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {self.spec.memory_size} MB\t"
         )
-        memory = self._max_memory_mb()
         if memory is not None:
             report += f"Max Memory Used: {memory} MB\t"
-        ready_at = self._api.ready_at
-        if ready_at is not None and not self._init_duration_reported:
-            self._init_duration_reported = True
-            report += f"Init Duration: {(ready_at - self._launched_at) * 1000.0:.2f} ms\t"
+        if init_ms is not None:
+            report += f"Init Duration: {init_ms:.2f} ms\t"
         lines.append(report)
         self._append_log("\n".join(lines) + "\n")
+
+    def _report_record(
+        self, request_id: str, outcome: Outcome, duration_ms: float, memory: int | None, init_ms: float | None
+    ) -> str:
+        metrics: dict[str, Any] = {
+            "durationMs": round(duration_ms, 3),
+            "billedDurationMs": math.ceil(duration_ms),
+            "memorySizeMB": self.spec.memory_size,
+        }
+        if memory is not None:
+            metrics["maxMemoryUsedMB"] = memory
+        if init_ms is not None:
+            metrics["initDurationMs"] = round(init_ms, 3)
+        record: dict[str, Any] = {"requestId": request_id, "metrics": metrics}
+        if outcome.error_type == TIMED_OUT:
+            record.update(status="timeout", errorType=TIMED_OUT)
+        elif outcome.is_error:
+            record.update(status="error", errorType=outcome.error_type or "Unknown")
+        else:
+            record["status"] = "success"
+        return self._system_record("platform.report", record)
 
     def _max_memory_mb(self) -> int | None:
         if self._process is None or self._process.returncode is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from moto.awslambda.exceptions import LambdaClientError
 
 from plldb.localcloud.constants import ACCOUNT_ID
+from plldb.localcloud.moto_extensions.awslambda import logging_config
 
 DEFAULT_ACCOUNT_ID = ACCOUNT_ID
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # RequestResponse invocation payload quota
@@ -130,6 +131,11 @@ class FunctionSpec:
     code: Callable[[], bytes] = field(compare=False)
     layers: tuple[LayerContent, ...] = ()
     reserved_concurrency: int | None = None  # synchronous invocations beyond it are throttled
+    # LoggingConfig: where (and how) Lambda sends the function's logs.
+    log_group: str = ""
+    log_format: str = "Text"
+    application_log_level: str = ""  # JSON only
+    system_log_level: str = ""  # JSON only
 
     @property
     def pool_key(self) -> tuple[str, str, str, str]:
@@ -149,6 +155,7 @@ class FunctionSpec:
             sorted(self.variables.items()),
             self.code_digest,
             [(layer.arn, layer.digest) for layer in self.layers],
+            [self.log_group, self.log_format, self.application_log_level, self.system_log_level],
         ]
         return hashlib.sha256(json.dumps(document, default=str).encode("utf-8")).hexdigest()
 
@@ -168,6 +175,7 @@ def function_spec(fn: Any, account_id: str, region: str) -> FunctionSpec:
     layers = []
     for layer in fn.layers or []:
         layers.append(_layer_content(layer["Arn"]))
+    logging = logging_config(fn)
     code_bytes: bytes = getattr(fn, "code_bytes", b"") or b""
     digest = getattr(fn, "code_digest", "") or hashlib.sha256(code_bytes).hexdigest()
     return FunctionSpec(
@@ -186,6 +194,10 @@ def function_spec(fn: Any, account_id: str, region: str) -> FunctionSpec:
         code=lambda: code_bytes,
         layers=tuple(layers),
         reserved_concurrency=None if fn.reserved_concurrency is None else int(fn.reserved_concurrency),
+        log_group=logging["LogGroup"],
+        log_format=logging["LogFormat"],
+        application_log_level=logging.get("ApplicationLogLevel", ""),
+        system_log_level=logging.get("SystemLogLevel", ""),
     )
 
 

@@ -13,13 +13,15 @@ only makes the local cloud answer like AWS.
 | ``core`` | the one patching mechanism and the base of the CloudFormation models defined here |
 | ``server`` | moto's request dispatch (speed only) |
 | ``templates`` | template parsing, the SAM transform, reference validation |
+| ``support`` | the resource types and attributes the local cloud deploys; refusal of templates that need more |
 | ``stack_events``, ``stacks`` | resource events; stack lifecycle, rollback, GetTemplate, no-op updates |
 | ``resources`` | create / update / delete of one resource and of a whole stack |
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
 | ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
-| ``s3`` | presigned URLs expire |
+| ``s3`` | AWS::S3::BucketPolicy; object PUTs keep their bytes; presigned URLs expire; no policy decides a request |
+| ``stepfunctions_executions`` | executions run: the deployed ASL interpreted, Lambda tasks in real environments, StartSyncExecution, an injectable clock |
 | ``events`` | EventBridge's validation of schedule expressions (the local cloud's scheduler fires the rules) |
 | ``dynamodb``, ``iam``, ``apigateway``, ``apigatewayv2``, ``stepfunctions``, ``nested_stacks`` | those services |
 """
@@ -45,6 +47,7 @@ from plldb.localcloud.moto_extensions import (
     server,
     stacks,
     stepfunctions,
+    stepfunctions_executions,
     templates,
 )
 from plldb.localcloud.moto_extensions.apigateway import RestApiStage
@@ -60,6 +63,7 @@ from plldb.localcloud.moto_extensions.apigatewayv2 import (
 from plldb.localcloud.moto_extensions.awslambda import FunctionAlias
 from plldb.localcloud.moto_extensions.iam import ensure_managed_policy
 from plldb.localcloud.moto_extensions.resources import dependency_order, generate_resource_name
+from plldb.localcloud.moto_extensions.s3 import BucketPolicy
 from plldb.localcloud.moto_extensions.stack_events import ResourceFailed, failure_reason, record_event
 from plldb.localcloud.moto_extensions.templates import (
     SAM_TRANSFORM,
@@ -71,6 +75,7 @@ from plldb.localcloud.moto_extensions.templates import (
 
 __all__ = [
     "SAM_TRANSFORM",
+    "BucketPolicy",
     "FunctionAlias",
     "GatewayApi",
     "GatewayAuthorizer",
@@ -104,6 +109,7 @@ MODELS = (
     GatewayDeployment,
     GatewayStage,
     FunctionAlias,
+    BucketPolicy,
 )
 
 _install_lock = threading.Lock()
@@ -126,6 +132,7 @@ def install() -> None:
         iam.install()
         apigateway.install()
         stepfunctions.install()
+        stepfunctions_executions.install()
         nested_stacks.install()
         apigatewayv2.install()
         iam_propagation.install()

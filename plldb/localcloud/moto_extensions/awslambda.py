@@ -73,6 +73,32 @@ def plain_code_zip(code: str) -> bytes:
     return base64.b64encode(lambda_models.LambdaFunction._create_zipfile_from_plaintext_code(code))
 
 
+# --- LoggingConfig ------------------------------------------------------------------------------------------
+# Gap: moto dropped a function's LoggingConfig, so every function logged to /aws/lambda/<name> in Text.
+# Lambda API reference, LoggingConfig: LogGroup "By default, Lambda functions send logs to a default log
+# group named /aws/lambda/<function name>"; LogFormat Text (the default) or JSON; the log levels filter
+# JSON logs only, and default to INFO ("Log-level filtering", Lambda developer guide).
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+def logging_config(function: Any) -> dict[str, str]:
+    """The function's effective LoggingConfig, as GetFunctionConfiguration returns it."""
+    configured = getattr(function, "plldb_logging_config", None) or {}
+    effective = {
+        "LogFormat": str(configured.get("LogFormat") or "Text"),
+        "LogGroup": str(configured.get("LogGroup") or f"/aws/lambda/{function.function_name}"),
+    }
+    if effective["LogFormat"] == "JSON":
+        effective["ApplicationLogLevel"] = str(configured.get("ApplicationLogLevel") or DEFAULT_LOG_LEVEL)
+        effective["SystemLogLevel"] = str(configured.get("SystemLogLevel") or DEFAULT_LOG_LEVEL)
+    return effective
+
+
+def function_init(function: Any, account_id: str, spec: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    original(lambda_models.LambdaFunction, "__init__")(function, account_id, spec, *args, **kwargs)
+    function.plldb_logging_config = dict(spec.get("LoggingConfig") or {})
+
+
 # --- RevisionId -------------------------------------------------------------------------------------------
 # Gap: moto's functions have no RevisionId and ignore the RevisionId of an update, so Lambda's optimistic
 # locking (PreconditionFailedException when the function changed since it was read) could not be
@@ -80,7 +106,7 @@ def plain_code_zip(code: str) -> bytes:
 # update naming another revision is refused as Lambda refuses it.
 def get_configuration(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     configuration = original(lambda_models.LambdaFunction, "get_configuration")(function, *args, **kwargs)
-    return dict(configuration, RevisionId=revision_of(function))
+    return dict(configuration, RevisionId=revision_of(function), LoggingConfig=logging_config(function))
 
 
 def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
@@ -89,6 +115,9 @@ def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
     environment = changes.get("Environment")
     if isinstance(environment, dict) and "Variables" not in environment:
         changes = {key: value for key, value in changes.items() if key != "Environment"}
+    if isinstance(changes.get("LoggingConfig"), dict):
+        # A LoggingConfig replaces the function's (what it leaves out goes back to its default).
+        function.plldb_logging_config = dict(changes["LoggingConfig"])
     return _revised("update_configuration", function, changes)
 
 
@@ -149,6 +178,7 @@ def function_update(function: Any, properties: Properties, account_id: str, regi
     function.tracing_config = spec.get("TracingConfig") or {"Mode": "PassThrough"}
     function.reserved_concurrency = spec.get("ReservedConcurrentExecutions")
     function.kms_key_arn = spec.get("KmsKeyArn")
+    function.plldb_logging_config = dict(spec.get("LoggingConfig") or {})
     function.tags = spec["Tags"]
     previous_code = (getattr(function, "plldb_properties", None) or {}).get("Code")
     if spec["Code"] and spec["Code"] != previous_code:
@@ -340,6 +370,7 @@ def install() -> None:
     patch(LambdaVersion, "physical_resource_id", property(lambda self: self.arn))
     patch_attributes(LambdaVersion, {"Version": "version"})
     patch(LambdaVersion, "delete", version_delete)
+    patch(LambdaFunction, "__init__", function_init)
     patch(LambdaFunction, "get_configuration", get_configuration)
     patch(LambdaFunction, "update_configuration", update_configuration)
     patch(LambdaFunction, "update_function_code", update_function_code)

@@ -12,6 +12,7 @@ from typing import Any
 from moto.stepfunctions import models as stepfunctions_models
 from moto.utilities.utils import get_partition
 
+from plldb.localcloud.moto_extensions import stepfunctions_executions
 from plldb.localcloud.moto_extensions.core import (
     Properties,
     as_classmethod,
@@ -47,7 +48,8 @@ def _state_machine_definition(properties: Mapping[str, Any], account_id: str, re
 
 
 def _backend(account_id: str, region_name: str) -> Any:
-    return stepfunctions_models.stepfunctions_backends[account_id][region_name]
+    # The backend that runs executions (stepfunctions_executions), which every request also reaches.
+    return stepfunctions_executions.backends()[account_id][region_name]
 
 
 def state_machine_create(

@@ -192,12 +192,16 @@ def process(
     """(the template moto deploys, the processed template when a transform applied)."""
     if template == {} or template is None:
         return {}, None
+    from plldb.localcloud.moto_extensions.support import validate_support
+
     source = parse_template_text(template)
     if not declared_transforms(source):
         validate_references(source)
+        validate_support(source)
         return source, None
     processed = apply_sam_transform(source, parameters or {}, region)
     validate_references(processed)
+    validate_support(processed)
     return processed, processed
 
 

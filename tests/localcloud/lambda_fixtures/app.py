@@ -113,3 +113,15 @@ def layered_python(event, context):
     import from_layer_python
 
     return {"python": from_layer_python.VALUE}
+
+
+def leveled(event, context):
+    """One logging record per level, and a print, for the log format and level tests."""
+    import logging
+
+    logger = logging.getLogger("app")
+    logger.debug("debug record %s", event["marker"])
+    logger.info("info record %s", event["marker"])
+    logger.warning("warning record %s", event["marker"])
+    print(f"printed line {event['marker']}")
+    return "ok"
