@@ -59,3 +59,32 @@ def test_detach_needs_a_stack_name(tmp_path: Path) -> None:
     assert result.exception.one_line() == (
         "No stack name was given. Pass --stack-name, or run where samconfig.toml sets stack_name."
     )
+
+
+STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/orders/3f1c9a5e-1d2b-4c3d-8e9f-0a1b2c3d4e5f"
+
+
+def test_a_stack_id_is_taken_as_the_stack_and_anything_else_must_be_a_stack_name(tmp_path: Path) -> None:
+    from plldb.cli.attach import _resolve_target
+
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        assert _resolve_target(STACK_ID, None, None, None) == (STACK_ID, Path("template.yaml"), None, None)
+        for almost in (STACK_ID.replace("123456789012", "1234"), STACK_ID + "/extra", "stack/orders"):
+            with pytest.raises(PlldbError) as caught:
+                _resolve_target(almost, None, None, None)
+            assert caught.value.one_line() == (
+                f"{almost!r} is not a valid CloudFormation stack name. Use letters, digits and hyphens, "
+                "starting with a letter, at most 128 characters."
+            )
+
+
+@pytest.mark.parametrize("command", [attach, detach])
+def test_a_malformed_stack_id_is_refused_before_any_aws_call(tmp_path: Path, command: click.Command) -> None:
+    almost = STACK_ID.replace("cloudformation", "lambda")
+    result = run(command, ["--stack-name", almost], tmp_path)
+    assert isinstance(result.exception, PlldbError)
+    assert result.exception.one_line() == (
+        f"{almost!r} is not a valid CloudFormation stack name. Use letters, digits and hyphens, "
+        "starting with a letter, at most 128 characters."
+    )

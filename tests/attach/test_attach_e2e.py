@@ -34,10 +34,16 @@ from tests.cloud_state import (
     table_items,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-sam"
 READY_TIMEOUT = 60.0
+MISSING_STACK_ID = (
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/no-such-stack/"
+    + "0" * 8
+    + "-0000-4000-8000-"
+    + "0" * 12
+)
 
 
 @dataclass
@@ -117,7 +123,8 @@ class AttachProcess:
         deadline = time.monotonic() + timeout
         while len(self.named(event)) < count:
             if self.process.poll() is not None:
-                time.sleep(0.2)  # let the readers drain
+                for reader in self._readers:  # they end once they have read everything it wrote
+                    reader.join(10)
                 if len(self.named(event)) >= count:
                     break
                 raise AssertionError(
@@ -271,7 +278,7 @@ def test_kill_9_is_restored_by_disconnect_and_a_pending_invocation_gets_not_atta
     example: DeployedExample,
     start_attach: Callable[..., AttachProcess],
 ) -> None:
-    before = configuration(local_cloud, example.hello)
+    before = function_state(local_cloud, example.hello)
     attach = start_attach(example.directory, "--stack-name", example.stack_name, "-f", "HelloFunction")
     attach.wait_for("ready")
     assert is_instrumented(local_cloud, helper, example.hello)
@@ -284,8 +291,8 @@ def test_kill_9_is_restored_by_disconnect_and_a_pending_invocation_gets_not_atta
     assert answer["errorMessage"].startswith("plldb is not attached to this function's stack: ")
 
     wait_until(
-        lambda: configuration(local_cloud, example.hello) == before,
-        timeout=protocol.DISCONNECT_GRACE_SECONDS + 30,
+        lambda: function_state(local_cloud, example.hello) == before,  # the role's tag and policy too
+        timeout=protocol.DISCONNECT_GRACE_SECONDS + 60,
         what="the restore by $disconnect",
     )
     # Restored by the helper stack for a connection that went away, not by a detach.
@@ -338,6 +345,11 @@ def test_dropped_connection_reconnects_and_nothing_is_lost_or_duplicated(
         (
             ["--stack-name", "no-such-stack"],
             "Error: Stack 'no-such-stack' was not found in region us-east-1. "
+            "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
+        ),
+        (
+            ["--stack-name", MISSING_STACK_ID],
+            f"Error: Stack {MISSING_STACK_ID!r} was not found in region us-east-1. "
             "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
         ),
         (
@@ -466,3 +478,24 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
     assert [s[protocol.A_CLOSED_REASON] for s in sessions_of(local_cloud, helper, example.stack_name)] == [
         protocol.CLOSED_RELEASED
     ]
+
+    # Again, naming the stack by its StackId: nothing left to restore, and the stack is named as people know it.
+    stack_id = local_cloud.client("cloudformation").describe_stacks(StackName=example.stack_name)["Stacks"][
+        0
+    ]["StackId"]
+    again = subprocess.run(
+        [sys.executable, "-m", "plldb", "detach", "--stack-name", stack_id],
+        cwd="/",
+        env=attach_environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout.splitlines() == [
+        f"Restoring the functions of {example.stack_name}...",
+        f"  GoodbyeFunction ({example.goodbye}): already in its deployed configuration",
+        f"  HelloFunction ({example.hello}): already in its deployed configuration",
+        f"Stack {example.stack_name} is restored.",
+    ]
+    assert function_state(local_cloud, example.hello) == before
