@@ -8,17 +8,29 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
-from tests.cloud_state import function_state, live_sessions, locks, sessions_of, stack_id_of
+from tests.cloud_state import (
+    function_state,
+    helper_resource,
+    live_sessions,
+    locks,
+    manager_records,
+    sessions_of,
+    stack_id_of,
+    wait_for,
+)
 
 GRACE_SECONDS = 3  # DisconnectGraceSeconds of the helper stack: long enough for a reconnect, short to wait
 # The fault tests' helper stack sweeps only when a test fires its rule (with an injected time), so no
 # sweep of the scheduler's own timer ever runs in the middle of a test.
 SWEEP_SCHEDULE = "rate(1 day)"
+SWEEP_DONE = "sweep done"
+SWEEP_PERIOD = timedelta(minutes=1)  # the template's default SweepSchedule, rate(1 minute)
 FAULTS_PARAMETERS = {"DisconnectGraceSeconds": str(GRACE_SECONDS), "SweepSchedule": SWEEP_SCHEDULE}
 
 # FaultsCrowded already has five layers: plldb must refuse it and leave it alone.
@@ -142,3 +154,41 @@ def debugger_timeout_message(timeout_seconds: int) -> str:
         f"to end, so plldb stopped waiting {protocol.DEADLINE_MARGIN_MS} ms before it. To stay longer at a "
         "breakpoint, attach with a longer timeout: `plldb attach --function-timeout 900`."
     )
+
+
+def killed_without_disconnect(
+    local_cloud: Any, helper: HelperStack, app: FaultsApp, attach: Any
+) -> dict[str, Any]:
+    """kill -9 the attach process while the gateway drops its connection's $disconnect; its session."""
+    (session,) = live_sessions(local_cloud, helper, app.stack_name)
+    connection_id = str(session[protocol.A_CONNECTION_ID])
+    local_cloud.gateway.faults.drop_disconnects(connection_id)
+    attach.process.kill()
+    attach.process.wait(10)
+    assert local_cloud.gateway.faults.wait_for_dropped_disconnect(connection_id, timeout=60)
+    return session
+
+
+class Sweeps:
+    """The helper stack's sweep rule, fired by the test at injected times one period apart."""
+
+    def __init__(self, local_cloud: Any, helper: HelperStack) -> None:
+        self.local_cloud = local_cloud
+        self.helper = helper
+        self.rule = helper_resource(local_cloud, helper, "SweepRule")
+        self.moment = datetime.now(UTC).replace(microsecond=0)
+        self.fired = 0
+
+    def fire(self) -> dict[str, Any]:
+        """The next occurrence of the schedule; the manager's record of that sweep once it is done."""
+        done_before = len(manager_records(self.local_cloud, self.helper, SWEEP_DONE))
+        self.moment += SWEEP_PERIOD
+        firings = self.local_cloud.scheduler.fire(self.rule, now=self.moment)
+        assert [(f.rule_name, f.time, f.error) for f in firings] == [(self.rule, self.moment, None)]
+        self.fired += 1
+        records = wait_for(
+            lambda: manager_records(self.local_cloud, self.helper, SWEEP_DONE)[done_before:],
+            f"the manager's record of sweep {self.fired}",
+        )
+        assert len(records) == 1
+        return records[0]

@@ -31,6 +31,7 @@ class Hold:
     held: list[str] = field(default_factory=list)
     _arrived: threading.Condition = field(default_factory=threading.Condition)
     _released: threading.Event = field(default_factory=threading.Event)
+    forwarded: threading.Event = field(default_factory=threading.Event)  # a released request got its answer
     forward: bool = True
 
     def wait_until_held(self, count: int = 1, timeout: float = 120.0) -> list[str]:
@@ -112,6 +113,15 @@ class HeldRequests:
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
+                connection.close()
+                if hold is not None:
+                    hold.forwarded.set()  # the cloud has applied it, whoever still listens
+                try:
+                    self._answer(response, data)
+                except OSError:
+                    self.close_connection = True  # the caller is gone (killed): the request still happened
+
+            def _answer(self, response: http.client.HTTPResponse, data: bytes) -> None:
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -121,7 +131,6 @@ class HeldRequests:
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                connection.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
 from tests.attach.test_attach_e2e import AttachProcess, invoke
 from tests.cloud_state import (
-    helper_resource,
     live_sessions,
     manager_records,
     routes_records,
@@ -31,13 +29,17 @@ from tests.cloud_state import (
     variables,
     wait_for,
 )
-from tests.faults.faults_support import GRACE_SECONDS, FaultsApp, fully_restored, snapshot
+from tests.faults.faults_support import (
+    GRACE_SECONDS,
+    FaultsApp,
+    Sweeps,
+    fully_restored,
+    killed_without_disconnect,
+    snapshot,
+)
 from tests.faults.held_requests import HeldRequests, function_update, held_requests, role_tagging
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
-
-SWEEP_DONE = "sweep done"
-SWEEP_PERIOD = timedelta(minutes=1)  # the template's default SweepSchedule, rate(1 minute)
 
 
 def attach_modes(
@@ -54,44 +56,6 @@ def attach_modes(
     )
     assert attach.wait_for("ready")[0]["functions"] == [app.name("FaultsModes")]
     return attach
-
-
-def killed_without_disconnect(
-    local_cloud: Any, helper: HelperStack, app: FaultsApp, attach: AttachProcess
-) -> dict[str, Any]:
-    """kill -9 the attach process while the gateway drops its connection's $disconnect; its session."""
-    (session,) = live_sessions(local_cloud, helper, app.stack_name)
-    connection_id = str(session[protocol.A_CONNECTION_ID])
-    local_cloud.gateway.faults.drop_disconnects(connection_id)
-    attach.process.kill()
-    attach.process.wait(10)
-    assert local_cloud.gateway.faults.wait_for_dropped_disconnect(connection_id, timeout=60)
-    return session
-
-
-class Sweeps:
-    """The helper stack's sweep rule, fired by the test at injected times one period apart."""
-
-    def __init__(self, local_cloud: Any, helper: HelperStack) -> None:
-        self.local_cloud = local_cloud
-        self.helper = helper
-        self.rule = helper_resource(local_cloud, helper, "SweepRule")
-        self.moment = datetime.now(UTC).replace(microsecond=0)
-        self.fired = 0
-
-    def fire(self) -> dict[str, Any]:
-        """The next occurrence of the schedule; the manager's record of that sweep once it is done."""
-        done_before = len(manager_records(self.local_cloud, self.helper, SWEEP_DONE))
-        self.moment += SWEEP_PERIOD
-        firings = self.local_cloud.scheduler.fire(self.rule, now=self.moment)
-        assert [(f.rule_name, f.time, f.error) for f in firings] == [(self.rule, self.moment, None)]
-        self.fired += 1
-        records = wait_for(
-            lambda: manager_records(self.local_cloud, self.helper, SWEEP_DONE)[done_before:],
-            f"the manager's record of sweep {self.fired}",
-        )
-        assert len(records) == 1
-        return records[0]
 
 
 def test_a_lost_disconnect_is_restored_by_the_scheduled_sweep(

@@ -10,6 +10,7 @@ the helper stack's decisions are read from its logs in CloudWatch Logs and from 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -35,9 +36,11 @@ from tests.faults.faults_support import (
     GRACE_SECONDS,
     INSTRUMENTABLE,
     FaultsApp,
+    Sweeps,
     child_pids,
     debugger_timeout_message,
     fully_restored,
+    killed_without_disconnect,
     owner_of,
     run_plldb,
     running,
@@ -108,6 +111,57 @@ def assert_restored_by_the_helper_stack_after_the_grace_period(
     )
 
 
+def test_kill_9_during_instrumentation_with_an_update_in_flight_is_restored_by_the_helper_stack(
+    local_cloud: Any,
+    faults_helper: HelperStack,
+    restored_app: FaultsApp,
+    attach_environment: dict[str, str],
+) -> None:
+    app = restored_app
+    before = snapshot(local_cloud, app)
+    held = app.name("FaultsModes")
+    with held_requests(local_cloud.endpoint_url) as forwarder:
+        barrier = forwarder.hold(function_update(held))
+        attach = AttachProcess(
+            app.directory,
+            {**attach_environment, "AWS_ENDPOINT_URL": forwarder.endpoint_url},
+            "--stack-name",
+            app.stack_name,
+            "--helper-stack",
+            faults_helper.stack_name,
+        )
+        try:
+            barrier.wait_until_held()
+            attach.wait_for("progress", count=5)  # started, 3 instrumented, 1 refused; FaultsModes held
+            # The helper stack must not act before the update lands: this connection's $disconnect is lost
+            # (API Gateway's best effort), so only the sweep, fired below, can restore the stack.
+            session = killed_without_disconnect(local_cloud, faults_helper, app, attach)
+        finally:
+            attach.close()
+        # The update was sent before the process died: Lambda applies it all the same.
+        barrier.release(forward=True)
+        assert barrier.forwarded.wait(120)
+    assert not attach.named("ready")
+    session_id = str(session[protocol.A_SESSION_ID])
+    assert variables(local_cloud, held)[protocol.ENV_SESSION_ID] == session_id
+
+    sweeps = Sweeps(local_cloud, faults_helper)
+    assert sweeps.fire()["restored"] == 0  # the connection is gone: the grace period starts
+    noticed = session_item(local_cloud, faults_helper, session_id) or {}
+    wait_for(
+        lambda: time.time() >= int(noticed[protocol.A_DISCONNECTED_AT]) + GRACE_SECONDS + 1,
+        "the grace period to pass",
+    )
+    assert sweeps.fire()["restored"] == 1
+    assert manager_records(local_cloud, faults_helper, RESTORED, session_id)
+    assert fully_restored(local_cloud, faults_helper, app, before)  # roles included
+    closed = session_item(local_cloud, faults_helper, session_id) or {}
+    assert (closed[protocol.A_STATUS], closed[protocol.A_CLOSED_REASON]) == (
+        protocol.STATUS_CLOSED,
+        protocol.CLOSED_ABANDONED,
+    )
+
+
 ROLE_TAG_LEAK = (
     "product bug (plldb/instrumentation/functions.py restore): a function whose role was tagged for the "
     "session but whose configuration was never updated is taken as 'already in its deployed "
@@ -116,7 +170,7 @@ ROLE_TAG_LEAK = (
 
 
 @pytest.mark.xfail(strict=True, reason=ROLE_TAG_LEAK)
-def test_kill_9_during_instrumentation_is_restored_after_the_grace_period(
+def test_kill_9_during_instrumentation_before_an_update_is_sent_is_restored_after_the_grace_period(
     local_cloud: Any,
     faults_helper: HelperStack,
     restored_app: FaultsApp,
