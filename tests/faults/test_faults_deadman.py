@@ -11,6 +11,7 @@ loss: the stack is restored within two sweep periods, plus the manager's own wor
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -205,18 +206,33 @@ def test_the_abandoned_sessions_cleanup_during_the_next_attachs_instrumentation_
     before = snapshot(local_cloud, app)
     crashed = attach_modes(start_attach, faults_helper, app)
     dead_id = str(killed_without_disconnect(local_cloud, faults_helper, app, crashed)[protocol.A_SESSION_ID])
-
-    # The same take-over, but the manager's cleanup lands between the new attach's tagging of the role
-    # and its update of the function: an interleaving nothing prevents.
+    manager = local_cloud.client("lambda").get_function_configuration(
+        FunctionName=faults_helper.manager_function_name
+    )
+    # The manager's first attempt at the abandoned session fails (its first read is refused), as an
+    # asynchronous invocation may; Lambda retries it later (up to twice, minutes apart). The retry is
+    # made below, at the moment it lands: between the next attach's tagging of the role and its update
+    # of the function, an interleaving nothing prevents.
+    local_cloud.iam_propagation.deny_next(manager["Role"], "dynamodb:GetItem")
     with held_requests(local_cloud.endpoint_url) as forwarder:
         barrier = forwarder.hold(function_update(function))
         again = attach_through(forwarder, attach_environment, app, faults_helper)
         try:
             barrier.wait_until_held()
             wait_for(
-                lambda: manager_records(local_cloud, faults_helper, "session restored", dead_id),
-                "the manager's restore of the abandoned session",
+                lambda: [
+                    d
+                    for d in local_cloud.iam_propagation.denials
+                    if d.action.lower() == "dynamodb:getitem"
+                    and manager["Role"].rsplit("/", 1)[-1] in d.caller_arn
+                ],
+                "the manager's failed first attempt",
             )
+            retry = local_cloud.client("lambda").invoke(
+                FunctionName=faults_helper.manager_function_name,
+                Payload=json.dumps({"action": "restore_session", "sessionId": dead_id}).encode(),
+            )
+            assert json.loads(retry["Payload"].read())["restored"] is True
             barrier.release()
             assert again.wait_for("ready")[0]["functions"] == [function]
             (live,) = live_sessions(local_cloud, faults_helper, app.stack_name)

@@ -81,7 +81,7 @@ def test_setup_with_a_changed_parameter_while_attached_keeps_the_session_working
 
     # The command line deploys the default DisconnectGraceSeconds and SweepSchedule: changed parameters.
     result = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "setup", "--stack-name", own_helper.stack_name
+        attach_environment, tmp_path, "bootstrap", "setup", "--helper-stack", own_helper.stack_name
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1] == f"Helper stack {own_helper.stack_name} in us-east-1 updated."
@@ -120,7 +120,7 @@ def test_destroy_refuses_while_attached_and_force_restores_first_then_deletes(
     payloads.put_object(Bucket=own_helper.payload_bucket_name, Key="events/someone/0", Body=b"{}")
 
     refused = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "destroy", "--stack-name", own_helper.stack_name
+        attach_environment, tmp_path, "bootstrap", "destroy", "--helper-stack", own_helper.stack_name
     )
     assert (refused.returncode, refused.stderr.splitlines()[-1:], refused.stdout) == (
         1,
@@ -137,7 +137,13 @@ def test_destroy_refuses_while_attached_and_force_restores_first_then_deletes(
     assert attach.process.poll() is None
 
     forced = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "destroy", "--stack-name", own_helper.stack_name, "--force"
+        attach_environment,
+        tmp_path,
+        "bootstrap",
+        "destroy",
+        "--helper-stack",
+        own_helper.stack_name,
+        "--force",
     )
     assert forced.returncode == 0, forced.stderr
     lines = forced.stdout.splitlines()
@@ -181,11 +187,11 @@ TEMPLATE_FIX = "Correct the template and run the command again."
             f"'9lives' is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (
-            ["bootstrap", "setup", "--stack-name", "a" * 129],
+            ["bootstrap", "setup", "--helper-stack", "a" * 129],
             f"{'a' * 129!r} is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (
-            ["bootstrap", "destroy", "--stack-name", "with space"],
+            ["bootstrap", "destroy", "--helper-stack", "with space"],
             f"'with space' is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (

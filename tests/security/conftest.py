@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from plldb.bootstrap.deploy import setup
@@ -23,14 +21,7 @@ from tests.attach.test_attach_e2e import (  # noqa: F401  (fixtures)
     start_attach,
 )
 from tests.cloud_state import stack_id_of
-from tests.security.raw_client import developer
-
-
-@dataclass(frozen=True)
-class Attacker:
-    session: boto3.Session
-    arn: str
-    environment: dict[str, str]  # for running plldb as the attacker
+from tests.security.raw_client import Attacker, developer
 
 
 @pytest.fixture(scope="module")

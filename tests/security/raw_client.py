@@ -49,6 +49,15 @@ def developer(local_cloud: Any, name: str | None = None) -> tuple[boto3.Session,
     return session, arn
 
 
+@dataclass(frozen=True)
+class Attacker:
+    """Another IAM user of the account, with an access key of their own."""
+
+    session: boto3.Session
+    arn: str
+    environment: dict[str, str]  # the variables to run plldb as them
+
+
 @dataclass
 class RawSession:
     """One session id and what its developer keeps secret: the message key and the reconnect seed."""

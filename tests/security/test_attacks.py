@@ -42,8 +42,8 @@ from tests.cloud_state import (
     table_items,
     variables,
 )
-from tests.security.conftest import Attacker
-from tests.security.raw_client import RawSession, unsigned
+from tests.faults.faults_support import child_pids, utc_text
+from tests.security.raw_client import Attacker, RawSession, unsigned
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
 
@@ -164,8 +164,6 @@ def test_forged_messages_posted_to_a_developers_connection_are_ignored(
 
 
 def child_processes(attach: AttachProcess) -> set[int]:
-    from tests.faults.faults_support import child_pids
-
     return child_pids(attach.process.pid)
 
 
@@ -349,7 +347,7 @@ def test_a_session_holding_a_stack_without_instrumenting_anything_is_released_by
             1,
             [
                 f"Error: Stack {example.stack_name!r} is already being debugged by {attacker.arn} (since "
-                f"{utc(since)}). Ask them to detach, or run again with --take-over: plldb then restores the "
+                f"{utc_text(since)}). Ask them to detach, or run again with --take-over: plldb then restores the "
                 "stack's functions with your credentials and ends their session."
             ],
         )
@@ -389,12 +387,6 @@ def test_a_session_holding_a_stack_without_instrumenting_anything_is_released_by
 
 def session_ids(local_cloud: Any, helper: HelperStack) -> set[str]:
     return {str(item[protocol.A_SESSION_ID]) for item in table_items(local_cloud, helper, "PLLDBSessions")}
-
-
-def utc(epoch: Any) -> str:
-    from tests.faults.faults_support import utc_text
-
-    return utc_text(epoch)
 
 
 # --- Attack 4: taking over another developer's session -------------------------------------------------------------
