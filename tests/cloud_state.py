@@ -131,11 +131,12 @@ def log_group_of(local_cloud: Any, function_name: str) -> str:
 
 
 def log_records(local_cloud: Any, function_name: str) -> list[dict[str, Any]]:
-    """The JSON log records a function wrote to CloudWatch Logs, in order (other lines are skipped)."""
+    """The JSON log records a function wrote to CloudWatch Logs (other lines are skipped), in the order
+    they were logged (each environment writes its own stream; records carry their time)."""
     logs = local_cloud.client("logs")
     group = log_group_of(local_cloud, function_name)
     records: list[dict[str, Any]] = []
-    arguments: dict[str, Any] = {"logGroupName": group}
+    arguments: dict[str, Any] = {"logGroupName": group, "interleaved": True}
     try:
         while True:
             page = logs.filter_log_events(**arguments)
@@ -147,10 +148,23 @@ def log_records(local_cloud: Any, function_name: str) -> list[dict[str, Any]]:
                 if isinstance(record, dict):
                     records.append(record)
             if not page.get("nextToken"):
-                return records
+                return sorted(records, key=lambda record: str(record.get("time") or ""))
             arguments["nextToken"] = page["nextToken"]
     except logs.exceptions.ResourceNotFoundException:
         return []
+
+
+def new_records(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of ``after`` that ``before`` did not have (whatever their order)."""
+    seen = [json.dumps(record, sort_keys=True) for record in before]
+    fresh = []
+    for record in after:
+        key = json.dumps(record, sort_keys=True)
+        if key in seen:
+            seen.remove(key)
+        else:
+            fresh.append(record)
+    return fresh
 
 
 def helper_function(local_cloud: Any, helper: HelperStack, logical_id: str) -> str:

@@ -20,6 +20,7 @@ from tests.cloud_state import (
     live_sessions,
     locks,
     manager_records,
+    new_records,
     sessions_of,
     stack_id_of,
     wait_for,
@@ -181,13 +182,13 @@ class Sweeps:
 
     def fire(self) -> dict[str, Any]:
         """The next occurrence of the schedule; the manager's record of that sweep once it is done."""
-        done_before = len(manager_records(self.local_cloud, self.helper, SWEEP_DONE))
+        done_before = manager_records(self.local_cloud, self.helper, SWEEP_DONE)
         self.moment += SWEEP_PERIOD
         firings = self.local_cloud.scheduler.fire(self.rule, now=self.moment)
         assert [(f.rule_name, f.time, f.error) for f in firings] == [(self.rule, self.moment, None)]
         self.fired += 1
         records = wait_for(
-            lambda: manager_records(self.local_cloud, self.helper, SWEEP_DONE)[done_before:],
+            lambda: new_records(done_before, manager_records(self.local_cloud, self.helper, SWEEP_DONE)),
             f"the manager's record of sweep {self.fired}",
         )
         assert len(records) == 1

@@ -31,11 +31,11 @@ from plldb.local.instrument import developer_clients, restore_stack
 from tests.attach.test_attach_e2e import AttachProcess, DeployedExample, deploy_example, invoke
 from tests.cloud_state import (
     function_state,
-    helper_function,
     helper_tables,
     live_sessions,
     locks,
     log_records,
+    new_records,
     routes_records,
     session_item,
     stack_id_of,
@@ -212,13 +212,10 @@ def test_sixty_kilobytes_of_nested_json_sent_to_the_routes_change_nothing(
         }  # the routes live on
         await ws.close()
 
+    refused_before = routes_records(local_cloud, helper, "message refused")
     asyncio.run(flood())
-    refused = [
-        r
-        for r in log_records(local_cloud, helper_function(local_cloud, helper, "RoutesFunction"))
-        if r.get("message") == "message refused"
-    ]
-    assert [(r["code"], r["reason"]) for r in refused[-2:]] == [(protocol.ERR_MALFORMED, TOO_DEEP)] * 2
+    refused = new_records(refused_before, routes_records(local_cloud, helper, "message refused"))
+    assert [(r["code"], r["reason"]) for r in refused] == [(protocol.ERR_MALFORMED, TOO_DEEP)] * 2
 
 
 # --- Attack 2: the helper stack itself ------------------------------------------------------------------------
