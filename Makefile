@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: all init test lint typecheck unit unit-fast demo bench clean test-aws
+.PHONY: all init test lint typecheck unit unit-fast demo bench clean test-aws test-stress
 
 all: test
 
@@ -13,6 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[localcloud,dev]"
 	touch $(STAMP)
+
+# The demo needs plldb and its local cloud only, not the development tools.
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[localcloud]"
+	touch $(DEMO_STAMP)
 
 init: $(STAMP)
 
@@ -32,11 +40,15 @@ unit-fast: $(STAMP)
 
 test: lint typecheck unit
 
+# The suite three times in a row beside two CPU-bound processes: it must never flake under load.
+test-stress: $(STAMP)
+	scripts/test-stress
+
 # The end-to-end scenario against the AWS account of your current credentials (docs/testing.md).
 test-aws: $(STAMP)
 	PLLDB_TEST_AWS=1 $(BIN)/python -m pytest -q -s -p no:xdist tests/scenarios -k aws
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/plldb demo
 
 bench: $(STAMP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -12,10 +11,9 @@ import botocore.exceptions
 from botocore.config import Config
 
 from plldb.errors import PlldbError
+from plldb.protocol import STACK_NAME_PATTERN
 
 T = TypeVar("T")
-
-STACK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=70)
 

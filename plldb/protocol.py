@@ -219,11 +219,12 @@ CLOSED_RELEASED = "released"
 CLOSED_ABANDONED = "abandoned"
 CLOSED_EXPIRED = "expired"
 
-SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-HEX256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-DELIVERY_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+# Every pattern ends with \Z, not $: "$" also matches before a trailing newline.
+SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+HEX256_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
+DELIVERY_ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
 # aws:userid of a Lambda function's execution role session: the role's unique id, ':', the function name.
-CALLER_PATTERN = re.compile(r"^AROA[A-Z0-9]{1,124}:[A-Za-z0-9_-]{1,64}$")
+CALLER_PATTERN = re.compile(r"^AROA[A-Z0-9]{1,124}:[A-Za-z0-9_-]{1,64}\Z")
 MAX_REQUEST_ID_LENGTH = 128
 MAX_STACK_REFERENCE_LENGTH = 1024
 
@@ -687,9 +688,9 @@ def reconnect_token_matches(token: Any, anchor: Any) -> bool:
 
 # --- Stacks -----------------------------------------------------------------------------------------
 STACK_ID_PATTERN = re.compile(
-    r"^arn:aws[a-z-]*:cloudformation:[a-z0-9-]+:\d{12}:stack/[A-Za-z][A-Za-z0-9-]{0,127}/[0-9a-f-]+$"
+    r"^arn:aws[a-z-]*:cloudformation:[a-z0-9-]+:\d{12}:stack/[A-Za-z][A-Za-z0-9-]{0,127}/[0-9a-f-]+\Z"
 )
-STACK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+STACK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}\Z")
 
 
 def is_stack_reference(value: str) -> bool:

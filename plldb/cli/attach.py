@@ -20,6 +20,7 @@ import click
 
 from plldb import protocol
 from plldb.cli.common import aws_options
+from plldb.cli.settings import samconfig_options
 from plldb.errors import PlldbError
 
 DEFAULT_TEMPLATE = Path("template.yaml")
@@ -41,7 +42,10 @@ class AttachRequest:
     """What `plldb attach` was asked to do, once the options and samconfig.toml are resolved."""
 
     stack_name: str
-    template_path: Path
+    template: Path | None  # --template, or samconfig's template_file
+    cdk_out: Path | None
+    python: Path | None
+    settings: Any  # plldb.cli.settings.Settings: where each value came from
     function_patterns: tuple[str, ...]
     function_timeout: int
     fallback: str
@@ -57,25 +61,34 @@ class AttachRequest:
 
 
 def _resolve_target(
-    stack_name: str | None, template: Path | None, profile: str | None, region: str | None
-) -> tuple[str, Path, str | None, str | None]:
-    """Options first, then samconfig.toml in the current folder, then the defaults."""
+    *,
+    stack_name: str | None,
+    template: Path | None,
+    profile: str | None,
+    region: str | None,
+    config_file: Path | None,
+    config_env: str,
+) -> Any:
+    """Options first, then the SAM configuration file, then the defaults; the stack name is required."""
     from plldb.aws import validate_stack_name
-    from plldb.local.samconfig import load_samconfig
+    from plldb.cli.settings import resolve
 
-    config = load_samconfig(Path.cwd())
-    stack_name = stack_name or config.stack_name
-    if not stack_name:
+    settings = resolve(
+        stack_name=stack_name,
+        template=template,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    if not settings.stack_name:
         raise PlldbError(
             "No stack name was given.", "Pass --stack-name, or run where samconfig.toml sets stack_name."
         )
     # A StackId names a stack as CloudFormation does everywhere (and for good: never a newer namesake).
-    return (
-        stack_name if protocol.STACK_ID_PATTERN.match(stack_name) else validate_stack_name(stack_name),
-        template or config.template or DEFAULT_TEMPLATE,
-        profile or config.profile,
-        region or config.region,
-    )
+    if not protocol.STACK_ID_PATTERN.match(settings.stack_name):
+        validate_stack_name(settings.stack_name)
+    return settings
 
 
 @click.command("attach")
@@ -86,6 +99,18 @@ def _resolve_target(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="The stack's SAM template (default: samconfig.toml's, else template.yaml).",
+)
+@click.option(
+    "--cdk-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A CDK app's cloud assembly (default: cdk.out when there is no SAM template).",
+)
+@click.option(
+    "--python",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The interpreter (and its packages) to run every function with (default: found per function).",
 )
 @click.option(
     "--function",
@@ -120,6 +145,7 @@ def _resolve_target(
     help="Also redirect aliases with provisioned concurrency (Lambda re-provisions them: minutes, billed).",
 )
 @aws_options
+@samconfig_options
 @HELPER_STACK_OPTION
 @JSON_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="Only the handlers' output, warnings and errors.")
@@ -129,8 +155,26 @@ def _resolve_target(
     help="Run handlers with your own AWS credentials instead of the function's role.",
 )
 @click.option("--debugpy", "use_debugpy", is_flag=True, help="Run handlers under debugpy (VS Code).")
-@click.option("--debugpy-host", default="127.0.0.1", show_default=True)
-@click.option("--debugpy-port", type=click.IntRange(0, 65535), default=5678, show_default=True)
+@click.option(
+    "--debugpy-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address debugpy listens on for VS Code. Only this machine can connect to the default; "
+    "another address needs --debugpy-allow-remote.",
+)
+@click.option(
+    "--debugpy-allow-remote",
+    is_flag=True,
+    help="Allow a --debugpy-host that other machines can reach. debugpy has no authentication: anyone "
+    "who can reach the port can run any code as you.",
+)
+@click.option(
+    "--debugpy-port",
+    type=click.IntRange(0, 65535),
+    default=5678,
+    show_default=True,
+    help="The port debugpy listens on (0: any free port).",
+)
 @click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait for VS Code before attaching.")
 @click.option(
     "--write-vscode", is_flag=True, help="With --debugpy: add the attach entry to .vscode/launch.json."
@@ -146,6 +190,8 @@ def attach(
     *,
     stack_name: str | None,
     template: Path | None,
+    cdk_out: Path | None,
+    python: Path | None,
     function_patterns: tuple[str, ...],
     function_timeout: int,
     fallback: str,
@@ -153,12 +199,15 @@ def attach(
     include_provisioned: bool,
     profile: str | None,
     region: str | None,
+    config_file: Path | None,
+    config_env: str,
     helper_stack: str,
     json_output: bool,
     quiet: bool,
     local_credentials: bool,
     use_debugpy: bool,
     debugpy_host: str,
+    debugpy_allow_remote: bool,
     debugpy_port: int,
     wait_for_client: bool,
     write_vscode: bool,
@@ -173,22 +222,33 @@ def attach(
     debugger = _debugger_config(
         use_debugpy=use_debugpy,
         host=debugpy_host,
+        allow_remote=debugpy_allow_remote,
         port=debugpy_port,
         wait_for_client=wait_for_client,
         write_vscode=write_vscode,
         pycharm_address=pycharm_address,
     )
-    stack_name, template_path, profile, region = _resolve_target(stack_name, template, profile, region)
-    request = AttachRequest(
+    settings = _resolve_target(
         stack_name=stack_name,
-        template_path=template_path,
+        template=template,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    request = AttachRequest(
+        stack_name=settings.stack_name,
+        template=settings.template,
+        cdk_out=cdk_out,
+        python=python,
+        settings=settings,
         function_patterns=function_patterns,
         function_timeout=function_timeout,
         fallback=fallback,
         take_over=take_over,
         include_provisioned=include_provisioned,
-        profile=profile,
-        region=region,
+        profile=settings.profile,
+        region=settings.region,
         helper_stack=helper_stack,
         local_credentials=local_credentials,
         write_vscode=write_vscode,
@@ -203,17 +263,27 @@ def _debugger_config(
     *,
     use_debugpy: bool,
     host: str,
+    allow_remote: bool,
     port: int,
     wait_for_client: bool,
     write_vscode: bool,
     pycharm_address: str | None,
 ) -> Any:
-    from plldb.local.debuggers import DebuggerConfig, parse_host_port
+    from plldb.local.debuggers import DebuggerConfig, is_loopback, parse_host_port
 
     if use_debugpy and pycharm_address:
         raise PlldbError("--debugpy and --pycharm cannot be used together.", "Choose one debugger.")
     if (wait_for_client or write_vscode) and not use_debugpy:
         raise PlldbError("--wait-for-client and --write-vscode need --debugpy.", "Add --debugpy.")
+    if allow_remote and not use_debugpy:
+        raise PlldbError("--debugpy-allow-remote needs --debugpy.", "Add --debugpy.")
+    if use_debugpy and not is_loopback(host) and not allow_remote:
+        raise PlldbError(
+            f"--debugpy-host {host} would let other machines connect to debugpy, which has no "
+            "authentication: anyone who can reach the port could run any code as you.",
+            "Add --debugpy-allow-remote if that is what you want; to debug from another machine "
+            f"safely, keep 127.0.0.1 and forward the port over SSH (ssh -L {port}:127.0.0.1:{port}).",
+        )
     if use_debugpy:
         return DebuggerConfig("debugpy", host=host, port=port, wait_for_client=wait_for_client)
     if pycharm_address:
@@ -227,6 +297,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
 
     from plldb.aws import make_session
     from plldb.bootstrap.helper_stack import load_helper_stack
+    from plldb.cli.settings import where
     from plldb.instrumentation.functions import FunctionRef
     from plldb.local.instrument import StackInstrumentation, developer_clients
     from plldb.local.session import (
@@ -236,18 +307,40 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         connect_url,
         sigv4_signer,
     )
-    from plldb.local.worker import WorkerPool
+    from plldb.local.template import locate_template
+    from plldb.local.worker import WorkerPool, plan_runtimes
 
     # Everything that can be wrong is checked before anything changes.
     session = make_session(request.profile, request.region)
     helper = load_helper_stack(session, request.helper_stack)
     stack = _resolve_stack(session, helper, request.stack_name)
-    stack_map = _map_selected_functions(
-        console, session, stack.name, request.template_path, request.function_patterns
+    given = request.settings.sources.get("template") == "--template"
+    project = locate_template(
+        template=request.template if given else None,
+        cdk_out=request.cdk_out,
+        stack_name=stack.name,  # --stack-name may be its StackId
+        samconfig_template=None if given or request.cdk_out is not None else request.template,
     )
+    stack_map = _map_selected_functions(
+        console, session, stack.name, project.template, request.function_patterns
+    )
+    console.info(f"Working in {where(session, request.settings)}.", event="where", region=session.region_name)
+    selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
+    for notice in getattr(stack_map, "notices", ()):
+        console.warning(notice)
+    for function in stack_map.selected(request.function_patterns):
+        if getattr(function, "notice", None):
+            console.warning(f"{function.logical_path}: {function.notice}")
+        if function.local is None:
+            console.warning(
+                f"{function.logical_path} is not instrumented (its invocations keep running the deployed "
+                f"code): {function.missing_reason}."
+            )
+    runtimes = plan_runtimes([f.local for f in selected if f.local is not None], python=request.python)
+    if runtimes.warning():
+        console.warning(runtimes.warning())
     if debugger is not None:
         _start_debugger(console, debugger, stack_map, request.function_patterns, request.write_vscode)
-    selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
     instrumentation = StackInstrumentation(
         clients=developer_clients(session, helper),
         helper=helper,
@@ -273,6 +366,8 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         debugger=debugger,
         local_credentials=request.local_credentials,
         warn=console.warning,
+        runtimes=runtimes,
+        python=request.python,
     )
     try:
         debug_session = DebugSession(
@@ -381,23 +476,36 @@ def _start_debugger(
     """debugpy listens before the session exists (a busy port changes nothing); say how to attach."""
     from dataclasses import replace
 
-    from plldb.local.debuggers import DEBUGPY, start_debugpy, vscode_launch_configuration, write_vscode_launch
+    from plldb.local.debuggers import (
+        DEBUGPY,
+        find_workspace,
+        is_loopback,
+        pycharm_timeout,
+        start_debugpy,
+        vscode_launch_configuration,
+        write_vscode_launch,
+    )
 
     if debugger.kind != DEBUGPY:
         console.info(
             f"Handlers connect to PyCharm's debug server at {debugger.host}:{debugger.port}; "
-            "start its 'Python Debug Server' run configuration first.",
+            f"start its 'Python Debug Server' run configuration first (a worker waits for it at most "
+            f"{pycharm_timeout():g} s).",
             event="pycharm",
             host=debugger.host,
             port=debugger.port,
         )
         return
     host, port = start_debugpy(replace(debugger, wait_for_client=False))
-    code_dirs = [f.local.code_dir for f in stack_map.selected(function_patterns) if f.local is not None]
-    configuration = vscode_launch_configuration(host, port, code_dirs, workspace=Path.cwd())
+    if not is_loopback(host):
+        console.warning(
+            f"debugpy listens on {host}:{port} without authentication: anyone who can reach that port "
+            "can run any code as you (--debugpy-allow-remote)."
+        )
+    configuration = vscode_launch_configuration(host, port, stack_map.stack_name)
     console.info(
         f"debugpy is listening on {host}:{port}. In VS Code, attach with this launch configuration "
-        "(Run and Debug > 'Python Debugger: Remote Attach'):",
+        f"(Run and Debug > '{configuration['name']}'):",
         event="debugpy",
         host=host,
         port=port,
@@ -405,7 +513,7 @@ def _start_debugger(
     )
     console.info(json.dumps(configuration, indent=4), event="")
     if write_vscode:
-        path = write_vscode_launch(Path.cwd(), configuration)
+        path = write_vscode_launch(find_workspace(Path.cwd()), configuration)
         console.info(f"Added it to {path}.", event="vscode_written", path=str(path))
     if debugger.wait_for_client:
         start_debugpy(debugger, announce=lambda text: console.info(text, event="waiting_for_debugger"))
@@ -426,7 +534,6 @@ async def _run_until_detached(debug_session: Any) -> Any:
 
 def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], Any]:
     """Run one invocation in the worker of its function, with the function's own variables only."""
-    from plldb.local.environment import allowed_environment
     from plldb.local.session import InvocationOutcome, local_failure
     from plldb.local.worker import Invocation
 
@@ -448,17 +555,16 @@ def _runner(stack_map: Any, pool: Any, instrumentation: Any) -> Callable[[Any], 
                 "PlldbNoLocalSource",
                 f"plldb has no local source for {invocation.function_name}: {reason}.",
             )
-        environment = allowed_environment(
-            invocation.environment, instrumentation.variable_names(invocation.function_name)
-        )
         result = pool.run(
             deployed.local,
             Invocation(
                 request_id=invocation.request_id,
                 event_json=invocation.event_json,
                 context=dict(invocation.context),
-                environment=environment,
+                environment=dict(invocation.environment),
                 credentials=dict(invocation.credentials) if invocation.credentials else None,
+                # The allowlist: the names the function configures, as read with the developer's rights.
+                configured_variables=instrumentation.variable_names(invocation.function_name),
             ),
         )
         return InvocationOutcome(
@@ -511,6 +617,7 @@ def _report_restore(console: Any, results: list[Any]) -> bool:
 @click.command("detach")
 @click.option("--stack-name", "-s", default=None, help="The stack to restore (default: from samconfig.toml).")
 @aws_options
+@samconfig_options
 @HELPER_STACK_OPTION
 @JSON_OPTION
 @click.pass_context
@@ -520,15 +627,26 @@ def detach(
     stack_name: str | None,
     profile: str | None,
     region: str | None,
+    config_file: Path | None,
+    config_env: str,
     helper_stack: str,
     json_output: bool,
 ) -> None:
     """Restore a stack's functions when its session was lost (works from any machine)."""
     from plldb.aws import make_session, translate_aws_errors
     from plldb.bootstrap.helper_stack import load_helper_stack
+    from plldb.cli.settings import where
     from plldb.local.console import Console, choose_mode
 
-    stack_name, _template, profile, region = _resolve_target(stack_name, None, profile, region)
+    settings = _resolve_target(
+        stack_name=stack_name,
+        template=None,
+        profile=profile,
+        region=region,
+        config_file=config_file,
+        config_env=config_env,
+    )
+    stack_name, profile, region = settings.stack_name, settings.profile, settings.region
     console = Console(choose_mode(json_output))
 
     @translate_aws_errors
@@ -537,6 +655,7 @@ def detach(
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
         stack = _resolve_stack(session, helper, stack_name)  # the option may be its StackId
+        console.info(f"Working in {where(session, settings)}.", event="where", region=session.region_name)
         console.info(f"Restoring the functions of {stack.name}...", event="restoring", stack=stack.name)
         restored = _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
         if not restored:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -12,6 +13,7 @@ import click
 from plldb.aws import make_session, translate_aws_errors, validate_stack_name
 from plldb.bootstrap.helper_stack import DEFAULT_STACK_NAME
 from plldb.cli.common import aws_options
+from plldb.cli.settings import resolve, samconfig_options, where
 
 if TYPE_CHECKING:
     import boto3
@@ -37,11 +39,15 @@ def _console() -> Any:
 
 @contextmanager
 def _progress(console: Any, title: str) -> Iterator[Callable[[str], None]]:
-    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step."""
+    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step, under
+    the title printed with the first step (a command refused before its first step prints its error only)."""
     if not console.is_terminal:
-        console.print(title)
+        titled: list[bool] = []
 
         def log(message: str) -> None:
+            if not titled:
+                console.print(title)
+                titled.append(True)
             console.print(f"  {message}", soft_wrap=True)
 
         yield log
@@ -63,11 +69,22 @@ def _helper_stack_command(
 
     def decorate(run: Callable[..., None]) -> click.Command:
         @wraps(run)
-        def command(stack_name: str, profile: str | None, region: str | None, **values: Any) -> None:
+        def command(
+            stack_name: str,
+            profile: str | None,
+            region: str | None,
+            config_file: Path | None,
+            config_env: str,
+            **values: Any,
+        ) -> None:
             validate_stack_name(stack_name)
-            run(make_session(profile, region), stack_name, **values)
+            # The same region and profile as `plldb attach` in this folder: options, then samconfig.
+            settings = resolve(profile=profile, region=region, config_file=config_file, config_env=config_env)
+            session = make_session(settings.profile, settings.region)
+            _console().print(f"Working in {where(session, settings)}.", soft_wrap=True)
+            run(session, stack_name, **values)
 
-        decorated: Any = aws_options(translate_aws_errors(command))
+        decorated: Any = samconfig_options(aws_options(translate_aws_errors(command)))
         for option in (HELPER_STACK_OPTION, *options)[::-1]:
             decorated = option(decorated)
         return bootstrap.command(name)(decorated)

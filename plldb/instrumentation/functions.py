@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from plldb import protocol
 from plldb.instrumentation import decisions, traffic
@@ -99,6 +99,8 @@ def instrument(
     """
     try:
         config = get_configuration(clients.lambda_client, function.name)
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return Result(function, STATUS_FAILED, "function not found")
@@ -129,6 +131,8 @@ def instrument(
         return Result(function, status, str(exc))
     except ClientError as exc:
         return Result(function, STATUS_FAILED, error_text(exc))
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     result_notes = tuple(notes)
     role_arn = str(config.get("Role") or "")
     instrumented = Instrumented(
@@ -163,12 +167,8 @@ def instrument(
                 clients.lambda_client.update_alias(
                     FunctionName=function.name, Name=name, **decisions.redirect_update(version)
                 )
-    except (ClientError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
-        failure = (
-            str(exc)
-            if isinstance(exc, (ChangedMeanwhile, UpdateFailed, CannotInstrument))
-            else error_text(exc)
-        )
+    except (ClientError, BotoCoreError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
+        failure = error_text(exc) if isinstance(exc, ClientError) else str(exc)
         put_back = restore(clients, function, target.session_id)
         if put_back.status == STATUS_FAILED:
             failure += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
@@ -237,38 +237,44 @@ def reference_role(clients: Clients, role_arn: str, function_name: str, session_
     clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
 
 
-def release_role(clients: Clients, role_arn: str, function_name: str) -> None:
-    """Remove this function's tag; the policy goes with the role's last plldb tag (and comes back if a
-    function started using the role meanwhile)."""
+def release_role(clients: Clients, role_arn: str, function_name: str, session_id: str | None = None) -> None:
+    """Remove this function's tag, and the policy with the role's last plldb tag (attached back if a
+    function started using the role meanwhile).
+
+    With ``session_id``, the tag goes only if that session put it there: a function that carries no
+    instrumentation may still have its tag from an attach of that session that stopped half-way (or
+    another session's attach under way, which is left alone). A role without any plldb tag never keeps
+    the policy, so a restore that stopped between the two steps is finished by the next one. The tags
+    are read after this function's own is removed, so of several functions of one role restored at
+    once, the last one to remove its tag sees none left and detaches the policy.
+    """
     if not role_arn or not clients.policy_arn:
         return
     role = _role_name(role_arn)
+    key = protocol.role_tag_key(clients.region, function_name)
     try:
-        clients.iam.untag_role(RoleName=role, TagKeys=[protocol.role_tag_key(clients.region, function_name)])
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
+        tags = _plldb_tags(clients, role) if session_id is not None else {key: ""}
+        if key in tags and (session_id is None or tags[key] == session_id):
+            clients.iam.untag_role(RoleName=role, TagKeys=[key])
+            tags = _plldb_tags(clients, role)
+        if tags:
             return
-        raise
-    if _plldb_tags(clients, role):
-        return
-    try:
         clients.iam.detach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
     except ClientError as exc:
-        if error_code(exc) != "NoSuchEntity":
-            raise
+        if error_code(exc) == "NoSuchEntity":
+            return  # the role is gone, or it does not carry the policy
+        raise
     if _plldb_tags(clients, role):
         clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
 
 
-def _plldb_tags(clients: Clients, role: str) -> list[str]:
-    keys: list[str] = []
+def _plldb_tags(clients: Clients, role: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
     for page in clients.iam.get_paginator("list_role_tags").paginate(RoleName=role):
-        keys.extend(
-            str(tag["Key"])
-            for tag in page.get("Tags", [])
-            if str(tag["Key"]).startswith(protocol.ROLE_TAG_PREFIX)
-        )
-    return keys
+        for tag in page.get("Tags", []):
+            if str(tag["Key"]).startswith(protocol.ROLE_TAG_PREFIX):
+                tags[str(tag["Key"])] = str(tag.get("Value") or "")
+    return tags
 
 
 def _role_name(role_arn: str) -> str:
@@ -283,12 +289,14 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
     """
     try:
         config = get_configuration(clients.lambda_client, function.name)
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return Result(function, STATUS_SKIPPED, "the function no longer exists")
         return Result(function, STATUS_FAILED, error_text(exc))
     try:
-        notes = _restore_aliases(clients, function, config, session_id)
+        notes = _restore_aliases(clients, function, session_id)
         owner = decisions.session_of(config)
         traced = decisions.is_instrumented(config, clients.layer_version_arn)
         if not traced:
@@ -297,11 +305,25 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
             return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
         else:
             text = _strip(clients, function, config)
-        if traced or notes:
-            release_role(clients, str(config.get("Role") or ""), function.name)
-    except (ClientError, UpdateFailed) as exc:
-        return Result(function, STATUS_FAILED, error_text(exc) if isinstance(exc, ClientError) else str(exc))
+        # Once plldb is off the function, its tag goes whichever session put it there; otherwise only the
+        # tag this session's own interrupted attach may have left.
+        release_role(
+            clients, str(config.get("Role") or ""), function.name, None if (traced or notes) else session_id
+        )
+    except (ClientError, BotoCoreError, UpdateFailed) as exc:
+        return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
+
+
+def _restore_failure(exc: Exception) -> str:
+    text = error_text(exc) if isinstance(exc, ClientError) else str(exc)
+    if isinstance(exc, ClientError) and "Layer version" in text and "does not exist" in text:
+        # Lambda refuses any update naming a layer version deleted since the function was deployed.
+        text = text.rstrip(".") + (
+            "; one of the function's own layer versions was deleted since it was deployed, so Lambda refuses "
+            "to update it: redeploy the function (that removes plldb's instrumentation too)"
+        )
+    return text
 
 
 def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -> str:
@@ -317,36 +339,43 @@ def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -
     return "restored"
 
 
-def _restore_aliases(
-    clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str | None
-) -> list[str]:
-    """Aliases back where they pointed, then the versions plldb published deleted."""
+def _restore_aliases(clients: Clients, function: FunctionRef, session_id: str | None) -> list[str]:
+    """Aliases back where they pointed, then the versions plldb published that nothing points at deleted.
+
+    The versions of a function with aliases are listed even when it no longer carries plldb (a deploy
+    meanwhile, an attach interrupted between its publish and its alias updates): a version is never left
+    behind, and a function without aliases costs no listing (Lambda allows 15 control-plane requests a
+    second per account).
+    """
     notes: list[str] = []
-    published: list[str] = []
-    for alias in _list_aliases(clients, function.name):
-        version = str(alias.get("FunctionVersion") or "")
-        if not version.isdigit():
-            continue
-        version_config = get_configuration(clients.lambda_client, function.name, version)
-        owner = decisions.session_of(version_config)
-        if owner is None or (session_id is not None and owner != session_id):
-            continue
-        original = decisions.alias_originals(version_config).get(str(alias["Name"]))
+    still_used: set[str] = set()
+    aliases = _list_aliases(clients, function.name)
+    for alias in aliases:
+        target = decisions.AliasTarget.of(alias)
+        original = None
+        if target.version.isdigit():
+            version_config = get_configuration(clients.lambda_client, function.name, target.version)
+            owner = decisions.session_of(version_config)
+            if owner is not None and (session_id is None or owner == session_id):
+                original = decisions.alias_originals(version_config).get(str(alias["Name"]))
+                if original is None:
+                    notes.append(
+                        "alias {} points at plldb's version {} without a recorded origin; left".format(
+                            alias["Name"], target.version
+                        )
+                    )
         if original is None:
-            notes.append(
-                "alias {} points at plldb's version {} without a recorded origin; left".format(
-                    alias["Name"], version
-                )
-            )
+            still_used |= {target.version, *target.weights}
             continue
         clients.lambda_client.update_alias(
             FunctionName=function.name, Name=alias["Name"], **original.update()
         )
         notes.append("alias {} back on version {}".format(alias["Name"], original.version))
-        published.append(version)
-    if protocol.ENV_ALIASES in (decisions.variables(config) or {}):
-        published.extend(_published_versions(clients, function.name, session_id))
-    for version in sorted(set(published), key=int):
+        still_used |= {original.version, *original.weights}
+    if not aliases:
+        return notes  # plldb publishes a version only for a function with aliases to redirect
+    unused = [v for v in _published_versions(clients, function.name, session_id) if v not in still_used]
+    for version in sorted(unused, key=int):
         try:
             clients.lambda_client.delete_function(FunctionName=function.name, Qualifier=version)
         except ClientError as exc:
@@ -359,7 +388,7 @@ def _restore_aliases(
 
 
 def _published_versions(clients: Clients, function_name: str, session_id: str | None) -> list[str]:
-    """Versions plldb published (for the session) that no alias points at any more (an interrupted attach)."""
+    """Versions plldb published for the session (for any session when None)."""
     prefix = decisions.published_description(session_id) if session_id else protocol.PUBLISHED_VERSION_PREFIX
     found = []
     for page in clients.lambda_client.get_paginator("list_versions_by_function").paginate(

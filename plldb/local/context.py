@@ -4,7 +4,7 @@ The context itself is the layer's (``lambda_compat.LambdaContext``, awslambdaric
 so a handler sees the same object locally and in the cloud. The only local concern is the input: the
 layer forwards the Runtime API's invocation headers inside the protocol's ``context`` object, while
 the names, version, memory and log names reach the worker as the environment variables the runtime
-reads them from (see plldb.local.worker.worker_environment). This module runs inside worker
+reads them from (see plldb.local.worker.variables.worker_environment). This module runs inside worker
 processes: standard library and plldb's standard-library-only modules.
 """
 

@@ -16,11 +16,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from plldb.bootstrap.helper_stack import HelperStack
 from plldb.instrumentation import functions, stacks, traffic
 from plldb.instrumentation.decisions import Target
 from plldb.instrumentation.functions import FunctionRef, Instrumented, Result
+from plldb.lambda_common import error_text
 from plldb.local.session import Opened, SessionObserver
 
 MAX_PARALLEL_FUNCTIONS = 16
@@ -110,7 +112,14 @@ class StackInstrumentation:
             timeout=self.timeout,
         )
         count = len(self.functions)
-        mappings = traffic.event_source_mappings(self.clients.lambda_client)
+        try:
+            mappings = traffic.event_source_mappings(self.clients.lambda_client)
+        except Exception as exc:  # only notes depend on them: each function still says what is wrong
+            mappings = {}
+            self.observer.on_warning(
+                f"Could not list the event source mappings ({_failure_text(exc)}); plldb cannot say which "
+                "queues and streams a breakpoint holds up."
+            )
         prefix = f"arn:{self.partition}:lambda:{self.clients.region}:{self.account_id}:function:"
 
         def function_arn(name: str) -> str:
@@ -128,14 +137,17 @@ class StackInstrumentation:
         def one(function: FunctionRef) -> None:
             if self.stop.is_set():
                 return
-            result = functions.instrument(
-                self.clients,
-                function,
-                target,
-                redirect_aliases=self.redirect_aliases,
-                include_provisioned=self.include_provisioned,
-                mappings=mappings.get(function_arn(function.name), ()),
-            )
+            try:
+                result = functions.instrument(
+                    self.clients,
+                    function,
+                    target,
+                    redirect_aliases=self.redirect_aliases,
+                    include_provisioned=self.include_provisioned,
+                    mappings=mappings.get(function_arn(function.name), ()),
+                )
+            except Exception as exc:  # no answer from AWS (the network, a timeout): undo what it changed
+                result = _put_back(self.clients, function, target.session_id, exc)
             with self._lock:
                 self.results.append(result)
             self.observer.on_progress(progress(PHASE_INSTRUMENT, result.status, result.message, result))
@@ -166,14 +178,26 @@ class StackInstrumentation:
         failures: list[str] = []
         lock = threading.Lock()
 
+        results: list[Result] = []
+
         def one(item: Instrumented) -> None:
-            result = functions.restore(self.clients, item.function, self.session_id)
+            result = _restore(self.clients, item.function, self.session_id)
             self.observer.on_progress(progress(PHASE_RESTORE, result.status, result.message, result))
-            if result.status == functions.STATUS_FAILED:
-                with lock:
+            with lock:
+                results.append(result)
+                if result.status == functions.STATUS_FAILED:
                     failures.append(f"{item.function.path}: {result.message}")
 
         _parallel(one, done)
+        ordered = sorted(results, key=lambda r: r.function.path)
+        self.observer.on_progress(
+            {
+                "phase": PHASE_RESTORE,
+                "status": "done",
+                "message": f"{len(ordered) - len(failures)} restored, {len(failures)} failed",
+                "functions": [result_entry(r) for r in ordered],
+            }
+        )
         return sorted(failures)
 
 
@@ -190,13 +214,37 @@ def restore_stack(
     lock = threading.Lock()
 
     def one(function: stacks.StackFunction) -> None:
-        result = functions.restore(clients, FunctionRef(function.function_name, function.path), None)
+        result = _restore(clients, FunctionRef(function.function_name, function.path), None)
         with lock:
             results.append(result)
         report(progress(PHASE_RESTORE, result.status, result.message, result))
 
     _parallel(one, found)
     return sorted(results, key=lambda r: r.function.path)
+
+
+def _failure_text(exc: Exception) -> str:
+    """An AWS failure as AWS words it; anything else (a bug) with its type, so it can be reported."""
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return error_text(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _restore(clients: functions.Clients, function: FunctionRef, session_id: str | None) -> Result:
+    """functions.restore, with a failure to reach AWS reported as this function's failure, not raised."""
+    try:
+        return functions.restore(clients, function, session_id)
+    except Exception as exc:
+        return Result(function, functions.STATUS_FAILED, _failure_text(exc))
+
+
+def _put_back(clients: functions.Clients, function: FunctionRef, session_id: str, exc: Exception) -> Result:
+    """A function whose instrumenting stopped midway without an AWS answer: restored if possible."""
+    text = _failure_text(exc)
+    put_back = _restore(clients, function, session_id)
+    if put_back.status == functions.STATUS_FAILED:
+        text += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
+    return Result(function, functions.STATUS_FAILED, text)
 
 
 def _parallel(work: Callable[[Any], None], items: Sequence[Any]) -> None:

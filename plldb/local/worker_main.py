@@ -1,9 +1,9 @@
 """The worker process: one Lambda execution environment on the developer's machine.
 
-The parent (plldb.local.worker.WorkerPool) starts ``python -u -m plldb.local.worker_main <LogicalId>
-<fd>`` so ``ps`` and debuggers' process lists name the function. The worker talks to its parent over
-the inherited socket ``fd`` with length-prefixed JSON messages, never over stdout: the handler owns
-stdout and stderr, which the parent streams line by line.
+The parent (plldb.local.worker.process.WorkerProcess, for the pool) starts ``python -S -u -m
+plldb.local.worker_main <LogicalId> <fd>`` so ``ps`` and debuggers' process lists name the function.
+The worker talks to its parent over the inherited socket ``fd`` with length-prefixed JSON messages,
+never over stdout: the handler owns stdout and stderr, which the parent streams line by line.
 
 What the AWS Python runtime does around a handler (the import at init with its exact error types and
 messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
@@ -13,8 +13,9 @@ the layer's passthrough in the cloud. This module adds only what is local: the c
 in Lambda's order from the developer's folders, the debugger, and writing output for a terminal.
 ``sys.exit`` in a handler really ends the process, as it ends the runtime in Lambda.
 
-This module runs before the function's own ``sys.path`` is in place, so it imports only the standard
-library and plldb's standard-library-only modules.
+This module runs before the function's own ``sys.path`` is in place, on the function's Python (3.10
+to 3.13), so it and everything it imports use only the standard library (tests/local/test_worker_python.py
+checks it on each of those versions).
 """
 
 from __future__ import annotations
@@ -135,14 +136,32 @@ def _current_request() -> tuple[str, str | None]:
     return _current_request_id or "", _current_tenant_id
 
 
-# --- sys.path --------------------------------------------------------------------------------------
-def function_sys_path(code_dir: str, layer_paths: list[str], site_dirs: list[str]) -> list[str]:
-    """Lambda's order: the code first, then layers, then the project's packages, then the interpreter's.
+# --- sys.path ----------------------------------------------------------------------------------------
+def function_sys_path(
+    code_dir: str,
+    layer_paths: list[str],
+    site_dirs: list[str],
+    *,
+    runtime_paths: list[str] | None = None,
+    debugger_paths: list[str] | None = None,
+    boot_path: str | None = None,
+    excluded_paths: list[str] | None = None,
+) -> list[str]:
+    """Lambda's order: the code, the layers, the project's packages, the runtime's, then the standard library.
 
     ``site_dirs`` are processed like site-packages (their .pth files run), so editable installs in
-    the project's virtualenv work. The folder ``-m`` or a debugger put first goes after the function's.
+    the project's virtualenv work. ``runtime_paths`` hold what the Lambda runtime provides (the AWS
+    SDK), after the function's own packages as ``/var/runtime`` is in Lambda. What the interpreter
+    started with follows (the standard library, and the folder a debugger runs from), without the
+    working folder ``-m`` put first, without ``boot_path``, through which this module was found, and
+    without ``excluded_paths`` (plldb's own installation, which a debugger may have added).
+    ``debugger_paths`` (the debugger's packages) come last, so the function's own copies win.
     """
-    inherited = [entry for entry in sys.path if entry not in ("", os.getcwd(), code_dir)]
+    left_out = {"", os.getcwd(), code_dir, *(debugger_paths or ()), *(excluded_paths or ())}
+    if boot_path is not None:
+        left_out.add(boot_path)
+    left_out = {os.path.normpath(entry) if entry else entry for entry in left_out}
+    inherited = [entry for entry in sys.path if (os.path.normpath(entry) if entry else entry) not in left_out]
     new_path = [code_dir]
     new_path.extend(entry for entry in layer_paths if entry not in new_path)
     for site_dir in site_dirs:
@@ -153,8 +172,33 @@ def function_sys_path(code_dir: str, layer_paths: list[str], site_dirs: list[str
             new_path.extend(entry for entry in sys.path if entry not in new_path)
         finally:
             sys.path = saved
+    new_path.extend(entry for entry in runtime_paths or () if entry not in new_path)
     new_path.extend(entry for entry in inherited if entry not in new_path)
+    new_path.extend(entry for entry in debugger_paths or () if entry not in new_path)
     return new_path
+
+
+def hide_plldb() -> None:
+    """The handler cannot import plldb: its modules leave ``sys.modules``, their package folders go.
+
+    The worker keeps using the modules it already holds; ``sys.path`` has no way back to them.
+    """
+    for name in [name for name in sys.modules if name == "plldb" or name.startswith("plldb.")]:
+        module = sys.modules.pop(name)
+        if hasattr(module, "__path__"):
+            module.__path__ = []
+
+
+def install_site_builtins() -> None:
+    """What ``site`` adds to builtins (exit, quit, help, copyright...), which ``-S`` leaves out.
+
+    The worker starts with ``-S`` so that the interpreter's own site-packages stay out of the
+    handler's path; a handler calling ``exit()`` still works as it does in Lambda.
+    """
+    if sys.flags.no_site:
+        site.setquit()
+        site.setcopyright()
+        site.sethelper()
 
 
 # --- The worker ------------------------------------------------------------------------------------
@@ -260,19 +304,30 @@ def _attach_debugger(settings: dict[str, Any] | None) -> None:
     if settings and settings.get("kind") == "pycharm":
         from plldb.local.debuggers import connect_worker_to_pycharm
 
-        connect_worker_to_pycharm(settings["host"], int(settings["port"]))
+        connect_worker_to_pycharm(settings["host"], int(settings["port"]), float(settings["timeout"]))
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m plldb.local.worker_main LOGICAL_ID CHANNEL_FD\n")
         return 2
+    # PYTHONPATH only served to find this module: the handler and what it starts never see it.
+    os.environ.pop("PYTHONPATH", None)
     channel = socket.socket(fileno=int(argv[1]))
     start = receive_message(channel)
     if start is None or start.get("type") != "start":
         return 0
     worker = Worker(channel, start)
-    sys.path[:] = function_sys_path(start["codeDir"], start.get("layerPaths", []), start.get("siteDirs", []))
+    sys.path[:] = function_sys_path(
+        start["codeDir"],
+        start.get("layerPaths", []),
+        start.get("siteDirs", []),
+        runtime_paths=start.get("runtimePaths", []),
+        debugger_paths=start.get("debuggerPaths", []),
+        boot_path=start.get("bootPath"),
+        excluded_paths=start.get("excludedPaths", []),
+    )
+    install_site_builtins()
     lambda_compat.setup_logging(_current_request)
     try:
         _attach_debugger(start.get("debugger"))
@@ -280,6 +335,7 @@ def main(argv: list[str]) -> int:
         reason = exc.one_line() if isinstance(exc, PlldbError) else f"{type(exc).__name__}: {exc}"
         send_message(channel, {"type": "fatal", "message": reason})
         return 1
+    hide_plldb()
     worker.listen_to_parent()
     init_error = worker.initialize()
     if init_error is not None:

@@ -64,6 +64,7 @@ class LocalCloud:
         self.lambdas: Any = None
         self.scheduler: Any = None
         self.iam_propagation: Any = None
+        self.provisioned_concurrency: Any = None
         self.stepfunctions: Any = None
         self._schedule_timer = schedule_timer
         self.endpoint_url = ""
@@ -76,6 +77,7 @@ class LocalCloud:
         from plldb.localcloud.lambdas.manager import EnvironmentManager
         from plldb.localcloud.moto_extensions import (
             awslambda_invoke,
+            awslambda_provisioned,
             iam_propagation,
             stepfunctions_executions,
         )
@@ -84,6 +86,8 @@ class LocalCloud:
 
         moto_extensions.install()
         self.iam_propagation = iam_propagation.PROPAGATION  # deny_next(principal, action, count) for tests
+        # Provisioned concurrency allocations take allocation_seconds of its clock (tests replace the clock).
+        self.provisioned_concurrency = awslambda_provisioned.PROVISIONING
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
         self._server = ThreadedMotoServer(ip_address=self.host, port=self._requested_port, verbose=False)
         self._server.start()

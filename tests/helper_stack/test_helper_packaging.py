@@ -25,26 +25,32 @@ def test_both_archives_are_byte_for_byte_reproducible():
     assert packaging.sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def test_the_handlers_zip_keeps_the_package_path_of_every_handler():
+def test_the_handlers_zip_keeps_the_package_path_of_every_handler_and_of_the_instrumentation():
     names = sorted(_entries(packaging.build_handlers_zip()))
-    handlers = sorted(
+    handlers = [
         f"plldb/bootstrap/cloudformation/handlers/{p.name}" for p in packaging.HANDLERS_DIR.glob("*.py")
-    )
+    ]
+    instrumentation = [f"plldb/instrumentation/{p.name}" for p in packaging.INSTRUMENTATION_DIR.glob("*.py")]
     assert names == sorted(
         [
             "plldb/__init__.py",
             "plldb/protocol.py",
+            "plldb/lambda_common.py",
             "plldb/bootstrap/__init__.py",
             "plldb/bootstrap/cloudformation/__init__.py",
             *handlers,
+            *instrumentation,
         ]
     )
     assert {
-        "plldb/bootstrap/cloudformation/handlers/authorizer.py",
-        "plldb/bootstrap/cloudformation/handlers/websocket.py",
+        "plldb/bootstrap/cloudformation/handlers/routes.py",
+        "plldb/bootstrap/cloudformation/handlers/dispatcher.py",
         "plldb/bootstrap/cloudformation/handlers/manager.py",
         "plldb/bootstrap/cloudformation/handlers/common.py",
+        "plldb/instrumentation/functions.py",
+        "plldb/instrumentation/decisions.py",
     } <= set(names)
+    assert not [name for name in names if "/local/" in name or "/cli/" in name or "/layer/" in name]
 
 
 def test_the_layer_zip_lives_under_plldb_debugger_with_an_executable_wrapper():
@@ -56,6 +62,7 @@ def test_the_layer_zip_lives_under_plldb_debugger_with_an_executable_wrapper():
     expected = [
         "plldb-debugger/plldb/__init__.py",
         "plldb-debugger/plldb/protocol.py",
+        "plldb-debugger/plldb/lambda_common.py",
         "plldb-debugger/plldb/bootstrap/__init__.py",
         "plldb-debugger/plldb/bootstrap/cloudformation/__init__.py",
         *layer_modules,

@@ -288,6 +288,56 @@ def test_a_scheduled_rule_naming_an_alias_invokes_it(lambda_client, function, lo
     )
 
 
+RECORDER = """
+import os
+
+import boto3
+
+
+def handle(event, context):
+    for record in event["Records"]:
+        boto3.client("s3").put_object(
+            Bucket=os.environ["BUCKET"], Key=record["body"], Body=os.environ["AWS_LAMBDA_FUNCTION_VERSION"]
+        )
+"""
+
+
+def test_a_queue_mapped_to_an_alias_delivers_to_the_version_the_alias_points_to(local_cloud, lambda_client):
+    """The mapping keeps the alias's ARN (not the version it pointed to when it was created)."""
+    name = f"mapped-{uuid.uuid4().hex[:8]}"
+    bucket = f"{name}-deliveries"
+    local_cloud.client("s3").create_bucket(Bucket=bucket)
+    role = local_cloud.client("iam").create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.writestr("app.py", RECORDER)
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role["Role"]["Arn"],
+        Handler="app.handle",
+        Code={"ZipFile": data.getvalue()},
+        Environment={"Variables": {"BUCKET": bucket}},
+    )
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_configuration(FunctionName=name, Description="second")
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    sqs = local_cloud.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    mapping = lambda_client.create_event_source_mapping(FunctionName=f"{name}:live", EventSourceArn=queue)
+    assert mapping["FunctionArn"] == function_arn(name, "live")
+
+    def delivered(body: str) -> str:
+        sqs.send_message(QueueUrl=url, MessageBody=body)  # the queue invokes its mappings as it takes it
+        return str(local_cloud.client("s3").get_object(Bucket=bucket, Key=body)["Body"].read().decode())
+
+    assert delivered("before") == "1"
+    lambda_client.update_alias(FunctionName=name, Name="live", FunctionVersion="2")
+    assert delivered("after") == "2"
+
+
 # --- UpdateFunctionConfiguration's Environment -----------------------------------------------------------------
 def test_environment_without_variables_keeps_them_and_empty_variables_remove_them(lambda_client, function):
     kept = lambda_client.update_function_configuration(FunctionName=function, Environment={})

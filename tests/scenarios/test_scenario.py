@@ -179,9 +179,10 @@ def test_the_whole_life_cycle(target: Target, tmp_path: Path) -> None:
     # A breakpoint in the handler, hit by an invocation made in the cloud, through a real DAP client.
     line = next(i for i, text in enumerate(source.read_text().splitlines(), 1) if "name = event.get" in text)
     parent = attach_to_debugpy("127.0.0.1", port, DAP_TIMEOUT)
+    # The function's worker already runs (the first invocation started it): debugpy offers it at once.
+    child = follow_subprocess(parent, "127.0.0.1", port, {str(source): [line]}, DAP_TIMEOUT)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(_invoke, target, hello, {"name": "at a breakpoint"})
-        child = follow_subprocess(parent, "127.0.0.1", port, {str(source): [line]}, DAP_TIMEOUT)
         stopped = child.wait_for_event("stopped", timeout=DAP_TIMEOUT)
         variables = child.variables_of_top_frame(stopped["threadId"])
         assert (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import traceback
@@ -18,7 +19,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
+from botocore.exceptions import BotoCoreError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
@@ -107,9 +110,12 @@ class DebugSession:
         self._pong_waiters: list[asyncio.Future[None]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._uploads: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        # Requests still waiting for their reply, sent again on a new connection (a drop loses them).
+        self._unanswered: dict[Any, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interrupts = 0
         self._detaching = False
+        self._failure: str | None = None  # why the session ends with exit 1 once detached, if it does
         self.stop_requested = threading.Event()  # the lifecycle's instrumentation stops early when set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[SessionOutcome] | None = None
@@ -143,7 +149,7 @@ class DebugSession:
             except InvalidStatus as exc:
                 return SessionOutcome(1, self._rejected_message(exc.response.status_code, first=True))
             except CONNECT_ERRORS as exc:
-                return SessionOutcome(1, f"Could not connect to the debugger WebSocket API: {describe(exc)}.")
+                return SessionOutcome(1, self._unreachable_message(exc))
             self._adopt(connection)
             self._observer.on_connected()
             self._spawn(self._keepalive())
@@ -207,6 +213,11 @@ class DebugSession:
                 await self._loop.run_in_executor(self._io_pool, self._lifecycle.instrument, self._opened)
             except Exception as exc:
                 self._observer.on_warning(f"Instrumenting failed: {type(exc).__name__}: {exc}")
+                # Whatever it changed is restored by the detach; the command still failed.
+                self._failure = (
+                    f"Instrumenting failed ({type(exc).__name__}: {exc}); plldb restored every function it "
+                    "had changed. Run 'plldb attach' again."
+                )
                 self._interrupted.set()
         await self._interrupted.wait()
         await self._detach()
@@ -231,7 +242,7 @@ class DebugSession:
             self._observer.on_warning(
                 f"The session was not closed cleanly ({exc}); the helper stack closes it."
             )
-        self._finish(0, None)
+        self._finish(1 if self._failure else 0, self._failure)
 
     def _refusal_text(self, exc: SessionRefused) -> str:
         if exc.code == protocol.ERR_STACK_LOCKED:
@@ -248,20 +259,29 @@ class DebugSession:
         assert self._loop is not None
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[reply_type] = future
+        self._unanswered[reply_type] = message
         try:
             await self._send(message)
             reply = await asyncio.wait_for(asyncio.shield(future), self._settings.reply_timeout_seconds)
         finally:
             self._replies.pop(reply_type, None)
+            self._unanswered.pop(reply_type, None)
         if reply.get("type") == protocol.MSG_ERROR:
             raise SessionRefused(reply)
         return reply
 
     # -- connections --------------------------------------------------------------------------------------
     async def _open(self, url: str) -> _Connection:
+        assert self._loop is not None
+        # Signing may refresh the credentials (a network call): never on the event loop, which keeps
+        # serving the session meanwhile; credentials that cannot be had now fail this attempt only.
+        try:
+            headers = await self._loop.run_in_executor(self._io_pool, self._signer, url)
+        except BotoCoreError as exc:
+            raise PermissionError(f"could not sign the connection: {exc}")
         websocket = await connect(
             url,
-            additional_headers=self._signer(url),
+            additional_headers=headers,
             compression=None,
             open_timeout=self._settings.open_timeout_seconds,
             # Liveness is the application's ping/pong: API Gateway does not document answering ping frames.
@@ -383,12 +403,27 @@ class DebugSession:
         return None
 
     async def _after_reconnect(self) -> None:
-        """Nothing is lost across a reconnect: re-acknowledge and re-send unconfirmed answers."""
+        """Nothing is lost across a reconnect: re-acknowledge, re-send unconfirmed answers and the
+        requests (an upload URL, the close) whose reply the old connection may have lost."""
         for delivery in self._deliveries.all():
             if delivery.phase == Phase.RUNNING and delivery.acked:
                 await self._send(delivery.ack)
             elif delivery.phase == Phase.ANSWERED and delivery.response is not None:
                 await self._send_response(delivery)
+        for message in list(self._unanswered.values()):
+            await self._send(message)
+
+    def _unreachable_message(self, exc: BaseException) -> str:
+        where = urlsplit(self._url)._replace(query="", fragment="").geturl()
+        text = f"Could not connect to the debugger WebSocket API at {where}: {describe(exc)}."
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and not os.environ.get(protocol.EXECUTE_API_ENDPOINT_VARIABLE):
+            # AWS_ENDPOINT_URL redirects boto3 only; the WebSocket has its own documented override.
+            text += (
+                f" AWS_ENDPOINT_URL sends AWS calls to {endpoint}, but not this connection: set "
+                f"{protocol.EXECUTE_API_ENDPOINT_VARIABLE} to the endpoint that serves the WebSocket API."
+            )
+        return text
 
     def _rejected_message(self, status: int, first: bool) -> str:
         if first:
@@ -564,11 +599,14 @@ class DebugSession:
         assert self._loop is not None
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._uploads[delivery.key] = future
+        message = protocol.upload_message(delivery.caller, delivery.delivery_id, size)
+        self._unanswered[delivery.key] = message
         try:
-            await self._send(protocol.upload_message(delivery.caller, delivery.delivery_id, size))
+            await self._send(message)
             reply = await asyncio.wait_for(future, self._settings.reply_timeout_seconds)
         finally:
             self._uploads.pop(delivery.key, None)
+            self._unanswered.pop(delivery.key, None)
         if reply.get("type") == protocol.MSG_ERROR:
             raise SessionRefused(reply)
         return reply
@@ -615,10 +653,13 @@ class DebugSession:
         if self._detaching and future is not None and not future.done():
             future.set_result(message)
             return
-        by = message.get("by")
+        by = str(message.get("by") or "") or None
         reason = str(message.get("message") or message.get("reason") or "")
-        self._observer.on_session_ended(str(by) if by else None, reason)
-        self._finish(1, f"The session was ended elsewhere: {reason}")
+        self._observer.on_session_ended(by, reason)
+        text = f"The session was ended elsewhere: {reason}"
+        if by and by not in reason:  # always say who ended it, when the helper stack knows
+            text += f" (by {by})"
+        self._finish(1, text)
 
     # -- background duties --------------------------------------------------------------------------------
     async def _keepalive(self) -> None:

@@ -17,7 +17,8 @@ only makes the local cloud answer like AWS.
 | ``stack_events``, ``stacks`` | resource events; stack lifecycle, rollback, GetTemplate, no-op updates |
 | ``resources`` | create / update / delete of one resource and of a whole stack |
 | ``awslambda`` | Lambda functions, layers, permissions, versions and aliases in CloudFormation; RevisionId |
-| ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias |
+| ``awslambda_versions`` | versions and aliases: PublishVersion, DeleteFunction with a qualifier, UpdateAlias; the resource policies and event source mappings of qualified functions |
+| ``awslambda_provisioned`` | provisioned concurrency: its four operations, an alias moved to another version, an injectable clock |
 | ``awslambda_invoke`` | Invoke through real execution environments (installed by the local cloud) |
 | ``iam_propagation`` | IAM's eventual consistency on demand: the next calls of a principal to an action are denied |
 | ``s3`` | AWS::S3::BucketPolicy; object PUTs keep their bytes; presigned URLs expire; no policy decides a request |
@@ -36,6 +37,7 @@ from plldb.localcloud.moto_extensions import (
     apigateway,
     apigatewayv2,
     awslambda,
+    awslambda_provisioned,
     awslambda_versions,
     dynamodb,
     events,
@@ -127,6 +129,7 @@ def install() -> None:
         resources.install()
         awslambda.install()
         awslambda_versions.install()
+        awslambda_provisioned.install()
         dynamodb.install()
         events.install()
         iam.install()

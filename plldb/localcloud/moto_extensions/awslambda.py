@@ -110,32 +110,59 @@ def get_configuration(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any
 
 
 def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
-    """Gap: ``Environment`` without ``Variables`` failed with HTTP 500. Lambda accepts it and keeps the
-    function's variables (only ``{"Variables": {}}`` removes them), as measured against the service."""
+    """UpdateFunctionConfiguration, all or nothing.
+
+    Gap: moto applied the request's fields one by one, so a request naming a layer version that does not
+    exist changed the fields before ``Layers`` (its Environment, say) and then failed. Lambda validates the
+    whole request first: a refused update changes nothing (its RevisionId included). Everything that can
+    refuse it is checked here before any field is applied.
+
+    Gap: ``Environment`` without ``Variables`` failed with HTTP 500. Lambda accepts it and keeps the
+    function's variables (only ``{"Variables": {}}`` removes them), as measured against the service.
+    """
+    check_revision(function, changes)
+    if "Layers" in changes:
+        function._get_layers_data(changes["Layers"])  # refuses a layer version that does not exist
     environment = changes.get("Environment")
     if isinstance(environment, dict) and "Variables" not in environment:
         changes = {key: value for key, value in changes.items() if key != "Environment"}
     if isinstance(changes.get("LoggingConfig"), dict):
         # A LoggingConfig replaces the function's (what it leaves out goes back to its default).
         function.plldb_logging_config = dict(changes["LoggingConfig"])
-    return _revised("update_configuration", function, changes)
+    original(lambda_models.LambdaFunction, "update_configuration")(function, changes)
+    new_revision(function)
+    return function.get_configuration()
 
 
 def update_function_code(function: Any, changes: dict[str, Any]) -> Any:
-    return _revised("update_function_code", function, changes)
+    check_revision(function, changes)
+    original(lambda_models.LambdaFunction, "update_function_code")(function, changes)
+    if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
+        new_revision(function)
+    return function.get_configuration()
 
 
-def _revised(update: str, function: Any, changes: dict[str, Any]) -> Any:
+def check_revision(function: Any, changes: dict[str, Any]) -> None:
     expected = changes.get("RevisionId")
     if expected is not None and expected != revision_of(function):
         raise lambda_exceptions.PreconditionFailedException(
             "The Revision Id provided does not match the latest Revision Id. "
             "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
         )
-    original(lambda_models.LambdaFunction, update)(function, changes)
-    if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
-        new_revision(function)
-    return function.get_configuration()
+
+
+# --- Layers a function names ---------------------------------------------------------------------------------
+# Gap: a layer version that does not exist was ResourceNotFoundException (404) "One or more LayerVersion does
+# not exist [...]". Lambda refuses the function's configuration with InvalidParameterValueException (400)
+# "Layer version ARN does not exist." (CreateFunction, UpdateFunctionConfiguration).
+def layers_data(function: Any, layer_version_arns: list[str]) -> list[dict[str, Any]]:
+    layers = []
+    for arn in layer_version_arns:
+        try:
+            layers.extend(original(lambda_models.LambdaFunction, "_get_layers_data")(function, [arn]))
+        except lambda_exceptions.UnknownLayerVersionException:
+            raise lambda_exceptions.InvalidParameterValueException(f"Layer version {arn} does not exist.")
+    return layers
 
 
 def revision_of(function: Any) -> str:
@@ -209,7 +236,7 @@ def permission_create(
     cls: Any, resource_name: str, properties: Properties, account_id: str, region_name: str
 ) -> Any:
     function_name, qualifier = split_function_reference(properties["FunctionName"])
-    backend = lambda_models.lambda_backends[account_id][region_name]
+    backend: Any = lambda_models.lambda_backends[account_id][region_name]  # add_permission is patched
     function = backend.get_function(function_name)
     statement = {
         "StatementId": resource_name,
@@ -225,18 +252,22 @@ def permission_create(
     ):
         if name in properties:
             statement[name] = properties[name]
-    function.policy.add_statement(json.dumps(statement), qualifier)
+    # The policy of the function, version or alias the FunctionName designates (each has its own).
+    backend.add_permission(function.function_name, qualifier, json.dumps(statement))
     permission = cls(region=region_name)
     permission.statement_id = resource_name
     permission.function_name = function.function_name
+    permission.qualifier = qualifier
     permission.account_id = account_id
     return permission
 
 
 def permission_delete(self: Any, account_id: str, region_name: str) -> None:
-    backend = lambda_models.lambda_backends[account_id][region_name]
+    backend: Any = lambda_models.lambda_backends[account_id][region_name]  # remove_permission is patched
     try:
-        backend.remove_permission(self.function_name, self.statement_id)
+        backend.remove_permission(
+            self.function_name, self.statement_id, qualifier=getattr(self, "qualifier", None)
+        )
     except Exception as exc:
         # The function may already be gone, which takes its policy with it.
         LOG.debug("permission %s of %s was already gone: %s", self.statement_id, self.function_name, exc)
@@ -288,7 +319,12 @@ def split_function_reference(reference: str) -> tuple[str, str | None]:
 
 
 class FunctionAlias(UpdatableModel, CloudFormationModel):
-    """AWS::Lambda::Alias (SAM's AutoPublishAlias). Ref = the alias ARN."""
+    """AWS::Lambda::Alias (SAM's AutoPublishAlias). Ref = the alias ARN.
+
+    ``ProvisionedConcurrencyConfig`` ("Update requires: No interruption") is put on the alias once it points
+    at its version, changed in place, and deleted when the template drops it; CloudFormation completes the
+    resource once the allocation is ready, so it is READY when the stack operation ends.
+    """
 
     RESOURCE_TYPE = "AWS::Lambda::Alias"
     PHYSICAL_ID = "arn"
@@ -318,10 +354,13 @@ class FunctionAlias(UpdatableModel, CloudFormationModel):
         cls, resource_name: str, properties: Properties, account_id: str, region_name: str
     ) -> FunctionAlias:
         function = cls._function(properties, account_id, region_name)
-        alias = lambda_models.lambda_backends[account_id][region_name].create_alias(
+        backend: Any = lambda_models.lambda_backends[account_id][region_name]
+        alias = backend.create_alias(
             name=properties["Name"], function_name=function.function_name, **cls._settings(properties)
         )
-        return cls(function.function_name, properties["Name"], alias.arn)
+        created = cls(function.function_name, properties["Name"], alias.arn)
+        created._provision(properties, backend)
+        return created
 
     def _needs_replacement(self, properties: Properties, account_id: str, region_name: str) -> bool:
         if properties["Name"] != self.name:
@@ -329,9 +368,19 @@ class FunctionAlias(UpdatableModel, CloudFormationModel):
         return bool(self._function(properties, account_id, region_name).function_name != self.function_name)
 
     def _update_in_place(self, properties: Properties, account_id: str, region_name: str) -> None:
-        lambda_models.lambda_backends[account_id][region_name].update_alias(
-            name=self.name, function_name=self.function_name, **self._settings(properties)
-        )
+        backend: Any = lambda_models.lambda_backends[account_id][region_name]
+        backend.update_alias(name=self.name, function_name=self.function_name, **self._settings(properties))
+        self._provision(properties, backend)
+
+    def _provision(self, properties: Properties, backend: Any) -> None:
+        """The alias's ProvisionedConcurrencyConfig, allocated as CloudFormation waits for it (or removed)."""
+        config = properties.get("ProvisionedConcurrencyConfig")
+        if config:
+            backend.put_provisioned_concurrency_config(
+                self.function_name, self.name, int(config["ProvisionedConcurrentExecutions"]), allocated=True
+            )
+        else:
+            backend.delete_provisioned_concurrency_config(self.function_name, self.name)
 
     def delete(self, account_id: str, region_name: str) -> None:
         backend = lambda_models.lambda_backends[account_id][region_name]
@@ -374,3 +423,4 @@ def install() -> None:
     patch(LambdaFunction, "get_configuration", get_configuration)
     patch(LambdaFunction, "update_configuration", update_configuration)
     patch(LambdaFunction, "update_function_code", update_function_code)
+    patch(LambdaFunction, "_get_layers_data", layers_data)

@@ -19,8 +19,10 @@ from typing import Any
 from moto.cloudformation import parsing
 from moto.cloudformation.exceptions import ValidationError
 
-# Types a template may declare that no model creates: CloudFormation's own, handled by the stack itself.
-HANDLED_BY_THE_STACK = frozenset(parsing.NULL_MODELS)
+# Types a template may declare that no model creates: CloudFormation's own, handled by the stack itself,
+# and AWS::CDK::Metadata, the resource the CDK adds to every stack it synthesizes for its version
+# reporting (CDK Developer Guide, "Version reporting"); it creates nothing in the account.
+HANDLED_BY_THE_STACK = frozenset({*parsing.NULL_MODELS, "AWS::CDK::Metadata"})
 # Placeholders in moto's model map that are no resource type.
 NOT_RESOURCE_TYPES = frozenset({"?", "AWS::SERVICE::RESOURCE"})
 CUSTOM_RESOURCE_TYPES = ("Custom::", "AWS::CloudFormation::CustomResource")

@@ -89,7 +89,7 @@ def handle(event: Mapping[str, Any], resources: Resources) -> dict[str, Any]:
     ):
         return _refused("the payload does not match the invocation item")
     if protocol.A_POSTED_AT in item:
-        return _refused("this delivery was posted already")
+        return _posted_already(caller, delivery_id)
     reason = absent_reason(session)
     if reason is not None:
         return {"status": ABSENT, "reason": reason}
@@ -237,7 +237,7 @@ def _post(
         )
     except ClientError as exc:
         if is_condition_failure(exc):
-            return _refused("this delivery was posted already")
+            return _posted_already(caller, delivery_id)
         raise
     for _ in range(2):
         if resources.post_signed(session, message):
@@ -252,6 +252,15 @@ def _post(
         session = fresh  # the debugger reconnected meanwhile
     _connection_gone(resources, session)
     return {"status": ABSENT, "reason": "the debugger's WebSocket connection is gone"}
+
+
+def _posted_already(caller: str, delivery_id: str) -> dict[str, Any]:
+    """The same delivery handed over again (the SDK retried an invoke whose answer was lost): it was
+    posted once, and the layer waits for its answer as the first hand-over would have."""
+    log(
+        LOGGER, logging.INFO, "delivery handed over again; posted once", caller=caller, deliveryId=delivery_id
+    )
+    return {"status": POSTED}
 
 
 def _connection_gone(resources: Resources, session: Mapping[str, Any]) -> None:

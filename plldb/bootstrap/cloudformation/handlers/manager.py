@@ -19,6 +19,7 @@ a client can write.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,7 @@ def handle(event: Mapping[str, Any], resources: Resources, sleep: Any = time.sle
             resources,
             _required(event, "sessionId"),
             _required(event, "connectionId"),
-            float(event.get("notBefore") or 0),
+            _number(event, "notBefore"),
             sleep,
         )
     if action == "restore_session":
@@ -71,6 +72,13 @@ def handle(event: Mapping[str, Any], resources: Resources, sleep: Any = time.sle
     if action == "status":
         return status(resources)
     raise ManagerError(f"unknown action {action!r}")
+
+
+def _number(event: Mapping[str, Any], name: str) -> float:
+    value = event.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ManagerError("the {!r} action needs a number {!r}".format(event.get("action"), name))
+    return float(value)
 
 
 def _required(event: Mapping[str, Any], name: str) -> str:

@@ -36,7 +36,6 @@ from plldb.bootstrap.cloudformation.handlers.common import (
     now_millis,
     now_seconds,
     redact,
-    session_live,
     to_attribute_values,
 )
 from plldb.instrumentation import decisions, stacks
@@ -338,6 +337,11 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
     if session.get(protocol.A_CONNECTION_ID) != reply.connection_id:
         reply.error(protocol.ERR_WRONG_STATE, "this session belongs to another connection")
         return
+    if int(session.get(protocol.A_TTL) or 0) <= now_seconds():
+        reply.error(
+            protocol.ERR_WRONG_STATE, "this session expired before it was opened; run 'plldb attach' again"
+        )
+        return
     stack = stacks.resolve_stack(resources.cloudformation, str(message["stack"]))
     if stack is None:
         reply.error(
@@ -369,7 +373,7 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
     opened = resources.update_session(
         session_id,
         "SET #status = :active, #stack = :stack, #name = :name, #anchor = :anchor, #key = :key, #ttl = :ttl",
-        "#status = :pending AND #conn = :conn",
+        "#status = :pending AND #conn = :conn AND #ttl > :now",
         {
             "#status": protocol.A_STATUS,
             "#stack": protocol.A_STACK_ID,
@@ -388,6 +392,7 @@ def _open(resources: Resources, reply: _Reply, session_id: str, message: Mapping
             ":key": {"S": str(message["sessionKey"])},
             ":ttl": {"N": str(now + protocol.SESSION_TTL_SECONDS)},
             ":conn": {"S": reply.connection_id},
+            ":now": {"N": str(now)},
         },
     )
     if opened is None:
@@ -442,7 +447,7 @@ def _acquire_lock(
             continue
         holder_id = str(lock.get(protocol.A_SESSION_ID))
         holder = resources.get_session(holder_id)
-        if session_live(holder) and resources.connection_alive(str(holder[protocol.A_CONNECTION_ID])):  # type: ignore[index]
+        if _still_holding(holder) and resources.connection_alive(str(holder[protocol.A_CONNECTION_ID])):  # type: ignore[index]
             return holder
         _abandon(resources, holder_id, holder)
         try:
@@ -458,6 +463,18 @@ def _acquire_lock(
             if not is_condition_failure(exc):
                 raise
     raise RuntimeError(f"the lock of stack {stack.stack_id} keeps changing")
+
+
+def _still_holding(holder: Mapping[str, Any] | None) -> bool:
+    """Neither closed, nor expired, nor without a connection. A PENDING holder is one whose open is under
+    way (it took the lock and is about to become ACTIVE): it holds the lock like an ACTIVE one, until its
+    short PENDING TTL says its open never finished."""
+    if holder is None or holder.get(protocol.A_STATUS) not in (
+        protocol.STATUS_PENDING,
+        protocol.STATUS_ACTIVE,
+    ):
+        return False
+    return int(holder.get(protocol.A_TTL) or 0) > now_seconds() and bool(holder.get(protocol.A_CONNECTION_ID))
 
 
 def _abandon(resources: Resources, session_id: str, session: Mapping[str, Any] | None) -> None:
@@ -510,7 +527,7 @@ def _release(resources: Resources, reply: _Reply, session_id: str, message: Mapp
                 ),
             )
             return
-    text = f"ended by {releaser}, who restored stack {stack.name}"
+    text = f"stack {stack.name} was restored and released by {releaser}"
     resources.close_session(holder_id, protocol.CLOSED_RELEASED, by=releaser)
     resources.delete_lock(stack.stack_id, holder_id)
     resources.post_signed(holder, protocol.closed_message(protocol.CLOSED_RELEASED, releaser, text))
