@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -67,12 +68,23 @@ STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/orders/3f1c9a5e-
 def test_a_stack_id_is_taken_as_the_stack_and_anything_else_must_be_a_stack_name(tmp_path: Path) -> None:
     from plldb.cli.attach import _resolve_target
 
+    def resolve(stack_name: str) -> Any:
+        return _resolve_target(
+            stack_name=stack_name,
+            template=None,
+            profile=None,
+            region=None,
+            config_file=None,
+            config_env="default",
+        )
+
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=tmp_path):
-        assert _resolve_target(STACK_ID, None, None, None) == (STACK_ID, Path("template.yaml"), None, None)
+        settings = resolve(STACK_ID)
+        assert (settings.stack_name, settings.sources["stack_name"]) == (STACK_ID, "--stack-name")
         for almost in (STACK_ID.replace("123456789012", "1234"), STACK_ID + "/extra", "stack/orders"):
             with pytest.raises(PlldbError) as caught:
-                _resolve_target(almost, None, None, None)
+                resolve(almost)
             assert caught.value.one_line() == (
                 f"{almost!r} is not a valid CloudFormation stack name. Use letters, digits and hyphens, "
                 "starting with a letter, at most 128 characters."

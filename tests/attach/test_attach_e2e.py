@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, n
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-sam"
 READY_TIMEOUT = 60.0
+WORKING_IN = "Working in account 123456789012, region us-east-1 (region from your AWS configuration)."
 MISSING_STACK_ID = (
     "arn:aws:cloudformation:us-east-1:123456789012:stack/no-such-stack/"
     + "0" * 8
@@ -354,8 +355,7 @@ def test_dropped_connection_reconnects_and_nothing_is_lost_or_duplicated(
         ),
         (
             ["--template", "missing.yaml"],
-            "Error: Template missing.yaml was not found. "
-            "Run in your SAM project folder or pass --template (or set template_file in samconfig.toml).",
+            "Error: Template missing.yaml was not found. Pass --template with the path of your SAM template.",
         ),
         (
             ["-f", "NoSuchFunction"],
@@ -468,6 +468,7 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
+        WORKING_IN,
         f"Restoring the functions of {example.stack_name}...",
         f"  GoodbyeFunction ({example.goodbye}): already in its deployed configuration",
         f"  HelloFunction ({example.hello}): restored",
@@ -493,6 +494,7 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
     )
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout.splitlines() == [
+        WORKING_IN,
         f"Restoring the functions of {example.stack_name}...",
         f"  GoodbyeFunction ({example.goodbye}): already in its deployed configuration",
         f"  HelloFunction ({example.hello}): already in its deployed configuration",

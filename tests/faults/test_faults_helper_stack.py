@@ -155,7 +155,7 @@ def test_destroy_refuses_while_attached_and_force_restores_first_then_deletes(
     # The developer is told who ended the session, and their attach ends.
     assert attach.process.wait(60) == 1
     assert attach.named("error")[-1]["message"] == (
-        f"The session was ended elsewhere: ended by {owner_of(local_cloud)}, who restored stack {app.stack_name}"
+        f"The session was ended elsewhere: stack {app.stack_name} was restored and released by {owner_of(local_cloud)}"
     )
     assert describe_helper_stack(local_cloud.session(), own_helper.stack_name) is None
     assert snapshot(local_cloud, app) == before

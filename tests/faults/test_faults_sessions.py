@@ -56,6 +56,7 @@ DISCONNECTED = "session disconnected; restore scheduled unless it reconnects"
 RESTORED = "session restored"
 NOTHING_TO_RESTORE = "session reconnected or closed meanwhile; nothing to restore"
 REPLACED = "disconnect of a replaced connection"
+WORKING_IN = "Working in account 123456789012, region us-east-1 (region from your AWS configuration)."
 
 
 def attach_modes(
@@ -398,6 +399,7 @@ def test_a_second_developer_is_refused_in_one_line_and_take_over_hands_the_stack
             "--take-over: plldb then restores the stack's functions with your credentials and ends their "
             "session."
         ],
+        f"{WORKING_IN}\n"
         f"Connecting to the helper stack {faults_helper.stack_name} (us-east-1) for stack {app.stack_name}...\n"
         "Connected; instrumenting the functions...\n",
     )
@@ -420,7 +422,7 @@ def test_a_second_developer_is_refused_in_one_line_and_take_over_hands_the_stack
         assert second.wait_for("ready")[0]["functions"] == [app.name("FaultsModes")]
         assert first.process.wait(60) == 1
         assert first.named("error")[-1]["message"] == (
-            f"The session was ended elsewhere: ended by {bob.arn}, who restored stack {app.stack_name}"
+            f"The session was ended elsewhere: stack {app.stack_name} was restored and released by {bob.arn}"
         )
         (bobs,) = live_sessions(local_cloud, faults_helper, app.stack_name)
         assert bobs[protocol.A_OWNER] == bob.arn

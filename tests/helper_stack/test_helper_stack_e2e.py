@@ -600,7 +600,7 @@ def test_destroy_refuses_while_attached_and_force_restores_then_removes_everythi
         closed = await ws.receive()
         assert ws.authentic(closed)
         assert unsigned(closed) == protocol.closed_message(
-            protocol.CLOSED_RELEASED, owner, f"ended by {owner}, who restored stack {app_stack}"
+            protocol.CLOSED_RELEASED, owner, f"stack {app_stack} was restored and released by {owner}"
         )
         await ws.close()
 

@@ -364,7 +364,9 @@ def test_a_session_holding_a_stack_without_instrumenting_anything_is_released_by
         closed = await ws.receive()
         assert ws.authentic(closed)
         assert unsigned(closed) == protocol.closed_message(
-            protocol.CLOSED_RELEASED, victim, f"ended by {victim}, who restored stack {example.stack_name}"
+            protocol.CLOSED_RELEASED,
+            victim,
+            f"stack {example.stack_name} was restored and released by {victim}",
         )
         await loop.run_in_executor(None, attach.wait_for, "ready")
         error, answer = await loop.run_in_executor(None, invoke, local_cloud, example.hello, {"name": "back"})
