@@ -51,8 +51,10 @@ test-aws: $(STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/plldb demo
 
+# The whole benchmark (docs/performance.md), the original plldb 0.1.3 side by side, into bench/results/
+# with the commit it measured. Quick smoke run: make bench BENCH_ARGS=--quick.
 bench: $(STAMP)
-	$(BIN)/python -m plldb.bench
+	$(BIN)/python -m plldb.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -310,6 +310,40 @@ class ErrorMessage(TypedDict, total=False):
     mac: str
 
 
+class StoredMessage(TypedDict):
+    type: str
+    caller: str
+    deliveryId: str
+
+
+class UploadUrlMessage(TypedDict):
+    type: str
+    caller: str
+    deliveryId: str
+    url: str
+
+
+class OpenedMessage(TypedDict):
+    type: str
+    sessionId: str
+    stackId: str
+    stackName: str
+    owner: str
+
+
+class ReleasedMessage(TypedDict):
+    type: str
+    stackId: str
+    closed: int
+
+
+class ClosedMessage(TypedDict, total=False):
+    type: str
+    reason: str
+    by: str
+    message: str
+
+
 # Fields every message of a type must carry, with their types (bool is never an int here).
 _REQUIRED_FIELDS: dict[str, dict[str, type]] = {
     MSG_OPEN: {"stack": str, "sessionKey": str, "reconnectAnchor": str},
@@ -507,27 +541,27 @@ def new_secret() -> str:
     return os.urandom(32).hex()
 
 
-def reference(caller: str, delivery_id: str) -> dict[str, str]:
+def reference(caller: str, delivery_id: str) -> InvocationRef:
     return {"caller": caller, "deliveryId": delivery_id}
 
 
-def open_message(stack: str, session_key: str, reconnect_anchor: str) -> dict[str, Any]:
+def open_message(stack: str, session_key: str, reconnect_anchor: str) -> OpenMessage:
     return {"type": MSG_OPEN, "stack": stack, "sessionKey": session_key, "reconnectAnchor": reconnect_anchor}
 
 
-def release_message(stack: str) -> dict[str, Any]:
+def release_message(stack: str) -> ReleaseMessage:
     return {"type": MSG_RELEASE, "stack": stack}
 
 
-def ack_message(caller: str, delivery_id: str) -> dict[str, Any]:
+def ack_message(caller: str, delivery_id: str) -> AckMessage:
     return {"type": MSG_ACK, "caller": caller, "deliveryId": delivery_id}
 
 
-def upload_message(caller: str, delivery_id: str, size: int) -> dict[str, Any]:
+def upload_message(caller: str, delivery_id: str, size: int) -> UploadMessage:
     return {"type": MSG_UPLOAD, "caller": caller, "deliveryId": delivery_id, "size": size}
 
 
-def result_message(caller: str, delivery_id: str, payload: str) -> dict[str, Any]:
+def result_message(caller: str, delivery_id: str, payload: str) -> ResponseMessage:
     return {
         "type": MSG_RESPONSE,
         "caller": caller,
@@ -537,7 +571,7 @@ def result_message(caller: str, delivery_id: str, payload: str) -> dict[str, Any
     }
 
 
-def result_object_message(caller: str, delivery_id: str, sha256: str, size: int) -> dict[str, Any]:
+def result_object_message(caller: str, delivery_id: str, sha256: str, size: int) -> ResponseMessage:
     return {
         "type": MSG_RESPONSE,
         "caller": caller,
@@ -549,7 +583,7 @@ def result_object_message(caller: str, delivery_id: str, sha256: str, size: int)
     }
 
 
-def failure_message(caller: str, delivery_id: str, error: Mapping[str, Any]) -> dict[str, Any]:
+def failure_message(caller: str, delivery_id: str, error: Mapping[str, Any]) -> ResponseMessage:
     return {
         "type": MSG_RESPONSE,
         "caller": caller,
@@ -561,8 +595,8 @@ def failure_message(caller: str, delivery_id: str, error: Mapping[str, Any]) -> 
 
 def error_message(
     code: str, text: str, caller: str | None = None, delivery_id: str | None = None
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": MSG_ERROR, "code": code, "message": text}
+) -> ErrorMessage:
+    message: ErrorMessage = {"type": MSG_ERROR, "code": code, "message": text}
     if caller is not None:
         message["caller"] = caller
     if delivery_id is not None:
@@ -570,15 +604,15 @@ def error_message(
     return message
 
 
-def stored_message(caller: str, delivery_id: str) -> dict[str, Any]:
+def stored_message(caller: str, delivery_id: str) -> StoredMessage:
     return {"type": MSG_STORED, "caller": caller, "deliveryId": delivery_id}
 
 
-def upload_url_message(caller: str, delivery_id: str, url: str) -> dict[str, Any]:
+def upload_url_message(caller: str, delivery_id: str, url: str) -> UploadUrlMessage:
     return {"type": MSG_UPLOAD_URL, "caller": caller, "deliveryId": delivery_id, "url": url}
 
 
-def opened_message(session_id: str, stack_id: str, stack_name: str, owner: str) -> dict[str, Any]:
+def opened_message(session_id: str, stack_id: str, stack_name: str, owner: str) -> OpenedMessage:
     return {
         "type": MSG_OPENED,
         "sessionId": session_id,
@@ -588,12 +622,12 @@ def opened_message(session_id: str, stack_id: str, stack_name: str, owner: str) 
     }
 
 
-def released_message(stack_id: str, closed: int) -> dict[str, Any]:
+def released_message(stack_id: str, closed: int) -> ReleasedMessage:
     return {"type": MSG_RELEASED, "stackId": stack_id, "closed": closed}
 
 
-def closed_message(reason: str, by: str | None = None, text: str | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": MSG_CLOSED, "reason": reason}
+def closed_message(reason: str, by: str | None = None, text: str | None = None) -> ClosedMessage:
+    message: ClosedMessage = {"type": MSG_CLOSED, "reason": reason}
     if by:
         message["by"] = by
     if text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -32,9 +33,10 @@ HELPER_STACK_OPTION = click.option(
 
 
 def _console() -> Any:
-    from rich.console import Console
+    """Progress on stderr, never hard-wrapped (an S3 URI or an ARN stays one line in a log file)."""
+    from plldb.local.console import rich_console
 
-    return Console(stderr=True, highlight=False)
+    return rich_console(sys.stderr)
 
 
 @contextmanager

@@ -70,9 +70,5 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def fail(message: str, fix: str | None = None) -> None:
-    raise PlldbError(message, fix)
-
-
 def echo_err(message: str) -> None:
     click.echo(message, err=True, file=sys.stderr)

@@ -100,11 +100,6 @@ _debugpy_lock = threading.Lock()
 _debugpy_address: tuple[str, int] | None = None
 
 
-def debugpy_address() -> tuple[str, int] | None:
-    """Where this process's debugpy adapter accepts clients, once start_debugpy() has run."""
-    return _debugpy_address
-
-
 def start_debugpy(config: DebuggerConfig, announce: Callable[[str], None] | None = None) -> tuple[str, int]:
     """Listen for VS Code once per process (later calls return the same address); wait if asked.
 

@@ -104,7 +104,6 @@ class Scheduler:
         self.region = region
         self._clock = clock
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._tracked: dict[str, _Tracked] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,18 +169,6 @@ class Scheduler:
                     return tracked.next_due
         return None
 
-    def wait_for_firings(
-        self, count: int, rule_name: str | None = None, timeout: float = 10.0
-    ) -> list[Firing]:
-        """The firings (of one rule, or all) once there are at least count of them."""
-
-        def matching() -> list[Firing]:
-            return [f for f in self.firings if rule_name is None or f.rule_name == rule_name]
-
-        with self._changed:
-            self._changed.wait_for(lambda: len(matching()) >= count, timeout)
-            return matching()
-
     # --- internals -------------------------------------------------------------------------------------
     def _scheduled_rules(self) -> dict[str, Any]:
         from moto.events.models import events_backends
@@ -222,9 +209,8 @@ class Scheduler:
                 error = f"{type(exc).__name__}: {exc}"
                 logger.warning("rule %s could not invoke %s: %s", rule.name, arn, error)
             fired.append(Firing(rule.name, rule.arn, str(target.get("Id", "")), arn, moment, payload, error))
-        with self._changed:
+        with self._lock:
             self.firings.extend(fired)
-            self._changed.notify_all()
         return fired
 
 

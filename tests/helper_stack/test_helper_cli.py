@@ -41,6 +41,9 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
 
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
     assert code == 0, err
+    # Never hard-wrapped in a log (an S3 URI or an ARN stays whole): no line continues another one.
+    prefixes = ("Working in ", "Setting up ", "  ", "Helper stack ")
+    assert [line for line in err.splitlines() if not line.startswith(prefixes)] == []
     assert f"Helper stack {name} in us-east-1 created." in err
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert sorted(lines) == [

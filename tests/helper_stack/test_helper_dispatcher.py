@@ -41,6 +41,8 @@ class Layer:
         self.recorder = CallRecorder()
         self.dynamodb = self.recorder.attach(helper.session.client("dynamodb"))
         self.s3 = self.recorder.attach(helper.session.client("s3"))
+        self.sessions: dict[str, str] = {}  # delivery id -> the session its item names
+        self.claims_session = True  # as the layer does; False: a layer of before `sessionId` existed
         LAYERS.append(self)
 
     def payload(self, *, version: str = "$LATEST", event: str | None = EVENT, **extra: Any) -> dict[str, Any]:
@@ -90,12 +92,15 @@ class Layer:
             ConditionExpression="attribute_not_exists(#caller)",
             ExpressionAttributeNames={"#caller": protocol.A_CALLER},
         )
+        self.sessions[delivery_id] = session_id
         return delivery_id
 
     def deliver(
         self, delivery_id: str, payload: Any, caller: str | None = None, action: str = "deliver"
     ) -> dict[str, Any]:
         event = {"action": action, "caller": caller or self.caller, "deliveryId": delivery_id}
+        if self.claims_session and delivery_id in self.sessions:
+            event["sessionId"] = self.sessions[delivery_id]
         if payload is not None:
             event["payload"] = payload
         return dispatcher.handle(event, self.helper.dispatcher)
@@ -114,13 +119,25 @@ class Layer:
 
 
 class Attached(AttachedStack):
+    claims_session = True
+
     def layer(self, path: str = "Fn0") -> Layer:
-        return Layer(self.helper, self.app, self.functions[path])
+        layer = Layer(self.helper, self.app, self.functions[path])
+        layer.claims_session = self.claims_session
+        return layer
 
 
 @pytest.fixture
-def attached(helper, app) -> Attached:
-    return Attached(helper, app)
+def attached(helper, app, request) -> Attached:
+    """A session with the stack's functions; ``indirect`` False plays a layer that names no session."""
+    stack = Attached(helper, app)
+    stack.claims_session = getattr(request, "param", True)
+    return stack
+
+
+# Both ways a layer hands over a delivery: naming its session (one read fewer) and, as layers deployed
+# before that did, without it; the dispatcher keeps the same checks and reasons on both.
+BOTH_PATHS = pytest.mark.parametrize("attached", [True, False], indirect=True, ids=["claimed", "legacy"])
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +147,7 @@ def the_layers_calls_are_allowed_by_the_instrumented_function_policy() -> Any:
     assert [line for layer in LAYERS for line in layer.refused_calls()] == []
 
 
+@BOTH_PATHS
 # --- Delivery ------------------------------------------------------------------------------------------------
 def test_an_invocation_reaches_its_developer_signed_without_any_credential_variable(helper, attached):
     layer = attached.layer()
@@ -169,6 +187,7 @@ def test_a_function_of_a_nested_stack_is_a_function_of_the_session(helper, attac
     assert attached.invokes()[-1]["function"]["logicalPath"] == "Api/Handler"
 
 
+@BOTH_PATHS
 def test_a_delivery_is_posted_once_even_when_handed_over_twice_at_once(helper, attached, monkeypatch, caplog):
     """Both read the unposted item before either marks it: only the mark's condition stops the second.
     Both are answered "posted" (a retried invoke whose first answer was lost must not fail the call)."""
@@ -244,6 +263,7 @@ def test_an_alias_invocation_is_checked_against_the_version_it_runs(helper, atta
         assert verdict["status"] == ("posted" if carries else "refused"), (version_run, verdict)
 
 
+@BOTH_PATHS
 # --- Refusals: not a legitimate request ----------------------------------------------------------------------
 def test_a_delivery_without_the_callers_own_item_is_refused(helper, attached):
     layer, other = attached.layer("Fn0"), attached.layer("Fn1")
@@ -262,6 +282,7 @@ def test_a_delivery_without_the_callers_own_item_is_refused(helper, attached):
     assert protocol.A_POSTED_AT not in other.item(delivery)
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -289,6 +310,7 @@ def test_a_payload_that_does_not_match_the_item_is_refused_and_nothing_is_posted
     assert layer.deliver(delivery, payload) == {"status": "posted"}, "the genuine payload still goes"
 
 
+@BOTH_PATHS
 def test_a_caller_whose_function_is_not_instrumented_for_the_session_is_refused(helper, attached):
     layer = attached.layer("Fn1")
     functions.restore(
@@ -304,6 +326,7 @@ def test_a_caller_whose_function_is_not_instrumented_for_the_session_is_refused(
     assert attached.invokes() == []
 
 
+@BOTH_PATHS
 def test_a_caller_that_names_another_session_than_its_function_carries_is_refused(helper, attached, stack):
     """A function instrumented for Alice's session cannot send its invocations to Bob's."""
     bob = opened(helper, stack[1])
@@ -318,6 +341,7 @@ def test_a_caller_that_names_another_session_than_its_function_carries_is_refuse
     assert [m for m in helper.management.messages(bob.connection_id) if m["type"] == "invoke"] == []
 
 
+@BOTH_PATHS
 def test_a_caller_whose_role_is_not_the_functions_execution_role_is_refused(helper, attached):
     """Another role's session named like the function (or any principal writing under that name)."""
     impostor = Layer(helper, attached.app, attached.functions["Fn0"], role_id="AROAIMPOSTORROLEID001")

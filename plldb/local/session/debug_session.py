@@ -111,7 +111,7 @@ class DebugSession:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._uploads: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         # Requests still waiting for their reply, sent again on a new connection (a drop loses them).
-        self._unanswered: dict[Any, dict[str, Any]] = {}
+        self._unanswered: dict[Any, Mapping[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interrupts = 0
         self._detaching = False
@@ -254,7 +254,7 @@ class DebugSession:
             return f"The other session could not be ended: {exc.message}"
         return f"The helper stack refused the session: {exc.message}"
 
-    async def _request(self, message: dict[str, Any], reply_type: str) -> dict[str, Any]:
+    async def _request(self, message: Mapping[str, Any], reply_type: str) -> dict[str, Any]:
         """Send ``message`` and wait for its reply (``reply_type``); an `error` raises SessionRefused."""
         assert self._loop is not None
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
@@ -570,7 +570,7 @@ class DebugSession:
 
     async def _response(
         self, delivery: Delivery, outcome: InvocationOutcome
-    ) -> tuple[dict[str, Any], InvocationOutcome]:
+    ) -> tuple[protocol.ResponseMessage, InvocationOutcome]:
         """The `response` message for ``outcome``, uploading a result too large for a message first."""
         message = inline_response(delivery.caller, delivery.delivery_id, outcome)
         if message is not None:

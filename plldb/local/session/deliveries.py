@@ -44,7 +44,7 @@ class Delivery:
     function_name: str
     phase: Phase = Phase.RUNNING
     invocation: IncomingInvocation | None = None
-    response: dict[str, Any] | None = None
+    response: protocol.ResponseMessage | None = None
     acked: bool = False
     sent_at: float = 0.0
     sends: int = 0
@@ -55,7 +55,7 @@ class Delivery:
         return (self.caller, self.delivery_id)
 
     @property
-    def ack(self) -> dict[str, Any]:
+    def ack(self) -> protocol.AckMessage:
         return protocol.ack_message(self.caller, self.delivery_id)
 
 
@@ -105,7 +105,7 @@ class Deliveries:
         self._items[key] = delivery
         return Decision.RUN, delivery
 
-    def answered(self, delivery: Delivery, response: dict[str, Any]) -> None:
+    def answered(self, delivery: Delivery, response: protocol.ResponseMessage) -> None:
         delivery.phase = Phase.ANSWERED
         delivery.response = response
 

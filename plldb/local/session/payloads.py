@@ -61,7 +61,9 @@ def response_text(outcome: InvocationOutcome) -> str:
     return clean_text(outcome.payload) if outcome.payload is not None else "null"
 
 
-def inline_response(caller: str, delivery_id: str, outcome: InvocationOutcome) -> dict[str, Any] | None:
+def inline_response(
+    caller: str, delivery_id: str, outcome: InvocationOutcome
+) -> protocol.ResponseMessage | None:
     """The `response` message, or None when the result is too large and must be uploaded first."""
     if not outcome.ok:
         return protocol.failure_message(caller, delivery_id, fit_error(outcome.error or {}))

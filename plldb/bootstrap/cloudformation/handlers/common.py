@@ -118,11 +118,6 @@ def absent_reason(session: Mapping[str, Any] | None, now: float | None = None) -
     return None
 
 
-def session_live(session: Mapping[str, Any] | None, now: float | None = None) -> bool:
-    """ACTIVE, unexpired and connected: a debugger may be there."""
-    return absent_reason(session, now) is None
-
-
 # --- Configuration and clients ------------------------------------------------------------------------
 class Resources:
     """The helper stack's resource names and the clients to reach them, created once per environment."""

@@ -13,7 +13,9 @@ payload. Anyone able to invoke this function can only make it act on such an ite
 - an item is posted once.
 
 Only then is the invocation posted to the session's connection, authenticated with the session's key.
-Actions: ``deliver`` and ``status`` (is the item's session still there, for an acknowledged wait).
+Actions: ``deliver`` and ``status`` (is the item's session still there, for an acknowledged wait). A
+``deliver`` that names its session (``sessionId``, as the layer sends it) makes the same checks with one
+request fewer: the item is checked and marked posted by one conditional update.
 """
 
 from __future__ import annotations
@@ -67,6 +69,15 @@ def handle(event: Mapping[str, Any], resources: Resources) -> dict[str, Any]:
         return _refused("the caller is not a Lambda function's identity")
     if not isinstance(delivery_id, str) or not protocol.DELIVERY_ID_PATTERN.match(delivery_id):
         return _refused("the delivery id is malformed")
+    claimed = event.get("sessionId")
+    payload = event.get("payload")
+    if (
+        action == "deliver"
+        and isinstance(claimed, str)
+        and protocol.SESSION_ID_PATTERN.match(claimed)
+        and isinstance(payload, dict)
+    ):
+        return _deliver_to_claimed_session(resources, caller, delivery_id, claimed, payload)
     item = from_item(
         resources.dynamodb.get_item(
             TableName=resources.invocations_table,
@@ -222,6 +233,79 @@ def invoke_message(
     return message
 
 
+def _deliver_to_claimed_session(
+    resources: Resources, caller: str, delivery_id: str, session_id: str, payload: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``deliver`` when the layer names its session: the same checks, one request fewer.
+
+    The session is read first; the item is then checked and marked posted by one conditional update
+    (it exists, names that session, has the payload's digest and was not posted) instead of being read
+    before the checks and updated after them. A failed condition reads the item as it was and gives the
+    same reason; a caller that then proves not to belong has the mark taken back, so a refused
+    delivery is never marked posted.
+    """
+    session = resources.get_session(session_id)
+    reason = absent_reason(session)
+    if reason is not None:
+        return {"status": ABSENT, "reason": reason}
+    assert session is not None
+    key = {protocol.A_CALLER: {"S": caller}, protocol.A_DELIVERY_ID: {"S": delivery_id}}
+    digest = protocol.payload_digest(payload)
+    posted_at = {"N": str(now_millis())}
+    try:
+        resources.dynamodb.update_item(
+            TableName=resources.invocations_table,
+            Key=key,
+            UpdateExpression="SET #posted = :now",
+            ConditionExpression=(
+                "attribute_exists(#caller) AND #sid = :sid AND #sha = :sha AND attribute_not_exists(#posted)"
+            ),
+            ExpressionAttributeNames={
+                "#posted": protocol.A_POSTED_AT,
+                "#caller": protocol.A_CALLER,
+                "#sid": protocol.A_SESSION_ID,
+                "#sha": protocol.A_PAYLOAD_SHA256,
+            },
+            ExpressionAttributeValues={":now": posted_at, ":sid": {"S": session_id}, ":sha": {"S": digest}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as exc:
+        if not is_condition_failure(exc):
+            raise
+        old = from_item(exc.response.get("Item"))
+        if old is None:
+            return _refused("no invocation item was written for this delivery")
+        if old.get(protocol.A_PAYLOAD_SHA256) != digest:
+            return _refused("the payload does not match the invocation item")
+        if protocol.A_POSTED_AT in old:
+            return _posted_already(caller, delivery_id)
+        return _refused("the invocation item names another session")
+    version = str((payload.get("function") or {}).get("version") or "$LATEST")
+    member, why = membership(resources, session, caller, version)
+    message = invoke_message(resources, caller, delivery_id, payload, member) if member is not None else None
+    if message is None:
+        resources.dynamodb.update_item(
+            TableName=resources.invocations_table,
+            Key=key,
+            UpdateExpression="REMOVE #posted",
+            ConditionExpression="#posted = :now",
+            ExpressionAttributeNames={"#posted": protocol.A_POSTED_AT},
+            ExpressionAttributeValues={":now": posted_at},
+        )
+        if member is None:
+            log(
+                LOGGER,
+                logging.WARNING,
+                "refused a caller that does not belong to the session",
+                caller=caller,
+                session=redact(session_id),
+                reason=why,
+            )
+            return _refused(why)
+        return _refused("the payload is malformed")
+    return _send(resources, session, message)
+
+
 def _post(
     resources: Resources, session: Mapping[str, Any], caller: str, delivery_id: str, message: dict[str, Any]
 ) -> dict[str, Any]:
@@ -239,6 +323,11 @@ def _post(
         if is_condition_failure(exc):
             return _posted_already(caller, delivery_id)
         raise
+    return _send(resources, session, message)
+
+
+def _send(resources: Resources, session: Mapping[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Post a marked delivery, following a reconnect; a gone connection starts its restore clock."""
     for _ in range(2):
         if resources.post_signed(session, message):
             return {"status": POSTED}

@@ -257,8 +257,7 @@ class _Reply:
     def error(self, code: str, text: str, message: Mapping[str, Any] | None = None, **extra: Any) -> None:
         caller = message.get("caller") if message else None
         delivery = message.get("deliveryId") if message else None
-        reply = protocol.error_message(code, text, caller, delivery)
-        reply.update(extra)
+        reply: dict[str, Any] = {**protocol.error_message(code, text, caller, delivery), **extra}
         self.send(reply)
 
 

@@ -20,7 +20,10 @@ import re
 import site
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_future
 from typing import Any
 
 import botocore.session
@@ -48,6 +51,13 @@ ERROR_CORRUPT_RESPONSE = "PlldbCorruptResponse"
 FIRST_POLL_DELAY_SECONDS = 0.002
 POLL_BACKOFF_FACTOR = 1.3
 MAX_POLL_DELAY_SECONDS = 0.5
+# While the dispatcher's answer is on its way back (it answers after posting), the developer's answer
+# may already be stored: the layer reads at EARLY_READ_FRACTION of the quickest of the last
+# QUICK_ANSWERS_KEPT unacknowledged answers (counted from the dispatcher invocation), then each read
+# POLL_BACKOFF_FACTOR later, at most EARLY_READS times before the dispatcher has answered.
+EARLY_READ_FRACTION = 0.8
+EARLY_READS = 4
+QUICK_ANSWERS_KEPT = 8
 UNKNOWN_DEADLINE_SECONDS = 900  # Lambda always sends a deadline; this only guards a missing header
 RETRY_DELAY_SECONDS = 0.25  # between attempts while a just-attached policy propagates
 
@@ -337,6 +347,12 @@ class DebuggerBridge:
         self._cloud_handler = cloud_handler
         self._sleep = sleep
         self.reads = 0  # item reads of the last invocation (reported in the log)
+        # Seconds from invoking the dispatcher to reading a quick (unacknowledged) answer, latest last.
+        self.quick_answers: deque[float] = deque(maxlen=QUICK_ANSWERS_KEPT)
+        # Dispatcher invocations run here, so the item can be read while one is still returning; an answer
+        # read first leaves its invocation to finish on its own. Four threads: even when the dispatcher is
+        # slow, the invocations answered early before this one leave a thread free for its own.
+        self._dispatching = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plldb-dispatch")
 
     def warm_up(self) -> None:
         """Learn the function's identity and create the clients before the first invocation."""
@@ -353,14 +369,19 @@ class DebuggerBridge:
         delivery = Delivery(invocation, self._access.identify())
         payload = self._payload(delivery)
         self._record(delivery, payload)
-        verdict = self._dispatch(delivery, "deliver", payload)
+        dispatched = time.monotonic()
+        pending = self._dispatching.submit(self._dispatch, delivery, "deliver", payload)
+        early = self._answer_while_dispatching(delivery, pending, dispatched)
+        if early is not None:
+            return early
+        verdict = pending.result()
         status = verdict.get("status")
         if status == "posted":
             LOGGER.info(
                 "plldb: invocation sent to the local debugger (session %s)",
                 lambda_common.redact(self._settings.session_id),
             )
-            return self._await_answer(delivery)
+            return self._await_answer(delivery, dispatched)
         reason = str(verdict.get("reason") or "the helper stack gave no reason")
         answered = self._give_up(delivery, protocol.RESPONSE_CODE_UNAVAILABLE, reason)
         if answered is not None:
@@ -368,6 +389,32 @@ class DebuggerBridge:
         if status == "absent":
             return self._without_debugger(invocation, reason)
         return Answer.failure(refused_error(reason, invocation.request_id))
+
+    def _answer_while_dispatching(
+        self, delivery: Delivery, pending: Future[dict[str, Any]], dispatched: float
+    ) -> Answer | None:
+        """The developer's answer when it is stored before the dispatcher's invocation returns, else None.
+
+        Reads start at EARLY_READ_FRACTION of the quickest recent answer, never before one was seen, and
+        stop after EARLY_READS. Only an answer (200 or 500) ends the wait here: anything else is left to
+        the dispatcher's verdict.
+        """
+        if not self.quick_answers:
+            return None
+        after = min(self.quick_answers) * EARLY_READ_FRACTION
+        for _ in range(EARLY_READS):
+            done, _ = wait_for_future([pending], timeout=max(0.0, dispatched + after - time.monotonic()))
+            if done:
+                return None
+            item = self._read(delivery)
+            if item is not None and item.get(protocol.A_RESPONSE_CODE, {}).get("N") in (
+                str(protocol.RESPONSE_CODE_OK),
+                str(protocol.RESPONSE_CODE_ERROR),
+            ):
+                self.quick_answers.append(time.monotonic() - dispatched)
+                return self._answer_from_item(delivery, item)
+            after *= POLL_BACKOFF_FACTOR
+        return None
 
     def _without_debugger(self, invocation: Invocation, reason: str) -> Answer:
         if self._settings.fallback == protocol.FALLBACK_PASSTHROUGH:
@@ -448,6 +495,7 @@ class DebuggerBridge:
         }
         if payload is not None:
             request["payload"] = payload
+            request["sessionId"] = self._settings.session_id  # the dispatcher checks the item names it
         client = self._access.client("lambda")
         response = self._access.call(
             lambda: client.invoke(
@@ -474,7 +522,7 @@ class DebuggerBridge:
             else {"status": "absent", "reason": "the dispatcher's answer is unreadable"}
         )
 
-    def _await_answer(self, delivery: Delivery) -> Answer:
+    def _await_answer(self, delivery: Delivery, dispatched: float | None = None) -> Answer:
         """Poll the item until an answer, the ack timeout, the session's end or the deadline.
 
         Once acknowledged, the session is checked every SESSION_CHECK_SECONDS: a debugger that died while
@@ -511,6 +559,8 @@ class DebuggerBridge:
                     (time.monotonic() - started) * 1000,
                     self.reads,
                 )
+                if dispatched is not None and not acked:
+                    self.quick_answers.append(time.monotonic() - dispatched)
                 return self._answer_from_item(delivery, item)
             if not acked and protocol.A_ACKED_AT in item:
                 acked = True
