@@ -186,10 +186,11 @@ def test_a_lock_held_by_a_session_whose_connection_is_gone_does_not_block_the_ne
 
 
 TAKE_OVER_RACE = (
-    "product bug (plldb/instrumentation/functions.py): the manager's restore of an abandoned session "
-    "removes the function's role tag by key, whatever session it names, so a cleanup landing while the "
-    "next attach instruments the function takes the new session's tag and InstrumentedFunctionPolicy "
-    "away; release_role must remove the tag only while its value is the restored session"
+    "product bug (plldb/instrumentation/functions.py restore): for a function still instrumented by the "
+    "restored session, restore calls release_role with session_id=None, which removes the role's tag by "
+    "key whatever session it names; a cleanup landing while the next attach instruments the function "
+    "(its role already tagged for the new session) takes that tag and InstrumentedFunctionPolicy away. "
+    "restore must pass its session_id unless the configuration names no session"
 )
 
 

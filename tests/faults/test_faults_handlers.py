@@ -205,7 +205,9 @@ def test_a_handler_sleeping_past_the_deadline_gets_plldbs_timeout_and_its_late_a
         "3",
     )
     attach.wait_for("ready")
-    assert snapshot(local_cloud, app)[function]["configuration"]["Timeout"] == 3
+    # The layer's message names the timeout of the configuration the invocation runs under.
+    timeout = snapshot(local_cloud, app)[function]["configuration"]["Timeout"]
+    assert timeout == 3
     assert invoke(local_cloud, function, {"warm": True})[0] is None  # start the environment first
 
     error, answer = invoke(local_cloud, function, {"mode": "sleep", "seconds": 4})
@@ -214,7 +216,7 @@ def test_a_handler_sleeping_past_the_deadline_gets_plldbs_timeout_and_its_late_a
     assert (error, answer) == (
         "Unhandled",
         {
-            "errorMessage": debugger_timeout_message(3),
+            "errorMessage": debugger_timeout_message(timeout),
             "errorType": "PlldbDebuggerTimeout",
             "requestId": request_id,
             "stackTrace": [],
@@ -229,3 +231,5 @@ def test_a_handler_sleeping_past_the_deadline_gets_plldbs_timeout_and_its_late_a
 
     assert attach.stop(signal.SIGINT) == 0
     assert fully_restored(local_cloud, faults_helper, app, before)
+    # The deployed timeout (the template's Globals) is back, exactly.
+    assert snapshot(local_cloud, app)[function]["configuration"]["Timeout"] == 10

@@ -164,14 +164,6 @@ def test_kill_9_during_instrumentation_with_an_update_in_flight_is_restored_by_t
     )
 
 
-ROLE_TAG_LEAK = (
-    "product bug (plldb/instrumentation/functions.py restore): a function whose role was tagged for the "
-    "session but whose configuration was never updated is taken as 'already in its deployed "
-    "configuration', so its role keeps the plldb:fn tag and InstrumentedFunctionPolicy"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ROLE_TAG_LEAK)
 def test_kill_9_during_instrumentation_before_an_update_is_sent_is_restored_after_the_grace_period(
     local_cloud: Any,
     faults_helper: HelperStack,
