@@ -1,12 +1,21 @@
-"""Reading the local cloud's state as an end-to-end test checks it: the helper stack's tables, and
-everything plldb may change on a function (its configuration, its aliases and versions, its role)."""
+"""Reading the local cloud's state as an end-to-end test checks it: the helper stack's tables and logs,
+and everything plldb may change on a function (its configuration, its aliases and versions, its role).
+
+Everything here reads through the same public APIs a person would use on AWS (DynamoDB scans,
+CloudWatch Logs, Lambda and IAM reads); nothing looks inside the local cloud's process.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
+
+T = TypeVar("T")
 
 # Fields Lambda itself changes on every update; everything else must come back exactly.
 VOLATILE_FIELDS = {
@@ -16,6 +25,20 @@ VOLATILE_FIELDS = {
     "LastUpdateStatus",
     "LastUpdateStatusReason",
 }
+HELPER_TABLES = ("PLLDBSessions", "PLLDBConnections", "PLLDBStackLocks", "PLLDBInvocations")
+LIVENESS_TIMEOUT = 120.0  # only ever fails a stuck test; never a bound on how long something takes
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = LIVENESS_TIMEOUT) -> T:
+    """Poll ``check`` until it returns something truthy, and return that (a liveness wait only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
+        time.sleep(0.1)
 
 
 def helper_resource(local_cloud: Any, helper: HelperStack, logical_id: str) -> str:
@@ -27,6 +50,13 @@ def helper_resource(local_cloud: Any, helper: HelperStack, logical_id: str) -> s
     )
 
 
+def stack_id_of(local_cloud: Any, stack_name: str) -> str:
+    return str(
+        local_cloud.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]["StackId"]
+    )
+
+
+# --- The helper stack's tables ------------------------------------------------------------------------------
 def table_items(local_cloud: Any, helper: HelperStack, logical_id: str) -> list[dict[str, Any]]:
     table = local_cloud.session().resource("dynamodb").Table(helper_resource(local_cloud, helper, logical_id))
     items: list[dict[str, Any]] = []
@@ -37,6 +67,24 @@ def table_items(local_cloud: Any, helper: HelperStack, logical_id: str) -> list[
         if "LastEvaluatedKey" not in page:
             return items
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def helper_tables(local_cloud: Any, helper: HelperStack) -> dict[str, list[str]]:
+    """Every item of the helper stack's tables, canonically: to show that something changed nothing."""
+    return {
+        logical_id: sorted(
+            json.dumps(item, sort_keys=True, default=str)
+            for item in table_items(local_cloud, helper, logical_id)
+        )
+        for logical_id in HELPER_TABLES
+    }
+
+
+def session_item(local_cloud: Any, helper: HelperStack, session_id: str) -> dict[str, Any] | None:
+    for item in table_items(local_cloud, helper, "PLLDBSessions"):
+        if item[protocol.A_SESSION_ID] == session_id:
+            return item
+    return None
 
 
 def sessions_of(local_cloud: Any, helper: HelperStack, stack_name: str) -> list[dict[str, Any]]:
@@ -75,10 +123,89 @@ def locks(local_cloud: Any, helper: HelperStack) -> dict[str, str]:
     }
 
 
+# --- The helper stack's logs ------------------------------------------------------------------------------
+def log_group_of(local_cloud: Any, function_name: str) -> str:
+    """Where Lambda sends a function's logs: its LoggingConfig's group, else /aws/lambda/{name}."""
+    config = local_cloud.client("lambda").get_function_configuration(FunctionName=function_name)
+    return str((config.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{config['FunctionName']}")
+
+
+def log_records(local_cloud: Any, function_name: str) -> list[dict[str, Any]]:
+    """The JSON log records a function wrote to CloudWatch Logs (other lines are skipped), in the order
+    they were logged (each environment writes its own stream; records carry their time)."""
+    logs = local_cloud.client("logs")
+    group = log_group_of(local_cloud, function_name)
+    records: list[dict[str, Any]] = []
+    arguments: dict[str, Any] = {"logGroupName": group, "interleaved": True}
+    try:
+        while True:
+            page = logs.filter_log_events(**arguments)
+            for event in page.get("events", []):
+                try:
+                    record = json.loads(event["message"])
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+            if not page.get("nextToken"):
+                return sorted(records, key=lambda record: str(record.get("time") or ""))
+            arguments["nextToken"] = page["nextToken"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+
+
+def new_records(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of ``after`` that ``before`` did not have (whatever their order)."""
+    seen = [json.dumps(record, sort_keys=True) for record in before]
+    fresh = []
+    for record in after:
+        key = json.dumps(record, sort_keys=True)
+        if key in seen:
+            seen.remove(key)
+        else:
+            fresh.append(record)
+    return fresh
+
+
+def helper_function(local_cloud: Any, helper: HelperStack, logical_id: str) -> str:
+    """The physical name of RoutesFunction, DispatcherFunction or ManagerFunction."""
+    return helper_resource(local_cloud, helper, logical_id)
+
+
+def manager_records(
+    local_cloud: Any, helper: HelperStack, message: str, session_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The manager's log records with this message (about this session: its id's 8-character prefix)."""
+    return [
+        record
+        for record in log_records(local_cloud, helper.manager_function_name)
+        if record.get("message") == message
+        and (session_id is None or record.get("session") == session_id[:8] + "...")
+    ]
+
+
+def routes_records(
+    local_cloud: Any, helper: HelperStack, message: str, session_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The routes function's log records with this message (about this session)."""
+    return [
+        record
+        for record in log_records(local_cloud, helper_function(local_cloud, helper, "RoutesFunction"))
+        if record.get("message") == message
+        and (session_id is None or record.get("session") == session_id[:8] + "...")
+    ]
+
+
+# --- Functions ----------------------------------------------------------------------------------------------
 def configuration(local_cloud: Any, function: str, qualifier: str | None = None) -> dict[str, Any]:
     arguments = {"FunctionName": function, **({"Qualifier": qualifier} if qualifier else {})}
     config = local_cloud.client("lambda").get_function_configuration(**arguments)
     return {key: value for key, value in config.items() if key not in VOLATILE_FIELDS}
+
+
+def variables(local_cloud: Any, function: str) -> dict[str, str]:
+    config = local_cloud.client("lambda").get_function_configuration(FunctionName=function)
+    return dict((config.get("Environment") or {}).get("Variables") or {})
 
 
 def role_state(local_cloud: Any, role_arn: str) -> dict[str, Any]:

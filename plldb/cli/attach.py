@@ -30,6 +30,8 @@ from plldb.errors import PlldbError
 DEFAULT_TEMPLATE = Path("template.yaml")
 DEFAULT_HELPER_STACK = "plldb"
 MAX_FUNCTION_TIMEOUT = 900
+INTERRUPTED_EXIT_CODE = 130  # a second Ctrl-C: left without waiting for the restore
+NOT_INSTRUMENTED_ERROR = "PlldbNotInstrumented"  # an invocation of a function this session did not instrument
 
 HELPER_STACK_OPTION = click.option(
     "--helper-stack", default=DEFAULT_HELPER_STACK, show_default=True, help="The helper stack's name."
@@ -90,7 +92,9 @@ def _resolve_target(
         raise PlldbError(
             "No stack name was given.", "Pass --stack-name, or run where samconfig.toml sets stack_name."
         )
-    validate_stack_name(settings.stack_name)
+    # A StackId names a stack as CloudFormation does everywhere (and for good: never a newer namesake).
+    if not protocol.STACK_ID_PATTERN.match(settings.stack_name):
+        validate_stack_name(settings.stack_name)
     return settings
 
 
@@ -293,11 +297,11 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     project = locate_template(
         template=request.template if given else None,
         cdk_out=request.cdk_out,
-        stack_name=request.stack_name,
+        stack_name=stack.name,  # --stack-name may be its StackId
         samconfig_template=None if given or request.cdk_out is not None else request.template,
     )
     stack_map = _map_selected_functions(
-        console, session, request.stack_name, project.template, request.function_patterns
+        console, session, stack.name, project.template, request.function_patterns
     )
     console.info(f"Working in {where(session, request.settings)}.", event="where", region=session.region_name)
     selected = [f for f in stack_map.selected(request.function_patterns) if f.local is not None]
@@ -391,8 +395,18 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
         console.info("Detached: every function is restored.", event="detached")
         return 0
     if outcome.message:
-        console.error(outcome.message)
+        console.error(_error_line(console, outcome.exit_code, outcome.message))
     return int(outcome.exit_code)
+
+
+def _error_line(console: Any, exit_code: int, message: str) -> str:
+    """A session that failed says so as every plldb command does ("Error: ..."). Leaving on a second
+    Ctrl-C (130) is the developer's choice, not an error; a JSON event's type already says it all."""
+    from plldb.local.console import MODE_JSON
+
+    if console.mode == MODE_JSON or exit_code == INTERRUPTED_EXIT_CODE:
+        return message
+    return f"Error: {message}"
 
 
 def _resolve_stack(session: Any, helper: Any, stack_name: str) -> Any:
@@ -610,7 +624,17 @@ def _runner(
 
     from plldb.local.invocation import Invocation, Outcome, local_failure
 
+    selected = frozenset(function.name for function in instrumentation.functions)
+
     def run(invocation: Invocation) -> Outcome:
+        if invocation.function_name not in selected:
+            # Only someone allowed to change a function can point it at this session; it still does not
+            # get to run its invocations on this machine unless the developer chose to debug it.
+            return local_failure(
+                NOT_INSTRUMENTED_ERROR,
+                f"plldb refused to run {invocation.function_name} on the developer's machine: this debugging "
+                "session did not instrument it.",
+            )
         deployed = stack_map.by_physical_name(invocation.function_name)
         if deployed is None or deployed.local is None:
             reason = deployed.missing_reason if deployed is not None else "it is not part of the stack"
@@ -704,15 +728,16 @@ def detach(
     console = Console(choose_mode(json_output))
 
     @translate_aws_errors
-    def restore() -> bool:
+    def restore() -> tuple[str, bool]:
+        """(the stack's name, whether every function was restored and the session ended)."""
         session = make_session(profile, region)
         helper = load_helper_stack(session, helper_stack)
-        stack = _resolve_stack(session, helper, stack_name)
+        stack = _resolve_stack(session, helper, stack_name)  # the option may be its StackId
         console.info(f"Working in {where(session, settings)}.", event="where", region=session.region_name)
         console.info(f"Restoring the functions of {stack.name}...", event="restoring", stack=stack.name)
         restored = _report_restore(console, _restore_stack_functions(session, helper, stack.stack_id))
         if not restored:
-            return False
+            return stack.name, False
         reply = _release(session, helper, stack.stack_id)
         if reply.get("type") == protocol.MSG_ERROR:
             raise PlldbError(
@@ -720,12 +745,12 @@ def detach(
             )
         if int(reply.get("closed") or 0):
             console.info("Ended the session that was debugging it.", event="released")
-        return True
+        return stack.name, True
 
-    if not restore():
+    name, restored = restore()
+    if not restored:
         raise PlldbError(
-            f"Some functions of {stack_name} were not restored.",
-            "See the lines above and run the command again.",
+            f"Some functions of {name} were not restored.", "See the lines above and run the command again."
         )
-    console.info(f"Stack {stack_name} is restored.", event="restored", stack=stack_name)
+    console.info(f"Stack {name} is restored.", event="restored", stack=name)
     ctx.exit(0)

@@ -306,12 +306,16 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
         notes = _restore_aliases(clients, function, session_id, any_version=shared and session_id in owners)
         if traced and session_id is not None and owners and session_id not in owners:
             return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
-        text = _strip(clients, function, config) if traced else "already in its deployed configuration"
-        # Once plldb is off the function, its tag goes whichever session put it there; otherwise only the
-        # tag this session's own interrupted attach may have left.
-        release_role(
-            clients, str(config.get("Role") or ""), function.name, None if (traced or notes) else session_id
+        text = (
+            _strip(clients, function, config, session_id)
+            if traced
+            else "already in its deployed configuration"
         )
+        # The tag goes only if this session put it there: another session's attach may have tagged the
+        # role already and be about to update the function (the manager's late restore of a dead session
+        # must not take its tag and policy). A shared function's tag names whichever session joined last,
+        # so its last session to leave removes it whatever it names; so does a restore for any session.
+        release_role(clients, str(config.get("Role") or ""), function.name, None if shared else session_id)
     except (ClientError, BotoCoreError, UpdateFailed) as exc:
         return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
@@ -377,14 +381,23 @@ def _restore_failure(exc: Exception) -> str:
     return text
 
 
-def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any]) -> str:
+class _TakenMeanwhile(ChangedMeanwhile):
+    """Another session's attach instrumented the function between this restore's read and its update."""
+
+
+def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str | None) -> str:
     def stripped(current: Mapping[str, Any]) -> dict[str, Any]:
         if not decisions.is_instrumented(current, clients.layer_version_arn):
             raise ChangedMeanwhile("redeployed while plldb restored it")  # the deploy wins
+        owners = decisions.sessions_of(current)
+        if session_id is not None and owners and session_id not in owners:
+            raise _TakenMeanwhile("instrumented by another session meanwhile")  # that session's now
         return decisions.strip_update(current, clients.layer_version_arn)
 
     try:
         update_until_applied(clients.lambda_client, function.name, stripped, known=config)
+    except _TakenMeanwhile:
+        return "instrumented by another session meanwhile; left to it"
     except ChangedMeanwhile:
         return "redeployed meanwhile; left as deployed"
     return "restored"

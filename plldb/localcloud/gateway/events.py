@@ -80,7 +80,7 @@ def select_route_key(expression: str | None, body: str | None) -> str | None:
         return None
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a body too deeply nested to parse selects no route key either
         return None
     if not isinstance(message, dict):
         return None
