@@ -116,7 +116,7 @@ def test_two_developers_with_matches_share_a_stack_and_each_gets_only_their_invo
     assert refused.returncode == 1
     (line,) = refused.stderr.splitlines()
     assert line == (
-        f"Stack {example.stack_name!r} is already being debugged by "
+        f"Error: Stack {example.stack_name!r} is already being debugged by "
         + " and ".join(f"{s[protocol.A_OWNER]} (since {when(s[protocol.A_CREATED_AT])})" for s in owners)
         + ". They share it with --match: attach with --match or --match-token to join them. "
         + TAKE_OVER_HINT
@@ -150,7 +150,7 @@ def test_a_match_session_is_refused_while_a_plain_one_holds_the_stack(
     refused = run_attach(bob_environment, example.directory, *selected, "--match-token")
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        f"Stack {example.stack_name!r} is already being debugged by {holder[protocol.A_OWNER]} "
+        f"Error: Stack {example.stack_name!r} is already being debugged by {holder[protocol.A_OWNER]} "
         f"(since {when(holder[protocol.A_CREATED_AT])}). A session with --match shares a stack only with other "
         f"sessions that have a match. {TAKE_OVER_HINT}"
     ]
