@@ -394,9 +394,25 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     if outcome.exit_code == 0:
         console.info("Detached: every function is restored.", event="detached")
         return 0
+    if outcome.exit_code == INTERRUPTED_EXIT_CODE:
+        _leave_at_once(console, instrumentation, outcome.message or "")
     if outcome.message:
         console.error(_error_line(console, outcome.exit_code, outcome.message))
     return int(outcome.exit_code)
+
+
+def _leave_at_once(console: Any, instrumentation: Any, message: str) -> None:
+    """The second Ctrl-C: say how the functions get restored and end the process now. The restore still
+    running in its thread must neither write after this line nor hold the exit (the interpreter would
+    wait for it at exit); the helper stack restores what it leaves behind, as the message says."""
+    from plldb.local.session import SessionObserver
+
+    instrumentation.observer = SessionObserver()
+    console.error(message)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(INTERRUPTED_EXIT_CODE)
 
 
 def _error_line(console: Any, exit_code: int, message: str) -> str:

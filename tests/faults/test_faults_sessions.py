@@ -392,6 +392,8 @@ def test_a_second_developer_is_refused_in_one_line_and_take_over_hands_the_stack
             "session."
         ],
         f"{WORKING_IN}\n"
+        f"Recording each invocation in {app.directory / '.plldb' / 'recordings'} ('plldb recordings', "
+        "'plldb replay'; --no-record turns it off).\n"
         f"Connecting to the helper stack {faults_helper.stack_name} (us-east-1) for stack {app.stack_name}...\n"
         "Connected; instrumenting the functions...\n",
     )

@@ -327,5 +327,5 @@ def test_a_session_ended_by_another_command_says_so_and_leaves_a_true_status(
     assert lines[header] == f"plldb: stack {printing_app.stack_name}  [session ended]"
     assert " ".join(lines[header + 1 : table]) == reason  # wrapped to the terminal's width
     assert columns(lines[table + 1]) == ["PrintFunction", "no", "0"]
-    assert lines[-1] == f"The session was ended elsewhere: {reason}"
+    assert lines[-1] == f"Error: The session was ended elsewhere: {reason}"
     assert_terminal_restored(terminal)
