@@ -35,6 +35,8 @@ from plldb.lambda_common import error_code, error_text
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 STATUS_FAILED = "failed"
+# Publishing the list again when another session changed it in between, at most this often.
+PUBLISH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def instrument(
             clients.lambda_client, function.name, instrumented_configuration, known=config
         )
         if aliases:
-            version = _publish(clients, function, updated, target.session_id)
+            version = _publish_list(clients, function, updated, target)
             instrumented = replace(instrumented, published_version=version)
             for name in aliases:
                 clients.lambda_client.update_alias(
@@ -225,6 +227,26 @@ def _publish(clients: Clients, function: FunctionRef, config: Mapping[str, Any],
     version = str(clients.lambda_client.publish_version(**arguments)["Version"])
     wait_until_active(clients.lambda_client, function.name, version)
     return version
+
+
+def _publish_list(clients: Clients, function: FunctionRef, config: Mapping[str, Any], target: Target) -> str:
+    """Publish the configuration just written. A session sharing the function (``target.entry``) may see
+    another session join or leave between its update and its publish (Lambda then refuses the stale
+    RevisionId): the function still carries this session's entry, so the current list is published."""
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            return _publish(clients, function, config, target.session_id)
+        except ClientError as exc:
+            if (
+                target.entry is None
+                or error_code(exc) != "PreconditionFailedException"
+                or attempt == PUBLISH_ATTEMPTS
+            ):
+                raise
+        config = get_configuration(clients.lambda_client, function.name)
+        if target.session_id not in decisions.sessions_of(config):
+            raise ChangedMeanwhile("it changed while plldb published it and no longer carries this session")
+    raise AssertionError("unreachable")
 
 
 def reference_role(clients: Clients, role_arn: str, function_name: str, session_id: str) -> None:

@@ -59,3 +59,39 @@ def test_aliases_follow_the_list_and_the_last_session_restores_them_exactly(plld
     last = functions.restore(plldb.clients, FunctionRef(name, "Fn"), bob)
     assert last.ok, last
     assert app.snapshot(name) == before
+
+
+def test_a_session_joining_between_anothers_update_and_its_publish_is_in_the_version_the_aliases_run(
+    plldb: Any, app: Any
+) -> None:
+    """Bob has written his entry; before he publishes, Alice joins (and publishes). Lambda refuses Bob's
+    stale RevisionId: he publishes the current list, which carries both, and the aliases run it."""
+    name = app.create_function(role=app.new_role(), variables={"GREETING": "hi"})
+    with_aliases(app, name)
+    before = app.snapshot(name)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    lambda_client = plldb.clients.lambda_client
+    real_publish = lambda_client.publish_version
+    order: list[str] = []
+
+    def publish_after_alice_joined(**arguments: Any) -> Any:
+        lambda_client.publish_version = real_publish  # Alice's own publish, and Bob's retries, go through
+        order.append("bob publishes")
+        assert join(plldb, name, alice, "user == 'alice'").ok
+        order.append("alice joined")
+        return real_publish(**arguments)
+
+    lambda_client.publish_version = publish_after_alice_joined
+    try:
+        assert join(plldb, name, bob, "user == 'bob'").ok
+    finally:
+        lambda_client.publish_version = real_publish
+    assert order == ["bob publishes", "alice joined"]
+    live = app.aliases(name)["live"][0]
+    assert app.aliases(name)["canary"][0] == live
+    assert sorted(ids_of(app, name, live)) == sorted(ids_of(app, name)) == sorted([alice, bob])
+    assert plldb_versions(app, name) == [live]
+
+    assert functions.restore(plldb.clients, FunctionRef(name, "Fn"), alice).ok
+    assert functions.restore(plldb.clients, FunctionRef(name, "Fn"), bob).ok
+    assert app.snapshot(name) == before
