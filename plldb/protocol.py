@@ -734,6 +734,27 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
 
 # --- Sessions with options (PLLDB_SESSIONS) ----------------------------------------------------------
 MAX_MATCH_LENGTH = 1024  # a JMESPath expression of --match; Lambda's 4 KB of variables bound the list
+# Multi-select lists and hashes ([a, b], {a: b}) in one --match: each can multiply what the next one
+# works on (`@.[@,@,@,@][]` repeated grows fourfold each time), so an expression is refused beyond this.
+MAX_MATCH_MULTISELECTS = 2
+
+
+def match_cost_problem(parsed: Any) -> str | None:
+    """Why a compiled JMESPath expression (its ``parsed`` tree) could cost too much per event, or None."""
+    pending, multiselects = [parsed], 0
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") in ("multi_select_list", "multi_select_dict"):
+            multiselects += 1
+        pending.extend(child for child in node.get("children", ()) if isinstance(child, dict))
+    if multiselects > MAX_MATCH_MULTISELECTS:
+        return (
+            f"it has {multiselects} multi-select expressions ([a, b] or {{a: b}}); at most "
+            f"{MAX_MATCH_MULTISELECTS} are allowed, so that matching stays cheap for every invocation"
+        )
+    return None
 
 
 class SessionEntry(TypedDict):
@@ -751,7 +772,7 @@ def parse_sessions(text: str) -> list[SessionEntry]:
     """The entries of a PLLDB_SESSIONS value; ValueError naming the first problem otherwise."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deeply nested to parse is not JSON either
         raise ValueError(f"{ENV_SESSIONS} is not JSON")
     if not isinstance(value, list) or not value:
         raise ValueError(f"{ENV_SESSIONS} must be a non-empty JSON list")

@@ -71,13 +71,16 @@ def session_options(
                 'For example: --match "headers.\\"x-user\\" == \'me\'"',
             )
         try:
-            jmespath.compile(match)
-        except JMESPathError as exc:
-            first = str(exc).splitlines()[0].rstrip(": ")
+            compiled = jmespath.compile(match)
+        except (JMESPathError, RecursionError) as exc:
+            first = str(exc).splitlines()[0].rstrip(": ") or "too deeply nested"
             raise PlldbError(
                 f"--match {match!r} is not a JMESPath expression: {first}.",
                 "Check it with `aws ... --query` syntax (https://jmespath.org).",
             )
+        too_costly = protocol.match_cost_problem(compiled.parsed)
+        if too_costly is not None:
+            raise PlldbError(f"--match {match!r} is refused: {too_costly}.", "Write a simpler expression.")
     if not observe and match is None:
         return None
     return SessionOptions(observe=observe, match=match, sample=1.0 if sample is None else sample, token=token)

@@ -743,3 +743,37 @@ def test_a_lost_dispatcher_answer_from_the_pool_closes_the_item(monkeypatch: pyt
         bench.answer()
     updates = [a for name, a in bench.access.clients["dynamodb"].calls if name == "update_item"]
     assert [u["ExpressionAttributeValues"][":code"] for u in updates] == [{"N": "503"}]
+
+
+def test_the_observed_hand_over_is_the_layers_own_work_and_is_waited_for_until_the_deadline_margin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its SDK records (the request body holds the role's credentials) stay out of the function's log, and
+    the function's timeout, which still counts until /next, is never spent on it."""
+    from plldb.bootstrap.cloudformation.layer import function_access
+
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeClock()
+    monkeypatch.setattr(lambda_runtime, "time", clock)
+    now_ms = int(clock.now * 1000)
+    marked: list[bool] = []
+    waited: list[float] = []
+
+    def wait(pending: Any, seconds: float) -> bool:
+        waited.append(seconds)
+        return bool(pending.result() is None)
+
+    bridge = DebuggerBridge(
+        Settings(VALID),
+        FakeAccess(FakeLambda([])),  # type: ignore[arg-type]
+        NeverRun(),  # type: ignore[arg-type]
+        wait=wait,
+    )
+    bridge._follow_up = lambda: marked.append(getattr(function_access._work, "own", False))
+    bridge.follow_up(deadline_ms=now_ms + 5000)
+    assert marked == [True]
+    assert waited == [5.0 - protocol.DEADLINE_MARGIN_MS / 1000]
+    bridge._follow_up = lambda: marked.append(True)
+    bridge.follow_up(deadline_ms=now_ms + 500)  # within the margin: not waited for at all
+    assert waited[-1] == 0.0

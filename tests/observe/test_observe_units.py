@@ -68,6 +68,21 @@ def test_an_expression_failing_on_an_event_is_no_match_logged_once(caplog: pytes
     ]
 
 
+def test_an_expression_raising_anything_on_an_event_is_no_match_never_the_layers_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A slice step of 0 compiles but raises ValueError on a list: the invocation goes to the next route."""
+    routes = router(
+        [protocol.session_entry(A, False, "Records[::0]", 1.0), protocol.session_entry(B, False, None, 1.0)]
+    )
+    with caplog.at_level(logging.WARNING, "plldb.layer"):
+        chosen = routes.choose(event(Records=[1, 2]))
+    assert chosen is not None and chosen.session_id == B
+    assert [r.getMessage() for r in caplog.records] == [
+        "plldb: the match of session 9ada04b8 failed on an event and counts as no match (slice step cannot be zero)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -89,6 +104,12 @@ def test_an_expression_failing_on_an_event_is_no_match_logged_once(caplog: pytes
         (
             f'[{{"id":"{A}","observe":false,"match":"a ==","sample":1}}]',
             "PLLDB_SESSIONS of session 9ada04b8 is not a JMESPath expression (Invalid jmespath expression: Incomplete expression)",
+        ),
+        ("[" * 5000, "PLLDB_SESSIONS is not JSON"),  # too deeply nested to parse: refused, not a crash
+        (
+            f'[{{"id":"{A}","observe":false,"match":"@.[@,@,@,@][].[@,@,@,@][].[@,@,@,@][]","sample":1}}]',
+            "the match of session 9ada04b8 in PLLDB_SESSIONS: it has 3 multi-select expressions ([a, b] or "
+            "{a: b}); at most 2 are allowed, so that matching stays cheap for every invocation",
         ),
     ],
 )
@@ -199,3 +220,13 @@ def test_a_local_outcome_is_compared_with_the_clouds(
     local: tuple[bool, str | None, dict[str, str] | None], observed: dict[str, object], difference: str | None
 ) -> None:
     assert session_options.compare(*local, observed) == difference
+
+
+def test_a_match_that_could_grow_exponentially_is_refused_by_attach_in_one_line() -> None:
+    costly = "@.[@,@][].[@,@][].[@,@][]"
+    with pytest.raises(PlldbError) as refused:
+        session_options.session_options(observe=False, sample=None, match=costly, match_token=False)
+    assert refused.value.one_line() == (
+        f"--match {costly!r} is refused: it has 3 multi-select expressions ([a, b] or {{a: b}}); at most 2 are "
+        "allowed, so that matching stays cheap for every invocation. Write a simpler expression."
+    )

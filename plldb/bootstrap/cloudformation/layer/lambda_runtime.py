@@ -226,20 +226,33 @@ class DebuggerBridge:
         self._follow_up = lambda: self._hand_over_observed(invocation, session_id, answer, duration_ms)
         return answer
 
-    def follow_up(self) -> None:
+    def follow_up(self, deadline_ms: int | None = None) -> None:
         """After the answer went to the Runtime API: what observe mode still owes its session, if any.
 
         Lambda keeps the environment running until the runtime asks for the next invocation (the
-        Runtime API's ``/next``), so this runs before that request. A failure costs one log line and
-        never the invocation, which is already answered.
+        Runtime API's ``/next``), and the function's timeout still counts, so the hand-over runs on a
+        dispatch thread (as the layer's own work: its SDK records stay out of the log) and is waited
+        for only until ``DEADLINE_MARGIN_MS`` before the invocation's deadline; if it takes longer it
+        finishes beside the next invocation. A failure costs one log line, never the invocation, which
+        is already answered.
         """
         follow_up, self._follow_up = self._follow_up, None
         if follow_up is None:
             return
-        try:
-            follow_up()
-        except Exception as exc:
-            LOGGER.warning("plldb: the observed invocation could not be handed to the debugger (%s)", exc)
+        pending = self._dispatching.submit(self._own_follow_up, follow_up)
+        remaining = (deadline_ms - protocol.DEADLINE_MARGIN_MS) / 1000.0 - time.time() if deadline_ms else 0.0
+        if not self._wait(pending, max(0.0, remaining)):
+            LOGGER.info(
+                "plldb: the observed invocation is still being handed over; it goes on beside the next"
+            )
+
+    @staticmethod
+    def _own_follow_up(follow_up: Callable[[], None]) -> None:
+        with own_work():
+            try:
+                follow_up()
+            except Exception as exc:
+                LOGGER.warning("plldb: the observed invocation could not be handed to the debugger (%s)", exc)
 
     def _hand_over_observed(
         self, invocation: Invocation, session_id: str, answer: Answer, duration_ms: float
@@ -678,7 +691,7 @@ def serve(runtime: RuntimeApiClient, bridge: DebuggerBridge, current: CurrentReq
             # One failed invocation (throttling, a network error, ...) must not end the environment.
             answer = Answer.failure(layer_error(f"{type(exc).__name__}: {exc}", invocation.request_id))
         deliver(runtime, invocation, answer)
-        bridge.follow_up()
+        bridge.follow_up(invocation.deadline_ms)
 
 
 def _hide_layer_from_handler_imports() -> None:

@@ -46,11 +46,17 @@ def compile_routes(entries: Sequence[protocol.SessionEntry]) -> tuple[list[Route
         if entry["match"] is not None:
             try:
                 compiled = jmespath.compile(entry["match"])
-            except JMESPathError as exc:
+            except (JMESPathError, RecursionError) as exc:
                 problems.append(
                     "{} of session {} is not a JMESPath expression ({})".format(
                         protocol.ENV_SESSIONS, entry["id"][:8], str(exc).splitlines()[0].rstrip(": ")
                     )
+                )
+                continue
+            too_costly = protocol.match_cost_problem(compiled.parsed)
+            if too_costly is not None:
+                problems.append(
+                    f"the match of session {entry['id'][:8]} in {protocol.ENV_SESSIONS}: {too_costly}"
                 )
                 continue
         routes.append(Route(entry["id"], entry["observe"], entry["match"], entry["sample"], compiled))
@@ -92,7 +98,7 @@ class Router:
     def _matches(self, route: Route, event: Any) -> bool:
         try:
             return bool(route.compiled.search(event))
-        except JMESPathError as exc:
+        except Exception as exc:  # JMESPathError, and what its functions raise on odd input (ValueError...)
             if route.session_id not in self._reported:
                 self._reported.add(route.session_id)
                 LOGGER.warning(
