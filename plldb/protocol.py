@@ -733,6 +733,8 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
 
 
 # --- Sessions with options (PLLDB_SESSIONS) ----------------------------------------------------------
+# A shared function's role tag names no session (several hold it): its last session removes this value.
+SHARED_TAG_VALUE = "shared"
 MAX_MATCH_LENGTH = 1024  # a JMESPath expression of --match; Lambda's 4 KB of variables bound the list
 # Multi-select lists and hashes ([a, b], {a: b}) in one --match: each can multiply what the next one
 # works on (`@.[@,@,@,@][]` repeated grows fourfold each time), so an expression is refused beyond this.

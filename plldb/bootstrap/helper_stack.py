@@ -13,7 +13,7 @@ from botocore.config import Config
 from plldb.errors import PlldbError
 
 DEFAULT_STACK_NAME = "plldb"
-TEMPLATE_VERSION = "2.0"  # must equal Outputs.TemplateVersion in cloudformation/template.yaml
+TEMPLATE_VERSION = "2.1"  # must equal Outputs.TemplateVersion in cloudformation/template.yaml
 
 # Output key -> HelperStack field.
 OUTPUT_FIELDS = {

@@ -55,6 +55,8 @@ class Clients:
     layer_version_arn: str
     policy_arn: str
     sqs: Any = None  # only to name a feeding queue's visibility timeout
+    # The developer's plldb tags roles; the helper stack's manager only ever removes plldb's tags.
+    may_tag: bool = True
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def instrument(
         aliases=aliases,
     )
     try:
-        reference_role(clients, role_arn, function.name, target.session_id)
+        tag_value = protocol.SHARED_TAG_VALUE if target.entry is not None else target.session_id
+        reference_role(clients, role_arn, function.name, tag_value)
 
         def instrumented_configuration(current: Mapping[str, Any]) -> dict[str, Any]:
             if not decisions.same_original(
@@ -162,6 +165,10 @@ def instrument(
         updated = update_until_applied(
             clients.lambda_client, function.name, instrumented_configuration, known=config
         )
+        if target.entry is not None:
+            # A shared function's last session may have been leaving meanwhile and taken the "shared"
+            # tag with it just before this update landed: tagged again, now that the update stands.
+            reference_role(clients, role_arn, function.name, tag_value)
         if aliases:
             version = _publish_list(clients, function, updated, target)
             instrumented = replace(instrumented, published_version=version)
@@ -261,11 +268,14 @@ def reference_role(clients: Clients, role_arn: str, function_name: str, session_
     clients.iam.attach_role_policy(RoleName=role, PolicyArn=clients.policy_arn)
 
 
-def release_role(clients: Clients, role_arn: str, function_name: str, session_id: str | None = None) -> None:
+def release_role(
+    clients: Clients, role_arn: str, function_name: str, session_id: str | set[str] | None = None
+) -> None:
     """Remove this function's tag, and the policy with the role's last plldb tag (attached back if a
     function started using the role meanwhile).
 
-    With ``session_id``, the tag goes only if that session put it there: a function that carries no
+    With ``session_id`` (one value, or the values this restore owns), the tag goes only if that session
+    put it there: a function that carries no
     instrumentation may still have its tag from an attach of that session that stopped half-way (or
     another session's attach under way, which is left alone). A role without any plldb tag never keeps
     the policy, so a restore that stopped between the two steps is finished by the next one. The tags
@@ -277,8 +287,9 @@ def release_role(clients: Clients, role_arn: str, function_name: str, session_id
     role = _role_name(role_arn)
     key = protocol.role_tag_key(clients.region, function_name)
     try:
-        tags = _plldb_tags(clients, role) if session_id is not None else {key: ""}
-        if key in tags and (session_id is None or tags[key] == session_id):
+        owners = {session_id} if isinstance(session_id, str) else session_id
+        tags = _plldb_tags(clients, role) if owners is not None else {key: ""}
+        if key in tags and (owners is None or tags[key] in owners):
             clients.iam.untag_role(RoleName=role, TagKeys=[key])
             tags = _plldb_tags(clients, role)
         if tags:
@@ -306,7 +317,9 @@ def _role_name(role_arn: str) -> str:
 
 
 # --- Restore ------------------------------------------------------------------------------------------------
-def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> Result:
+def restore(
+    clients: Clients, function: FunctionRef, session_id: str | None, *, attempts_left: int = PUBLISH_ATTEMPTS
+) -> Result:
     """Remove plldb's additions made for ``session_id`` (for any session when None). Idempotent.
 
     One failing step leaves the function as it is and says so; running it again finishes the job.
@@ -328,16 +341,26 @@ def restore(clients: Clients, function: FunctionRef, session_id: str | None) -> 
         notes = _restore_aliases(clients, function, session_id, any_version=shared and session_id in owners)
         if traced and session_id is not None and owners and session_id not in owners:
             return Result(function, STATUS_SKIPPED, "instrumented by another session; left alone")
-        text = (
-            _strip(clients, function, config, session_id)
-            if traced
-            else "already in its deployed configuration"
-        )
-        # The tag goes only if this session put it there: another session's attach may have tagged the
-        # role already and be about to update the function (the manager's late restore of a dead session
-        # must not take its tag and policy). A shared function's tag names whichever session joined last,
-        # so its last session to leave removes it whatever it names; so does a restore for any session.
-        release_role(clients, str(config.get("Role") or ""), function.name, None if shared else session_id)
+        try:
+            text = (
+                _strip(clients, function, config, session_id)
+                if traced
+                else "already in its deployed configuration"
+            )
+        except _OthersJoined:
+            if attempts_left <= 0:
+                raise
+            return restore(clients, function, session_id, attempts_left=attempts_left - 1)  # now a leave
+        # The tag goes only if this session put it there ("shared" for a shared function): another
+        # session's attach may have tagged the role already and be about to update the function (the
+        # manager's late restore of a dead session must not take its tag and policy).
+        role_arn = str(config.get("Role") or "")
+        owned: set[str] | None = None
+        if session_id is not None:
+            owned = {session_id, protocol.SHARED_TAG_VALUE} if shared else {session_id}
+        release_role(clients, role_arn, function.name, owned)
+        if shared and clients.may_tag:
+            _tag_again_if_joined(clients, function, role_arn)
     except (ClientError, BotoCoreError, UpdateFailed) as exc:
         return Result(function, STATUS_FAILED, _restore_failure(exc))
     return Result(function, STATUS_OK, "; ".join([text, *notes]))
@@ -407,6 +430,17 @@ class _TakenMeanwhile(ChangedMeanwhile):
     """Another session's attach instrumented the function between this restore's read and its update."""
 
 
+class _OthersJoined(Exception):
+    """Other sessions joined a shared function between this restore's read and its update."""
+
+
+def _tag_again_if_joined(clients: Clients, function: FunctionRef, role_arn: str) -> None:
+    """After the last session left a shared function and its tag went: a session whose update landed in
+    between needs the tag (and so the policy) back."""
+    if decisions.sessions_of(get_configuration(clients.lambda_client, function.name)):
+        reference_role(clients, role_arn, function.name, protocol.SHARED_TAG_VALUE)
+
+
 def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any], session_id: str | None) -> str:
     def stripped(current: Mapping[str, Any]) -> dict[str, Any]:
         if not decisions.is_instrumented(current, clients.layer_version_arn):
@@ -414,6 +448,8 @@ def _strip(clients: Clients, function: FunctionRef, config: Mapping[str, Any], s
         owners = decisions.sessions_of(current)
         if session_id is not None and owners and session_id not in owners:
             raise _TakenMeanwhile("instrumented by another session meanwhile")  # that session's now
+        if session_id is not None and set(owners) - {session_id}:
+            raise _OthersJoined("another session joined meanwhile")  # leave it to them instead
         return decisions.strip_update(current, clients.layer_version_arn)
 
     try:

@@ -129,7 +129,7 @@ def account(moto_env: MotoServer) -> Iterator[Account]:
         payload_bucket_name="plldb-payloads",
         instrumented_function_policy_arn=policy["Arn"],
         manager_function_name="plldb-manager",
-        template_version="2.0",
+        template_version="2.1",
     )
     yield Account(session, helper, role["RoleName"], role["Arn"], suffix)
 

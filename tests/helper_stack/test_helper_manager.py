@@ -223,6 +223,39 @@ def test_the_manager_points_aliases_back_and_deletes_plldbs_versions(helper, app
     assert attached.snapshots() == attached.before
 
 
+def test_the_manager_takes_a_dead_shared_session_out_of_a_function_with_aliases(helper, app):
+    """Alice and Bob share Fn0 with --match; Alice's session dies. The manager leaves the function to Bob:
+    his entry only, the alias on a version that carries just him (every call it makes is one its role
+    may make: PublishVersion included), and Bob's restore then puts everything back exactly."""
+    attached = AttachedStack(helper, app, prepare=_with_aliases, count=1, nested=False)
+    name = attached.functions["Fn0"]
+    fn0 = functions.FunctionRef(name, "Fn0")
+    assert functions.restore(attached.clients, fn0, attached.client.session_id).ok
+    alice, bob = attached.client.session_id, str(uuid.uuid4())
+    for session_id, match in ((alice, "user == 'alice'"), (bob, "user == 'bob'")):
+        target = dataclasses.replace(
+            attached.target(),
+            session_id=session_id,
+            entry=protocol.session_entry(session_id, False, match, 1.0),
+        )
+        assert functions.instrument(attached.clients, fn0, target).ok
+    helper.update_session(alice, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+
+    result = manager.handle({"action": "restore_session", "sessionId": alice}, helper.manager)
+
+    [outcome] = result["functions"]
+    live = app.aliases(name)["live"][0]
+    assert (outcome["status"], outcome["message"]) == (
+        "ok",
+        f"left to the other sessions; aliases live now on version {live}",
+    )
+    for qualifier in (None, live):
+        listed = protocol.parse_sessions(app.variables(name, qualifier)[protocol.ENV_SESSIONS])
+        assert [entry["id"] for entry in listed] == [bob]
+    assert functions.restore(attached.clients, fn0, bob).ok
+    assert attached.snapshots() == attached.before
+
+
 def test_restoring_a_settled_function_costs_one_read_one_alias_listing_and_one_write(helper, app):
     """Lambda allows 15 control-plane requests a second per account: a large stack must not spend them
     on reading again what the manager has just read."""

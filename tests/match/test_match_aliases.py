@@ -95,3 +95,42 @@ def test_a_session_joining_between_anothers_update_and_its_publish_is_in_the_ver
     assert functions.restore(plldb.clients, FunctionRef(name, "Fn"), alice).ok
     assert functions.restore(plldb.clients, FunctionRef(name, "Fn"), bob).ok
     assert app.snapshot(name) == before
+
+
+def test_the_last_session_leaving_while_another_joins_leaves_it_to_the_joiner_with_its_tag_and_policy(
+    plldb: Any, app: Any
+) -> None:
+    """Alice, the only session, reads the function and strips it; Bob's join lands in between. Lambda
+    refuses Alice's stale RevisionId, and on the retry she finds Bob there: she leaves instead of
+    stripping, so Bob keeps his entry, and the role its "shared" tag and plldb's policy."""
+    role = app.new_role()
+    name = app.create_function(role=role, variables={"GREETING": "hi"})
+    before = app.snapshot(name)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    assert join(plldb, name, alice, "user == 'alice'").ok
+    lambda_client = plldb.clients.lambda_client
+    real_update = lambda_client.update_function_configuration
+    order: list[str] = []
+
+    def update_after_bob_joined(**arguments: Any) -> Any:
+        lambda_client.update_function_configuration = real_update
+        order.append("alice strips")
+        assert join(plldb, name, bob, "user == 'bob'").ok
+        order.append("bob joined")
+        return real_update(**arguments)
+
+    lambda_client.update_function_configuration = update_after_bob_joined
+    try:
+        left = functions.restore(plldb.clients, FunctionRef(name, "Fn"), alice)
+    finally:
+        lambda_client.update_function_configuration = real_update
+    assert order == ["alice strips", "bob joined"]
+    assert left.ok and left.message == "left to the other sessions", left
+    assert ids_of(app, name) == [bob]
+    assert app.role_tags(role) == {
+        protocol.role_tag_key(plldb.clients.region, name): protocol.SHARED_TAG_VALUE
+    }
+    assert app.attached_policies(role) == [plldb.clients.policy_arn]
+
+    assert functions.restore(plldb.clients, FunctionRef(name, "Fn"), bob).ok
+    assert app.snapshot(name) == before

@@ -164,6 +164,7 @@ def restore_session_functions(resources: Resources, session: Mapping[str, Any]) 
         region=resources.region,
         layer_version_arn=resources.layer_version_arn,
         policy_arn=resources.instrumented_function_policy_arn,
+        may_tag=False,  # the manager only removes plldb's additions: it never tags a role
     )
 
     def restore_one(function: stacks.StackFunction) -> functions.Result:
