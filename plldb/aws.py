@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -12,10 +11,9 @@ import botocore.exceptions
 from botocore.config import Config
 
 from plldb.errors import PlldbError
+from plldb.protocol import STACK_NAME_PATTERN
 
 T = TypeVar("T")
-
-STACK_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=70)
 
@@ -24,10 +22,13 @@ def make_session(profile: str | None = None, region: str | None = None) -> boto3
     """A session honouring --profile/--region, the standard AWS variables and AWS_ENDPOINT_URL (via boto3)."""
     try:
         session = boto3.Session(profile_name=profile, region_name=region)
-    except botocore.exceptions.ProfileNotFound:
+    except botocore.exceptions.ProfileNotFound as exc:
+        # The profile may come from --profile or from AWS_PROFILE: name the one that was looked for.
+        missing = exc.kwargs.get("profile") or profile
+        source = "--profile" if profile else "AWS_PROFILE"
         raise PlldbError(
-            f"AWS profile {profile!r} was not found.",
-            "Check ~/.aws/config or run 'aws configure --profile NAME'.",
+            f"AWS profile {missing!r} ({source}) was not found.",
+            "Check ~/.aws/config, or run 'aws configure --profile NAME'.",
         )
     if not session.region_name:
         raise PlldbError(

@@ -40,12 +40,22 @@ def _plldb(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "plldb", *arguments]
 
 
-def _run_step(command: list[str], env: dict[str, str], cwd: Path) -> None:
+def _run_step(command: list[str], env: dict[str, str], cwd: Path, *, progress: bool = True) -> None:
+    """Run one command, its output shown indented in the order it came; without ``progress`` its
+    step-by-step lines (stderr) are shown only if it fails."""
     _say(f"  $ plldb {' '.join(command[3:])}")
     process = subprocess.run(
-        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        command,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if progress else subprocess.PIPE,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    for line in (process.stdout + process.stderr).splitlines():
+    shown = process.stdout + ("" if progress or process.returncode == 0 else process.stderr)
+    for line in shown.splitlines():
         _say(_indent(line))
     if process.returncode != 0:
         raise PlldbError(
@@ -129,23 +139,30 @@ def _invoke(lambda_client: Any, name: str, event: dict[str, Any]) -> tuple[str, 
     return payload, elapsed
 
 
-def run_demo(interactive: bool = False) -> None:
+def run_demo(interactive: bool = False, port: int = 4566, gateway_port: int = 4510) -> None:
+    from plldb.cli.localcloud import busy_ports, busy_ports_error
     from plldb.localcloud.cloud import LocalCloud
 
     started = time.monotonic()
     _say("plldb demo: the whole flow on an offline local cloud (no AWS account involved)", bold=True)
     _say()
     _say("[1/6] Starting the local cloud (AWS APIs, Lambda, API Gateway WebSocket on 127.0.0.1)", bold=True)
-    work = Path(tempfile.mkdtemp(prefix="plldb-demo-"))
-    cloud = LocalCloud(
-        work_dir=work / "cloud", port=4566 if interactive else 0, gateway_port=4510 if interactive else 0
+    ports = (
+        {"--port": port, "--gateway-port": gateway_port}
+        if interactive
+        else {"--port": 0, "--gateway-port": 0}
     )
+    busy = busy_ports(ports)
+    if busy:
+        raise busy_ports_error(busy)
+    work = Path(tempfile.mkdtemp(prefix="plldb-demo-"))
+    cloud = LocalCloud(work_dir=work / "cloud", port=ports["--port"], gateway_port=ports["--gateway-port"])
     try:
         cloud.start()
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise PlldbError(
-            f"Could not start the local cloud: {exc}.", "Stop whatever uses ports 4566 and 4510."
+            f"Could not start the local cloud: {exc}.", "Choose other ports with --port and --gateway-port."
         )
     env = {**os.environ, **cloud.environment()}
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
@@ -157,7 +174,7 @@ def run_demo(interactive: bool = False) -> None:
         _say("  ready; clients reach it through AWS_ENDPOINT_URL and PLLDB_EXECUTE_API_ENDPOINT")
         _say()
         _say("[2/6] Deploying plldb's helper stack", bold=True)
-        _run_step(_plldb("bootstrap", "setup"), env, project)
+        _run_step(_plldb("bootstrap", "setup"), env, project, progress=False)
         _say()
         _say(
             "[3/6] Deploying the example SAM app 'hello-sam' to the cloud (what `sam deploy` does)", bold=True
@@ -166,6 +183,7 @@ def run_demo(interactive: bool = False) -> None:
             _plldb("localcloud", "deploy", "--template", "template.yaml", "--stack-name", STACK_NAME),
             env,
             project,
+            progress=False,
         )
         session = cloud.session()
         lambda_client = session.client("lambda", endpoint_url=cloud.endpoint_url)
@@ -239,18 +257,29 @@ def _compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
         raise PlldbError(f"Not restored exactly: {', '.join(different)}.", "This is a bug; please report it.")
 
 
+def _plldb_command() -> str:
+    """How to run this plldb from another shell: `plldb` when it is on PATH, else its full path."""
+    installed = Path(sys.executable).parent / "plldb"
+    found = shutil.which("plldb")
+    if found and Path(found).resolve() == installed.resolve():
+        return "plldb"
+    return str(installed) if installed.exists() else f"{sys.executable} -m plldb"
+
+
 def _interactive(cloud: Any, project: Path, env: dict[str, str], before: dict[str, dict[str, Any]]) -> None:
     exports = "\n".join(f"    export {name}={value}" for name, value in cloud.environment().items())
-    hello = before["HelloFunction"]["FunctionName"]
+    plldb = _plldb_command()
     _say(
         "The local cloud stays up with the helper stack and hello-sam deployed. In another shell:", bold=True
     )
     _say(exports)
     _say(f"    cd {EXAMPLE}")
-    _say(f"    plldb attach --stack-name {STACK_NAME} --debugpy --write-vscode")
-    _say("  then open that folder in VS Code, start 'Python Debugger: Remote Attach', set a breakpoint in")
+    _say(f"    {plldb} attach --stack-name {STACK_NAME} --debugpy --write-vscode")
+    _say(f"  then open that folder in VS Code, start 'plldb: {STACK_NAME}', set a breakpoint in")
     _say("  hello/app.py, and invoke the function 'in the cloud' from a third shell (same exports):")
-    _say(f'    plldb localcloud invoke {hello} --payload \'{{"name": "you"}}\'')
+    _say(
+        f'    {plldb} localcloud invoke HelloFunction --stack-name {STACK_NAME} --payload \'{{"name": "you"}}\''
+    )
     _say("Press Ctrl-C here to stop the local cloud.", bold=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

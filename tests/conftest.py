@@ -28,3 +28,10 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud
             else:
                 os.environ[name] = value
         cloud.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that runs the local cloud is slow (`make unit-fast` leaves them out)."""
+    for item in items:
+        if "local_cloud" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

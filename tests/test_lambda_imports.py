@@ -1,4 +1,9 @@
-"""Code that runs inside Lambda may use only the standard library and boto3, on Python 3.10 to 3.13."""
+"""Code that runs inside Lambda may use only the standard library and boto3, on Python 3.10 to 3.13.
+
+That is the layer, the helper stack's handlers and what they share: plldb/protocol.py,
+plldb/lambda_common.py, plldb/lambda_python/ (the runtime's behaviour, which the layer reproduces) and
+plldb/instrumentation/ (the manager restores functions with it).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from plldb import protocol
+from plldb.bootstrap import packaging
+
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_SIDE_FILES = sorted(
     [
         ROOT / "plldb" / "__init__.py",
         ROOT / "plldb" / "protocol.py",
+        ROOT / "plldb" / "lambda_common.py",
         ROOT / "plldb" / "bootstrap" / "__init__.py",
         *(ROOT / "plldb" / "bootstrap" / "cloudformation").rglob("*.py"),
+        *(ROOT / "plldb" / "instrumentation").rglob("*.py"),
+        *(ROOT / "plldb" / "lambda_python").rglob("*.py"),
     ]
 )
 LAMBDA_SIDE_MODULES = {
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
     for path in LAMBDA_SIDE_FILES
 }
-THIRD_PARTY_ALLOWED = {"boto3", "botocore"}
+THIRD_PARTY_ALLOWED = {"boto3", "botocore", "jmespath"}  # jmespath: a dependency of botocore
 LAMBDA_PYTHONS = ["python3.10", "python3.11", "python3.12", "python3.13"]
 
 
@@ -90,7 +101,7 @@ def test_lambda_side_module_parses_as_python_3_10(path: Path) -> None:
 
 
 @pytest.mark.parametrize("python", LAMBDA_PYTHONS)
-def test_lambda_side_code_compiles_and_protocol_imports_on_each_lambda_python(
+def test_lambda_side_code_compiles_and_its_stdlib_modules_import_on_each_lambda_python(
     python: str, tmp_path: Path
 ) -> None:
     executable = _lambda_python(python)
@@ -102,18 +113,33 @@ def test_lambda_side_code_compiles_and_protocol_imports_on_each_lambda_python(
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "for f in sys.argv[1:]:\n"
         f"    py_compile.compile(f, cfile={str(tmp_path / 'c.pyc')!r}, doraise=True)\n"
-        "import plldb.protocol\n"
+        "import plldb.protocol, plldb.lambda_common, plldb.instrumentation.decisions\n"
         "print(plldb.protocol.PROTOCOL_VERSION)\n"
     )
     result = subprocess.run([executable, "-c", script, *files], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "1"
+    assert result.stdout.strip() == str(protocol.PROTOCOL_VERSION)
+
+
+def test_every_file_packaged_into_lambda_is_checked_here() -> None:
+    assert set(packaging.LAMBDA_SOURCE_FILES) <= set(LAMBDA_SIDE_FILES)
+    assert {
+        ROOT / "plldb" / "lambda_common.py",
+        ROOT / "plldb" / "instrumentation" / "decisions.py",
+        ROOT / "plldb" / "instrumentation" / "functions.py",
+        ROOT / "plldb" / "instrumentation" / "lambda_updates.py",
+        ROOT / "plldb" / "instrumentation" / "stacks.py",
+        ROOT / "plldb" / "lambda_python" / "marshalling.py",
+    } <= set(LAMBDA_SIDE_FILES)
 
 
 def test_the_checker_rejects_a_third_party_import(tmp_path: Path) -> None:
     assert not _allowed("requests")
     assert not _allowed("plldb.local.worker")
     assert not _allowed("plldb.cli")
+    assert not _allowed("plldb.local.instrument")
+    assert _allowed("plldb.instrumentation.decisions")
+    assert _allowed("plldb.lambda_common")
     assert _allowed("plldb.protocol")
     assert _allowed("json")
     assert _allowed("botocore.exceptions")

@@ -8,6 +8,7 @@ through the manager first (and refuses while a developer is attached, unless for
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import botocore.exceptions
 from plldb.bootstrap import packaging
 from plldb.bootstrap.helper_stack import (
     DEFAULT_STACK_NAME,
+    TEMPLATE_VERSION,
     HelperStack,
     describe_helper_stack,
     invoke_manager,
@@ -28,6 +30,7 @@ from plldb.bootstrap.helper_stack import (
 from plldb.errors import PlldbError
 
 EventCallback = Callable[[str], None]
+MAX_HELPER_STACK_NAME = 100  # "<name>-instrumented-function" must fit IAM's 128 characters
 
 HELPER_STACK_TAG = "plldb:helper-stack"
 DEFAULT_PARAMETERS = {
@@ -69,7 +72,6 @@ class StatusReport:
     template_version: str
     outdated: bool
     active_sessions: list[dict[str, Any]]
-    instrumented_functions: dict[str, int]
 
 
 def _noop(message: str) -> None:
@@ -111,6 +113,12 @@ def setup(
     poll_seconds: float = 2.0,
 ) -> SetupResult:
     """Create or update the helper stack; a no-op when the template, code and parameters are unchanged."""
+    if len(stack_name) > MAX_HELPER_STACK_NAME:
+        raise PlldbError(
+            f"A helper stack name has at most {MAX_HELPER_STACK_NAME} characters ({stack_name!r} has "
+            f"{len(stack_name)}): its IAM policy is named after it.",
+            "Choose a shorter name.",
+        )
     region, account_id, bucket = _account_assets(session)
     s3 = session.client("s3")
     ensure_asset_bucket(s3, bucket, region, account_id, on_event)
@@ -132,7 +140,7 @@ def setup(
     wanted.update({"AssetsBucket": bucket, "HandlersKey": handlers_key, "LayerKey": layer_key})
     stack_arguments = {
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(wanted.items())],
-        "Capabilities": ["CAPABILITY_IAM"],
+        "Capabilities": ["CAPABILITY_NAMED_IAM"],  # the instrumented-function policy has a derived name
         "Tags": [{"Key": HELPER_STACK_TAG, "Value": "true"}],
         **_template_argument(s3, bucket, body, account_id),
     }
@@ -353,6 +361,11 @@ def destroy(
         helper = load_helper_stack(session, stack_name)
         restored = _restore_everything(session, helper, force, on_event)
     if stack is not None:
+        payloads = {o["OutputKey"]: o.get("OutputValue") for o in stack.get("Outputs", [])}.get(
+            "PayloadBucketName"
+        )
+        if payloads:
+            empty_bucket(session.client("s3"), str(payloads))
         on_event(f"Deleting the helper stack {stack_name}")
         cloudformation.delete_stack(StackName=stack["StackId"])
         wait_for_stack(cloudformation, stack["StackId"], "DELETE", on_event, poll_seconds)
@@ -375,6 +388,11 @@ def _manager_usable(stack: dict[str, Any]) -> bool:
 def _restore_everything(
     session: boto3.Session, helper: HelperStack, force: bool, on_event: EventCallback
 ) -> list[dict[str, Any]]:
+    """End every active session: restore its stack's functions with these credentials, then release it."""
+    from plldb.local.instrument import restore_stack
+    from plldb.local.session import connect_url, sigv4_signer
+    from plldb.local.session.release import release_stack
+
     report = invoke_manager(session, helper, {"action": "status"})
     sessions = report.get("activeSessions") or []
     if sessions and not force:
@@ -386,26 +404,31 @@ def _restore_everything(
             f"{len(sessions)} plldb session(s) are active: {described}.",
             "Detach them first, or pass --force to restore their functions and end them.",
         )
-    stacks = sorted(
-        {str(s.get("stackName")) for s in sessions} | set(report.get("instrumentedFunctions") or {})
-    )
     restored: list[dict[str, Any]] = []
-    for stack in stacks:
-        on_event(f"Restoring the functions of stack {stack}")
-        result = invoke_manager(session, helper, {"action": "restore_stack", "stackName": stack})
-        functions = result.get("functions") or []
-        failed = [f for f in functions if f.get("status") == "failed"]
-        for function in functions:
-            on_event(
-                f"  {function.get('functionName')}: {function.get('status')} ({function.get('message')})"
-            )
+    for stack_id, stack_name in sorted({(str(s.get("stackId")), str(s.get("stackName"))) for s in sessions}):
+        on_event(f"Restoring the functions of stack {stack_name}")
+        results = restore_stack(session, helper, stack_id, report=lambda _message: None)
+        for result in results:
+            on_event(f"  {result.function.name}: {result.status} ({result.message})")
+        failed = [r.function.name for r in results if r.status == "failed"]
         if failed:
-            names = ", ".join(str(f.get("functionName")) for f in failed)
             raise PlldbError(
-                f"Could not restore {names} of stack {stack}; the helper stack was kept so nothing is lost.",
-                f"Fix the cause and run 'plldb detach --stack-name {stack}' or this command again.",
+                f"Could not restore {', '.join(failed)} of stack {stack_name}; the helper stack was kept so "
+                "nothing is lost.",
+                f"Fix the cause and run 'plldb detach --stack-name {stack_name}' or this command again.",
             )
-        restored.extend(functions)
+        asyncio.run(
+            release_stack(connect_url(helper.websocket_url), sigv4_signer(session, helper.region), stack_id)
+        )
+        restored.extend(
+            {
+                "functionName": r.function.name,
+                "logicalId": r.function.path,
+                "status": r.status,
+                "message": r.message,
+            }
+            for r in results
+        )
     return restored
 
 
@@ -421,8 +444,8 @@ def _other_stacks_using_bucket(cloudformation: Any, bucket: str, except_stack_id
     return sorted(users)
 
 
-def delete_bucket(s3: Any, bucket: str, on_event: EventCallback) -> bool:
-    """Delete every object version and delete marker, then the bucket; False if it did not exist."""
+def empty_bucket(s3: Any, bucket: str) -> bool:
+    """Delete every object version and delete marker; False if the bucket does not exist."""
     try:
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
             doomed = [
@@ -438,18 +461,40 @@ def delete_bucket(s3: Any, bucket: str, on_event: EventCallback) -> bool:
             leftovers = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if leftovers:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": leftovers, "Quiet": True})
+    except botocore.exceptions.ClientError as exc:
+        code, _ = _error(exc)
+        if code in {"NoSuchBucket", "404"}:
+            return False
+        raise
+    return True
+
+
+def delete_bucket(s3: Any, bucket: str, on_event: EventCallback) -> bool:
+    """Empty the bucket, then delete it; False if it did not exist."""
+    if not empty_bucket(s3, bucket):
+        return False
+    try:
         s3.delete_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError as exc:
         code, _ = _error(exc)
         if code in {"NoSuchBucket", "404"}:
             return False
         raise
-    on_event(f"Deleted the asset bucket {bucket}")
     return True
 
 
 # --- status ----------------------------------------------------------------------------------------------
 def status(session: boto3.Session, stack_name: str = DEFAULT_STACK_NAME) -> StatusReport:
+    stack = describe_helper_stack(session, stack_name)
+    region = str(session.region_name)
+    if stack is None:
+        raise not_bootstrapped(stack_name, region)
+    version = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}.get(
+        "TemplateVersion", ""
+    )
+    if version != TEMPLATE_VERSION:
+        # An older manager speaks another protocol: only its version is worth reporting.
+        return StatusReport(stack_name, region, str(stack.get("StackStatus")), version or "unknown", True, [])
     helper = load_helper_stack(session, stack_name)
     report = invoke_manager(session, helper, {"action": "status"})
     return StatusReport(
@@ -457,9 +502,8 @@ def status(session: boto3.Session, stack_name: str = DEFAULT_STACK_NAME) -> Stat
         region=helper.region,
         stack_status=helper.status,
         template_version=helper.template_version,
-        outdated=helper.outdated,
+        outdated=False,
         active_sessions=list(report.get("activeSessions") or []),
-        instrumented_functions=dict(report.get("instrumentedFunctions") or {}),
     )
 
 

@@ -13,20 +13,18 @@ from botocore.config import Config
 from plldb.errors import PlldbError
 
 DEFAULT_STACK_NAME = "plldb"
-TEMPLATE_VERSION = "1.1"  # must equal Outputs.TemplateVersion in cloudformation/template.yaml
+TEMPLATE_VERSION = "2.1"  # must equal Outputs.TemplateVersion in cloudformation/template.yaml
 
 # Output key -> HelperStack field.
 OUTPUT_FIELDS = {
     "WebSocketUrl": "websocket_url",
-    "ManagementUrl": "management_url",
+    "ConnectRouteArn": "connect_route_arn",
     "LayerVersionArn": "layer_version_arn",
-    "SessionsTableName": "sessions_table_name",
-    "DebuggerTableName": "debugger_table_name",
-    "InstrumentationTableName": "instrumentation_table_name",
-    "DebuggerRoleArn": "debugger_role_arn",
-    "ManagerRoleArn": "manager_role_arn",
-    "ManagerFunctionName": "manager_function_name",
+    "DispatcherFunctionArn": "dispatcher_function_arn",
+    "InvocationsTableName": "invocations_table_name",
+    "PayloadBucketName": "payload_bucket_name",
     "InstrumentedFunctionPolicyArn": "instrumented_function_policy_arn",
+    "ManagerFunctionName": "manager_function_name",
     "TemplateVersion": "template_version",
 }
 
@@ -41,18 +39,17 @@ MANAGER_CLIENT_CONFIG = Config(
 @dataclass(frozen=True)
 class HelperStack:
     stack_name: str
+    stack_id: str
     region: str
     status: str
     websocket_url: str
-    management_url: str
+    connect_route_arn: str
     layer_version_arn: str
-    sessions_table_name: str
-    debugger_table_name: str
-    instrumentation_table_name: str
-    debugger_role_arn: str
-    manager_role_arn: str
-    manager_function_name: str
+    dispatcher_function_arn: str
+    invocations_table_name: str
+    payload_bucket_name: str
     instrumented_function_policy_arn: str
+    manager_function_name: str
     template_version: str
 
     @property
@@ -91,14 +88,26 @@ def load_helper_stack(session: boto3.Session, stack_name: str = DEFAULT_STACK_NA
         raise not_bootstrapped(stack_name, region)
     status = str(stack.get("StackStatus", ""))
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
-    missing = sorted(key for key in OUTPUT_FIELDS if not outputs.get(key))
-    if status not in READY_STATUSES or missing:
+    missing = sorted(key for key in OUTPUT_FIELDS if not outputs.get(key) and key != "TemplateVersion")
+    if status not in READY_STATUSES or (missing and outputs.get("TemplateVersion") == TEMPLATE_VERSION):
         raise PlldbError(
             f"The plldb helper stack {stack_name!r} in {region} is not ready (status {status}).",
             "Run 'plldb bootstrap setup' to create or repair it.",
         )
+    if outputs.get("TemplateVersion") != TEMPLATE_VERSION:
+        raise PlldbError(
+            f"The plldb helper stack {stack_name!r} in {region} was deployed by another plldb version "
+            f"(template {outputs.get('TemplateVersion') or 'unknown'}, this plldb needs {TEMPLATE_VERSION}).",
+            "Run 'plldb bootstrap setup' to update it.",
+        )
     values = {field: str(outputs[key]) for key, field in OUTPUT_FIELDS.items()}
-    return HelperStack(stack_name=stack_name, region=str(session.region_name), status=status, **values)
+    return HelperStack(
+        stack_name=stack_name,
+        stack_id=str(stack.get("StackId", "")),
+        region=str(session.region_name),
+        status=status,
+        **values,
+    )
 
 
 def invoke_manager(session: boto3.Session, helper: HelperStack, payload: dict[str, Any]) -> dict[str, Any]:

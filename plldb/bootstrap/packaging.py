@@ -30,9 +30,14 @@ EXECUTABLE_MODE = 0o755
 SHARED_MODULES = (
     "__init__.py",
     "protocol.py",
+    "lambda_common.py",
     "bootstrap/__init__.py",
     "bootstrap/cloudformation/__init__.py",
 )
+# Only the helper stack's functions restore functions of dead sessions: the layer never needs these.
+INSTRUMENTATION_DIR = PACKAGE_ROOT / "instrumentation"
+# The Python runtime's behaviour, which the layer reproduces (the local worker shares it).
+LAMBDA_PYTHON_DIR = PACKAGE_ROOT / "lambda_python"
 
 
 def _package_file(relative: str) -> tuple[str, Path]:
@@ -43,18 +48,20 @@ def _package_file(relative: str) -> tuple[str, Path]:
 def handler_files() -> list[tuple[str, Path]]:
     """Archive names and sources of the handlers zip (its root is the function's task root)."""
     files = [_package_file(relative) for relative in SHARED_MODULES]
-    files += [
-        _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(HANDLERS_DIR.glob("*.py"))
-    ]
+    for folder in (HANDLERS_DIR, INSTRUMENTATION_DIR):
+        files += [
+            _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(folder.glob("*.py"))
+        ]
     return sorted(files)
 
 
 def layer_files() -> list[tuple[str, Path]]:
     """Archive names and sources of the layer zip: all under plldb-debugger/ (unpacked to /opt)."""
     files = [_package_file(relative) for relative in SHARED_MODULES]
-    files += [
-        _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(LAYER_DIR.glob("*.py"))
-    ]
+    for folder in (LAYER_DIR, LAMBDA_PYTHON_DIR):
+        files += [
+            _package_file(path.relative_to(PACKAGE_ROOT).as_posix()) for path in sorted(folder.glob("*.py"))
+        ]
     entries = [(f"{LAYER_DIRECTORY}/{name}", path) for name, path in files]
     wrapper = LAYER_DIR / WRAPPER_NAME
     if wrapper.is_file():

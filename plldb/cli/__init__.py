@@ -18,6 +18,7 @@ def cli() -> None:
     \b
     Start with:  plldb bootstrap setup
     Then:        plldb attach --stack-name my-stack --debugpy
+    Add --debug anywhere to see the traceback of an unexpected error.
     """
 
 
@@ -28,6 +29,7 @@ def _register() -> None:
     from plldb.cli.demo import demo
     from plldb.cli.invoke import invoke
     from plldb.cli.localcloud import localcloud
+    from plldb.cli.replay import recordings, replay
 
     cli.add_command(bootstrap)
     cli.add_command(attach)
@@ -35,6 +37,8 @@ def _register() -> None:
     cli.add_command(demo)
     cli.add_command(invoke)
     cli.add_command(localcloud)
+    cli.add_command(recordings)
+    cli.add_command(replay)
 
 
 _register()

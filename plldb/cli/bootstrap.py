@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -12,14 +14,18 @@ import click
 from plldb.aws import make_session, translate_aws_errors, validate_stack_name
 from plldb.bootstrap.helper_stack import DEFAULT_STACK_NAME
 from plldb.cli.common import aws_options
+from plldb.cli.settings import resolve, samconfig_options, where
 
 if TYPE_CHECKING:
     import boto3
 
 T = TypeVar("T")
 
-STACK_NAME_OPTION = click.option(
-    "--stack-name",
+# The helper stack is named --helper-stack in every command (attach and detach too): --stack-name always
+# means the application stack being debugged.
+HELPER_STACK_OPTION = click.option(
+    "--helper-stack",
+    "stack_name",
     default=DEFAULT_STACK_NAME,
     show_default=True,
     help="Name of the plldb helper stack.",
@@ -27,21 +33,29 @@ STACK_NAME_OPTION = click.option(
 
 
 def _console() -> Any:
-    from rich.console import Console
+    """Progress on stderr, never hard-wrapped (an S3 URI or an ARN stays one line in a log file)."""
+    from plldb.local.console import rich_console
 
-    return Console(stderr=True, highlight=False)
+    return rich_console(sys.stderr)
 
 
 @contextmanager
 def _progress(console: Any, title: str) -> Iterator[Callable[[str], None]]:
-    """A spinner showing the latest step of a long operation; every step also stays printed, dimmed."""
+    """On a terminal, a spinner showing the latest step; elsewhere (a log), one plain line per step, under
+    the title printed with the first step (a command refused before its first step prints its error only)."""
+    if not console.is_terminal:
+        titled: list[bool] = []
+
+        def log(message: str) -> None:
+            if not titled:
+                console.print(title)
+                titled.append(True)
+            console.print(f"  {message}", soft_wrap=True)
+
+        yield log
+        return
     with console.status(title) as spinner:
-
-        def report(message: str) -> None:
-            spinner.update(message)
-            console.print(f"  {message}", style="dim")
-
-        yield report
+        yield lambda message: spinner.update(f"{title} {message}")
 
 
 @click.group("bootstrap")
@@ -52,17 +66,28 @@ def bootstrap() -> None:
 def _helper_stack_command(
     name: str, *options: Callable[[Any], Any]
 ) -> Callable[[Callable[..., None]], click.Command]:
-    """`plldb bootstrap NAME`: --stack-name, the given options and the AWS ones; the command gets a session
+    """`plldb bootstrap NAME`: --helper-stack, the given options and the AWS ones; the command gets a session
     for the validated stack name, and any AWS failure reaches the user as one line."""
 
     def decorate(run: Callable[..., None]) -> click.Command:
         @wraps(run)
-        def command(stack_name: str, profile: str | None, region: str | None, **values: Any) -> None:
+        def command(
+            stack_name: str,
+            profile: str | None,
+            region: str | None,
+            config_file: Path | None,
+            config_env: str,
+            **values: Any,
+        ) -> None:
             validate_stack_name(stack_name)
-            run(make_session(profile, region), stack_name, **values)
+            # The same region and profile as `plldb attach` in this folder: options, then samconfig.
+            settings = resolve(profile=profile, region=region, config_file=config_file, config_env=config_env)
+            session = make_session(settings.profile, settings.region)
+            _console().print(f"Working in {where(session, settings)}.", soft_wrap=True)
+            run(session, stack_name, **values)
 
-        decorated: Any = aws_options(translate_aws_errors(command))
-        for option in (STACK_NAME_OPTION, *options)[::-1]:
+        decorated: Any = samconfig_options(aws_options(translate_aws_errors(command)))
+        for option in (HELPER_STACK_OPTION, *options)[::-1]:
             decorated = option(decorated)
         return bootstrap.command(name)(decorated)
 
@@ -132,7 +157,3 @@ def status_command(session: boto3.Session, stack_name: str) -> None:
         for item in report.active_sessions:
             since = deploy.utc_time_text(item.get("createdAt"))
             click.echo(f"  {item.get('stackName')}  {item.get('owner') or 'unknown owner'}  since {since}")
-    if report.instrumented_functions:
-        click.echo("Instrumented functions:")
-        for stack, count in sorted(report.instrumented_functions.items()):
-            click.echo(f"  {stack}: {count}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from plldb.errors import PlldbError
+from plldb.errors import ExitStatus, PlldbError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,16 +23,25 @@ def aws_options(func: F) -> F:
     return func
 
 
-def run_cli(group: click.Group) -> int:
-    """Run the CLI; errors the user can fix are one line on stderr, never a traceback."""
+DEBUG_FLAG = "--debug"
+
+
+def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
+    """Run the CLI; errors are one line on stderr, never a traceback (unless --debug asks for it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args[: args.index("--")] if "--" in args else DEBUG_FLAG in args
+    if debug:
+        args.remove(DEBUG_FLAG)
     try:
-        result = group.main(standalone_mode=False)
+        result = group.main(args=args, standalone_mode=False)
     except PlldbError as exc:
+        if debug:
+            traceback.print_exc()
         click.echo(f"Error: {exc.one_line()}", err=True)
-        return 1
+        return ExitStatus.ERROR
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        return 130
+        return ExitStatus.INTERRUPTED
     except click.UsageError as exc:
         # click prints usage, a hint and the error on four lines; one line says the same.
         command = exc.ctx.command_path if exc.ctx is not None else "plldb"
@@ -44,13 +54,20 @@ def run_cli(group: click.Group) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        return 130
+        return ExitStatus.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+            return ExitStatus.ERROR
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(
+            f"Error: plldb failed unexpectedly ({type(exc).__name__}{': ' + text if text else ''}). "
+            f"Run the command again with {DEBUG_FLAG} to see the traceback, and report it.",
+            err=True,
+        )
+        return ExitStatus.ERROR
     # Without standalone mode, click returns the code of ctx.exit(code) instead of raising.
     return result if isinstance(result, int) else 0
-
-
-def fail(message: str, fix: str | None = None) -> None:
-    raise PlldbError(message, fix)
 
 
 def echo_err(message: str) -> None:

@@ -1,7 +1,8 @@
 """`plldb invoke`: run one function of the local SAM template on this machine, no AWS needed.
 
 It uses the same worker, context and result encoding as `plldb attach`, so what works here works
-attached. The result JSON goes to stdout, the function's logs to stderr; the exit status is 1 when
+attached: the template (or CDK cloud assembly) is found as `plldb attach` finds it, and the function
+runs on its Runtime's Python with its project's packages. The result JSON goes to stdout, the function's logs to stderr; the exit status is 1 when
 the function failed (its error JSON is printed instead of a result).
 """
 
@@ -12,30 +13,21 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from plldb.cli.common import echo_err
+from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.errors import PlldbError
 
-DEFAULT_TEMPLATES = ("template.yaml", "template.yml", "template.json")
 DEFAULT_TIMEOUT_SECONDS = 3  # SAM's default Timeout
 DEFAULT_MEMORY_MB = 128
 LOCAL_ACCOUNT_ID = "123456789012"
-
-
-def find_template(template: Path | None) -> Path:
-    if template is not None:
-        return template
-    for name in DEFAULT_TEMPLATES:
-        if Path(name).is_file():
-            return Path(name)
-    raise PlldbError(
-        "No SAM template in the current folder (template.yaml, template.yml or template.json).",
-        "Pass --template PATH.",
-    )
+# samconfig sections whose template_file `plldb invoke` uses, later ones winning (sam local invoke's last).
+INVOKE_TEMPLATE_SECTIONS = ("global", "deploy", "sync", "build", "local_invoke")
 
 
 def read_event(source: str | None) -> str:
@@ -58,8 +50,11 @@ def read_event(source: str | None) -> str:
     return text
 
 
-def read_env_vars(path: Path | None, logical_id: str) -> dict[str, str]:
-    """Variables from a `sam local invoke --env-vars` style file: "Parameters" for all, then the function's."""
+def read_env_vars(path: Path | None, logical_id: str, aliases: tuple[str, ...] = ()) -> dict[str, str]:
+    """Variables from a `sam local invoke --env-vars` style file: "Parameters" for all, then the function's.
+
+    The function's section may be named by its logical id, its nested path or (CDK) its construct id.
+    """
     if path is None:
         return {}
     try:
@@ -69,7 +64,7 @@ def read_env_vars(path: Path | None, logical_id: str) -> dict[str, str]:
     if not isinstance(document, dict):
         raise PlldbError(f"{path} must contain a JSON object of {{LogicalId: {{NAME: value}}}}.")
     variables: dict[str, str] = {}
-    for section in ("Parameters", logical_id.split("/")[-1], logical_id):
+    for section in ("Parameters", logical_id.split("/")[-1], *aliases, logical_id):
         values = document.get(section)
         if isinstance(values, dict):
             for name, value in values.items():
@@ -110,7 +105,22 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     "template_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="The SAM template (default: template.yaml in the current folder).",
+    help="The SAM template (default: samconfig's, else template.yaml|yml|json, else cdk.out).",
+)
+@click.option(
+    "--cdk-out",
+    "cdk_out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A CDK app's cloud assembly, from 'cdk synth --no-staging' (default: cdk.out when present).",
+)
+@click.option("--stack-name", "-s", default=None, help="With a CDK assembly of several stacks: the stack.")
+@click.option(
+    "--python",
+    "python",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The Python (interpreter or virtualenv) that runs the function, with its packages.",
 )
 @click.option(
     "--event", "-e", "event_source", default=None, help="Event JSON file, or - for stdin (default: {})."
@@ -123,55 +133,74 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     default=None,
     help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
 )
-@click.option("--debugpy", "use_debugpy", is_flag=True, help="Run under debugpy (VS Code: Remote Attach).")
-@click.option("--debugpy-host", default="127.0.0.1", show_default=True, help="Where debugpy listens.")
-@click.option("--debugpy-port", default=5678, show_default=True, type=int, help="0 picks a free port.")
-@click.option("--wait-for-client", is_flag=True, help="With --debugpy: wait until a debugger attaches.")
-@click.option("--pycharm", "pycharm_address", metavar="HOST:PORT", help="Connect to PyCharm's debug server.")
+@debugger_options()
 def invoke(
     *,
     logical_id: str,
     template_path: Path | None,
+    cdk_out: Path | None,
+    stack_name: str | None,
+    python: Path | None,
     event_source: str | None,
     env_vars_path: Path | None,
-    use_debugpy: bool,
-    debugpy_host: str,
-    debugpy_port: int,
-    wait_for_client: bool,
-    pycharm_address: str | None,
+    debugger_choice: DebuggerChoice,
 ) -> None:
     """Run function LOGICAL_ID of the local template once, with an event, on this machine.
 
-    The function runs with your own AWS credentials and the template's environment variables.
+    The function runs on its Runtime's Python with its project's packages, your own AWS credentials
+    and the template's environment variables.
     """
     from plldb import protocol
-    from plldb.local.debuggers import DebuggerConfig, parse_host_port, start_debugpy
-    from plldb.local.template import scan_template
-    from plldb.local.worker import Invocation, WorkerPool
+    from plldb.local.debuggers import exposure_warning, start_debugpy
+    from plldb.local.invocation import Invocation
+    from plldb.local.samconfig import load_samconfig
+    from plldb.local.template import locate_template
+    from plldb.local.worker import WorkerPool, plan_runtimes
 
-    if use_debugpy and pycharm_address:
-        raise PlldbError("--debugpy and --pycharm cannot be used together.", "Pick one debugger.")
-    if wait_for_client and not use_debugpy:
-        raise PlldbError("--wait-for-client needs --debugpy.")
-    template = find_template(template_path)
-    functions = scan_template(template)
-    function = functions.local.get(logical_id)
+    debugger = debugger_choice.config()
+    samconfig_template = None
+    if template_path is None and cdk_out is None:
+        samconfig_template = load_samconfig(Path.cwd(), sections=INVOKE_TEMPLATE_SECTIONS).template
+    project = locate_template(
+        template=template_path, cdk_out=cdk_out, stack_name=stack_name, samconfig_template=samconfig_template
+    )
+    functions = project.scan()
+    path = functions.resolve(logical_id)
+    function = functions.local.get(path) if path is not None else None
     if function is None:
-        if logical_id in functions.unavailable:
-            raise PlldbError(f"{logical_id} cannot run locally ({functions.unavailable[logical_id]}).")
-        available = ", ".join(sorted(functions.local)) or "none"
-        raise PlldbError(f"No function {logical_id!r} in {template}. Available: {available}.")
+        if path is not None and path in functions.unavailable:
+            raise PlldbError(f"{logical_id} cannot run locally ({functions.unavailable[path]}).")
+        available = ", ".join(functions.names()) or "none"
+        raise PlldbError(f"No function {logical_id!r} in {project.template}. Available: {available}.")
     event_json = read_event(event_source)
+    declared = frozenset(function.environment) | function.environment_names
+    aliases = tuple(alias for alias, target in functions.aliases.items() if target == function.logical_id)
+    overrides = read_env_vars(env_vars_path, function.logical_id, aliases)
     environment = dict(function.environment)
-    environment.update(read_env_vars(env_vars_path, logical_id))
+    environment.update({name: value for name, value in overrides.items() if name in declared})
+    plan = plan_runtimes([function], python=python)
 
-    debugger = None
-    if use_debugpy:
-        debugger = DebuggerConfig("debugpy", debugpy_host, debugpy_port, wait_for_client)
+    for notice in functions.notices:
+        echo_err(f"Warning: {notice}")
+    if function.code_notice:
+        echo_err(f"Warning: {function.logical_id} {function.code_notice}.")
+    ignored = sorted(set(overrides) - declared)
+    if ignored:
+        echo_err(
+            f"Warning: {env_vars_path} sets {', '.join(ignored)}, which the template does not declare for "
+            f"{function.logical_id}; like sam local invoke, plldb ignores them. Declare them under the "
+            "function's Environment.Variables to set them."
+        )
+    warning = plan.warning()
+    if warning:
+        echo_err(f"Warning: {warning}")
+
+    if debugger is not None and debugger.kind == "debugpy":
+        host, port = start_debugpy(replace(debugger, wait_for_client=False), announce=echo_err)
+        warning = exposure_warning(host, port)
+        if warning:
+            echo_err(f"Warning: {warning}")
         start_debugpy(debugger, announce=echo_err)
-    elif pycharm_address:
-        host, port = parse_host_port(pycharm_address)
-        debugger = DebuggerConfig("pycharm", host, port)
 
     def show_output(function_id: str, request_id: str, stream: str, line: str) -> None:
         click.echo(line, err=True)
@@ -186,12 +215,15 @@ def invoke(
         ),
         environment=environment,
         credentials=None,
+        configured_variables=declared,
     )
     with WorkerPool(
         output=show_output,
         debugger=debugger,
         local_credentials=True,
         warn=lambda message: echo_err(f"Warning: {message}"),
+        runtimes=plan,
+        python=python,
     ) as pool:
         result = pool.run(function, invocation)
     if result.status_code == protocol.RESPONSE_CODE_OK:

@@ -1,10 +1,10 @@
 """The ``context`` object a handler receives on the developer's machine.
 
-The context itself is the layer's (``lambda_compat.LambdaContext``, awslambdaric's class reproduced),
+The context itself is the layer's (``lambda_python.LambdaContext``, awslambdaric's class reproduced),
 so a handler sees the same object locally and in the cloud. The only local concern is the input: the
 layer forwards the Runtime API's invocation headers inside the protocol's ``context`` object, while
 the names, version, memory and log names reach the worker as the environment variables the runtime
-reads them from (see plldb.local.worker.worker_environment). This module runs inside worker
+reads them from (see plldb.local.worker.variables.worker_environment). This module runs inside worker
 processes: standard library and plldb's standard-library-only modules.
 """
 
@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from plldb.bootstrap.cloudformation.layer.lambda_compat import LambdaContext, create_lambda_context
+from plldb.lambda_python import LambdaContext, create_lambda_context
 
 
 def _header_text(value: Any) -> str | None:

@@ -47,16 +47,24 @@ def find_config_file(directory: Path) -> Path | None:
     return None
 
 
-def load_samconfig(directory: Path, environment: str = DEFAULT_ENVIRONMENT) -> SamConfig:
+def load_samconfig(
+    directory: Path, environment: str = DEFAULT_ENVIRONMENT, sections: tuple[str, ...] = TEMPLATE_SECTIONS
+) -> SamConfig:
     """Read the SAM configuration in ``directory``; an absent file gives an empty SamConfig."""
     path = find_config_file(directory)
     if path is None:
         return SamConfig()
-    return parse_samconfig(path, environment)
+    return parse_samconfig(path, environment, sections)
 
 
-def parse_samconfig(path: Path, environment: str = DEFAULT_ENVIRONMENT) -> SamConfig:
-    """Parse one configuration file; a malformed file is a PlldbError naming it."""
+def parse_samconfig(
+    path: Path, environment: str = DEFAULT_ENVIRONMENT, sections: tuple[str, ...] = TEMPLATE_SECTIONS
+) -> SamConfig:
+    """Parse one configuration file; a malformed file is a PlldbError naming it.
+
+    ``sections``: the commands whose ``template_file`` counts, later ones winning (`sam local invoke`
+    reads its own section, ``local_invoke``).
+    """
     document = _read_document(path)
     env_section = document.get(environment, {})
     if not isinstance(env_section, Mapping):
@@ -64,7 +72,7 @@ def parse_samconfig(path: Path, environment: str = DEFAULT_ENVIRONMENT) -> SamCo
             f"{path}: [{environment}] must be a table of commands.", "Fix the file or remove it."
         )
     deployment = _merged_parameters(path, environment, env_section, DEPLOYMENT_SECTIONS)
-    template_parameters = _merged_parameters(path, environment, env_section, TEMPLATE_SECTIONS)
+    template_parameters = _merged_parameters(path, environment, env_section, sections)
     template_value = next(
         (template_parameters[key] for key in TEMPLATE_KEYS if key in template_parameters), None
     )

@@ -1,9 +1,10 @@
-"""Which local source runs each deployed function: the stack's functions matched to the SAM template.
+"""Which local source runs each deployed function: the stack's functions matched to the local template.
 
 CloudFormation knows the physical function names and their logical ids, stack by stack; the local
-template (plldb.local.template) knows the code, keyed by the same logical id path ("App/Func" inside
-nested applications). Walking the deployed stack tree gives physical name -> path -> local function,
-so an invocation of any deployed function finds its local handler.
+template (plldb.local.template: a SAM template, or a CDK app's synthesized one) knows the code, keyed
+by the same logical id path ("App/Func" inside nested applications and nested stacks). Walking the
+deployed stack tree gives physical name -> path -> local function, so an invocation of any deployed
+function finds its local handler, and a function without local code says exactly why.
 """
 
 from __future__ import annotations
@@ -36,13 +37,21 @@ class DeployedFunction:
     stack_id: str  # the (nested) stack that owns it
     local: LocalFunction | None = None
     missing_reason: str | None = None  # why there is no local function
+    aliases: tuple[
+        str, ...
+    ] = ()  # other names of the function: its CDK construct path ("Audit/AuditFunction")
 
     def matches(self, patterns: Sequence[str]) -> bool:
-        """fnmatch on the logical id or its path (or the physical name); no patterns select all."""
+        """fnmatch on the logical id, its path, an alias or the physical name; no patterns select all."""
         if not patterns:
             return True
-        names = (self.logical_id, self.logical_path, self.physical_name)
+        names = (self.logical_id, self.logical_path, *self.aliases, self.physical_name)
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
+
+    @property
+    def notice(self) -> str | None:
+        """Set when the local code is a build's copy (sam build, CDK staging or bundling), not the source."""
+        return self.local.code_notice if self.local is not None else None
 
     @property
     def source(self) -> str | None:
@@ -65,6 +74,7 @@ class StackMap:
 
     stack_name: str
     functions: tuple[DeployedFunction, ...]
+    notices: tuple[str, ...] = ()  # about the local template as a whole (a sam build output run as it is)
 
     def by_physical_name(self, name_or_arn: str) -> DeployedFunction | None:
         name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
@@ -85,8 +95,9 @@ def map_stack(
 ) -> StackMap:
     """List the stack tree's functions and attach each to its local definition.
 
-    Raises PlldbError (one line with the fix) when the template or the stack is missing, or when the
-    stack has no Lambda functions.
+    ``template_path`` is the stack's template as ``plldb.local.template.locate_template`` finds it (for
+    a CDK app, the stack's template in the cloud assembly). Raises PlldbError (one line with the fix)
+    when the template or the stack is missing, or when the stack has no Lambda functions.
     """
     if not template_path.is_file():
         raise PlldbError(
@@ -94,6 +105,9 @@ def map_stack(
             "Run in your SAM project folder or pass --template (or set template_file in samconfig.toml).",
         )
     template = scan(template_path)
+    aliases: dict[str, list[str]] = {}
+    for alias, path in template.aliases.items():
+        aliases.setdefault(path, []).append(alias)
     cloudformation = session.client("cloudformation")
     functions: list[DeployedFunction] = []
 
@@ -117,6 +131,7 @@ def map_stack(
                         stack_id=stack_id,
                         local=local,
                         missing_reason=reason,
+                        aliases=tuple(aliases.get(path, ())),
                     )
                 )
             elif resource["ResourceType"] == NESTED_STACK:
@@ -128,7 +143,7 @@ def map_stack(
             f"Stack {stack_name!r} has no Lambda functions (AWS::Lambda::Function) to debug.",
             "Attach to a stack deployed from a SAM template with AWS::Serverless::Function resources.",
         )
-    return StackMap(stack_name=stack_name, functions=tuple(functions))
+    return StackMap(stack_name=stack_name, functions=tuple(functions), notices=tuple(template.notices))
 
 
 def unavailable_ancestor(template: TemplateFunctions, path: str) -> str | None:

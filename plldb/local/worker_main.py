@@ -1,20 +1,21 @@
 """The worker process: one Lambda execution environment on the developer's machine.
 
-The parent (plldb.local.worker.WorkerPool) starts ``python -u -m plldb.local.worker_main <LogicalId>
-<fd>`` so ``ps`` and debuggers' process lists name the function. The worker talks to its parent over
-the inherited socket ``fd`` with length-prefixed JSON messages, never over stdout: the handler owns
-stdout and stderr, which the parent streams line by line.
+The parent (plldb.local.worker.process.WorkerProcess, for the pool) starts ``python -S -u -m
+plldb.local.worker_main <LogicalId> <fd>`` so ``ps`` and debuggers' process lists name the function.
+The worker talks to its parent over the inherited socket ``fd`` with length-prefixed JSON messages,
+never over stdout: the handler owns stdout and stderr, which the parent streams line by line.
 
 What the AWS Python runtime does around a handler (the import at init with its exact error types and
 messages, the ``context`` object, the JSON encoding of results, the error object of an unhandled
 exception, the root logger's handler and format) comes from the layer's reproduction of awslambdaric,
-``plldb.bootstrap.cloudformation.layer.lambda_compat``, so a handler behaves the same here as under
+``plldb.lambda_python``, so a handler behaves the same here as under
 the layer's passthrough in the cloud. This module adds only what is local: the channel, ``sys.path``
 in Lambda's order from the developer's folders, the debugger, and writing output for a terminal.
 ``sys.exit`` in a handler really ends the process, as it ends the runtime in Lambda.
 
-This module runs before the function's own ``sys.path`` is in place, so it imports only the standard
-library and plldb's standard-library-only modules.
+This module runs before the function's own ``sys.path`` is in place, on the function's Python (3.10
+to 3.13), so it and everything it imports use only the standard library (tests/local/test_worker_python.py
+checks it on each of those versions).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local import context as local_context
 
@@ -86,7 +87,7 @@ def sync_marker(token: str) -> bytes:
 # own frames from a handler's stack trace in the same way.
 RUNTIME_FILES = (
     os.path.abspath(__file__),
-    os.path.abspath(lambda_compat.__file__),
+    *lambda_python.RUNTIME_FILES,
     os.path.abspath(local_context.__file__),
 )
 _NOT_UTF8_BYTES = (
@@ -99,18 +100,18 @@ def encode_response(response: Any) -> str:
     """The result's JSON text as the runtime marshals it; FaultException(Runtime.MarshalError) if it cannot.
 
     Unlike the runtime (which hands bytes to Lambda untouched), the protocol carries the result as
-    text, so bytes must be UTF-8. ``lambda_compat.marshal_response`` is not used: it also encodes the
+    text, so bytes must be UTF-8. ``lambda_python.marshal_response`` is not used: it also encodes the
     text to UTF-8 bytes, which the protocol does not need and which fails on a lone surrogate.
     """
     if isinstance(response, bytes):
         try:
             return response.decode("utf-8")
         except UnicodeDecodeError:
-            raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, _NOT_UTF8_BYTES)
+            raise lambda_python.FaultException(lambda_python.MARSHAL_ERROR, _NOT_UTF8_BYTES)
     try:
-        return lambda_compat.to_json(response)
+        return lambda_python.to_json(response)
     except Exception as exc:
-        raise lambda_compat.FaultException(lambda_compat.MARSHAL_ERROR, f"Unable to marshal response: {exc}")
+        raise lambda_python.FaultException(lambda_python.MARSHAL_ERROR, f"Unable to marshal response: {exc}")
 
 
 def log_error(error: dict[str, Any]) -> None:
@@ -122,8 +123,8 @@ def log_error(error: dict[str, Any]) -> None:
     """
     entry = io.StringIO()
     with contextlib.redirect_stdout(entry):
-        lambda_compat.log_error(error)
-    sys.stdout.write(entry.getvalue().replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n"))
+        lambda_python.log_error(error)
+    sys.stdout.write(entry.getvalue().replace(lambda_python.ERROR_LOG_LINE_TERMINATE, "\n"))
 
 
 _current_request_id: str | None = None
@@ -135,14 +136,32 @@ def _current_request() -> tuple[str, str | None]:
     return _current_request_id or "", _current_tenant_id
 
 
-# --- sys.path --------------------------------------------------------------------------------------
-def function_sys_path(code_dir: str, layer_paths: list[str], site_dirs: list[str]) -> list[str]:
-    """Lambda's order: the code first, then layers, then the project's packages, then the interpreter's.
+# --- sys.path ----------------------------------------------------------------------------------------
+def function_sys_path(
+    code_dir: str,
+    layer_paths: list[str],
+    site_dirs: list[str],
+    *,
+    runtime_paths: list[str] | None = None,
+    debugger_paths: list[str] | None = None,
+    boot_path: str | None = None,
+    excluded_paths: list[str] | None = None,
+) -> list[str]:
+    """Lambda's order: the code, the layers, the project's packages, the runtime's, then the standard library.
 
     ``site_dirs`` are processed like site-packages (their .pth files run), so editable installs in
-    the project's virtualenv work. The folder ``-m`` or a debugger put first goes after the function's.
+    the project's virtualenv work. ``runtime_paths`` hold what the Lambda runtime provides (the AWS
+    SDK), after the function's own packages as ``/var/runtime`` is in Lambda. What the interpreter
+    started with follows (the standard library, and the folder a debugger runs from), without the
+    working folder ``-m`` put first, without ``boot_path``, through which this module was found, and
+    without ``excluded_paths`` (plldb's own installation, which a debugger may have added).
+    ``debugger_paths`` (the debugger's packages) come last, so the function's own copies win.
     """
-    inherited = [entry for entry in sys.path if entry not in ("", os.getcwd(), code_dir)]
+    left_out = {"", os.getcwd(), code_dir, *(debugger_paths or ()), *(excluded_paths or ())}
+    if boot_path is not None:
+        left_out.add(boot_path)
+    left_out = {os.path.normpath(entry) if entry else entry for entry in left_out}
+    inherited = [entry for entry in sys.path if (os.path.normpath(entry) if entry else entry) not in left_out]
     new_path = [code_dir]
     new_path.extend(entry for entry in layer_paths if entry not in new_path)
     for site_dir in site_dirs:
@@ -153,8 +172,33 @@ def function_sys_path(code_dir: str, layer_paths: list[str], site_dirs: list[str
             new_path.extend(entry for entry in sys.path if entry not in new_path)
         finally:
             sys.path = saved
+    new_path.extend(entry for entry in runtime_paths or () if entry not in new_path)
     new_path.extend(entry for entry in inherited if entry not in new_path)
+    new_path.extend(entry for entry in debugger_paths or () if entry not in new_path)
     return new_path
+
+
+def hide_plldb() -> None:
+    """The handler cannot import plldb: its modules leave ``sys.modules``, their package folders go.
+
+    The worker keeps using the modules it already holds; ``sys.path`` has no way back to them.
+    """
+    for name in [name for name in sys.modules if name == "plldb" or name.startswith("plldb.")]:
+        module = sys.modules.pop(name)
+        if hasattr(module, "__path__"):
+            module.__path__ = []
+
+
+def install_site_builtins() -> None:
+    """What ``site`` adds to builtins (exit, quit, help, copyright...), which ``-S`` leaves out.
+
+    The worker starts with ``-S`` so that the interpreter's own site-packages stay out of the
+    handler's path; a handler calling ``exit()`` still works as it does in Lambda.
+    """
+    if sys.flags.no_site:
+        site.setquit()
+        site.setcopyright()
+        site.sethelper()
 
 
 # --- The worker ------------------------------------------------------------------------------------
@@ -192,9 +236,9 @@ class Worker:
     def initialize(self) -> dict[str, Any] | None:
         """The init phase: import the handler; the error object when that fails."""
         try:
-            self.handler = lambda_compat.load_handler(self.handler_name)
+            self.handler = lambda_python.load_handler(self.handler_name)
         except Exception as exc:
-            return lambda_compat.error_from_exception(exc, None, RUNTIME_FILES)
+            return lambda_python.error_from_exception(exc, None, RUNTIME_FILES)
         return None
 
     def serve(self) -> None:
@@ -222,7 +266,7 @@ class Worker:
         try:
             payload = self.run_handler(request_id, message.get("event", "null"), context_fields)
         except Exception as exc:
-            error = lambda_compat.error_from_exception(exc, request_id, RUNTIME_FILES)
+            error = lambda_python.error_from_exception(exc, request_id, RUNTIME_FILES)
         duration_ms = (time.perf_counter() - started) * 1000
         if error is not None:
             log_error(error)
@@ -237,7 +281,7 @@ class Worker:
     def run_handler(self, request_id: str, event_json: str, context_fields: dict[str, Any]) -> str:
         """The runtime's steps in its order: context, event, handler, result; each fault as it reports it."""
         context = local_context.lambda_context(request_id, context_fields)
-        event = lambda_compat.unmarshal_event(event_json.encode("utf-8", "surrogatepass"))
+        event = lambda_python.unmarshal_event(event_json.encode("utf-8", "surrogatepass"))
         assert self.handler is not None
         response = self.handler(event, context)
         return encode_response(response)
@@ -260,26 +304,38 @@ def _attach_debugger(settings: dict[str, Any] | None) -> None:
     if settings and settings.get("kind") == "pycharm":
         from plldb.local.debuggers import connect_worker_to_pycharm
 
-        connect_worker_to_pycharm(settings["host"], int(settings["port"]))
+        connect_worker_to_pycharm(settings["host"], int(settings["port"]), float(settings["timeout"]))
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m plldb.local.worker_main LOGICAL_ID CHANNEL_FD\n")
         return 2
+    # PYTHONPATH only served to find this module: the handler and what it starts never see it.
+    os.environ.pop("PYTHONPATH", None)
     channel = socket.socket(fileno=int(argv[1]))
     start = receive_message(channel)
     if start is None or start.get("type") != "start":
         return 0
     worker = Worker(channel, start)
-    sys.path[:] = function_sys_path(start["codeDir"], start.get("layerPaths", []), start.get("siteDirs", []))
-    lambda_compat.setup_logging(_current_request)
+    sys.path[:] = function_sys_path(
+        start["codeDir"],
+        start.get("layerPaths", []),
+        start.get("siteDirs", []),
+        runtime_paths=start.get("runtimePaths", []),
+        debugger_paths=start.get("debuggerPaths", []),
+        boot_path=start.get("bootPath"),
+        excluded_paths=start.get("excludedPaths", []),
+    )
+    install_site_builtins()
+    lambda_python.setup_logging(_current_request)
     try:
         _attach_debugger(start.get("debugger"))
     except Exception as exc:
         reason = exc.one_line() if isinstance(exc, PlldbError) else f"{type(exc).__name__}: {exc}"
         send_message(channel, {"type": "fatal", "message": reason})
         return 1
+    hide_plldb()
     worker.listen_to_parent()
     init_error = worker.initialize()
     if init_error is not None:

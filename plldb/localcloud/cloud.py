@@ -17,10 +17,10 @@ from typing import Any
 
 import boto3
 
+from plldb.localcloud.constants import ACCOUNT_ID, DEFAULT_REGION
 from plldb.protocol import EXECUTE_API_ENDPOINT_VARIABLE
 
-ACCOUNT_ID = "123456789012"
-DEFAULT_REGION = "us-east-1"
+__all__ = ["ACCOUNT_ID", "DEFAULT_REGION", "LambdaInvocationError", "LocalCloud"]
 DEFAULT_PORT = 4566
 DEFAULT_GATEWAY_PORT = 4510
 # moto accepts any credentials; these make it obvious they are not real ones.
@@ -50,6 +50,7 @@ class LocalCloud:
         region: str = DEFAULT_REGION,
         work_dir: Path | None = None,
         limits: Any = None,
+        schedule_timer: bool = True,
     ) -> None:
         self.host = host
         self.region = region
@@ -61,16 +62,32 @@ class LocalCloud:
         self._server: Any = None
         self.gateway: Any = None
         self.lambdas: Any = None
+        self.scheduler: Any = None
+        self.iam_propagation: Any = None
+        self.provisioned_concurrency: Any = None
+        self.stepfunctions: Any = None
+        self._schedule_timer = schedule_timer
         self.endpoint_url = ""
         self.execute_api_endpoint = ""
 
     def start(self) -> LocalCloud:
         from moto.server import ThreadedMotoServer
 
-        from plldb.localcloud import lambda_environments, moto_extensions
+        from plldb.localcloud import moto_extensions
+        from plldb.localcloud.lambdas.manager import EnvironmentManager
+        from plldb.localcloud.moto_extensions import (
+            awslambda_invoke,
+            awslambda_provisioned,
+            iam_propagation,
+            stepfunctions_executions,
+        )
+        from plldb.localcloud.scheduler import Scheduler
         from plldb.localcloud.websocket_gateway import WebSocketGateway, WebSocketLimits
 
         moto_extensions.install()
+        self.iam_propagation = iam_propagation.PROPAGATION  # deny_next(principal, action, count) for tests
+        # Provisioned concurrency allocations take allocation_seconds of its clock (tests replace the clock).
+        self.provisioned_concurrency = awslambda_provisioned.PROVISIONING
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
         self._server = ThreadedMotoServer(ip_address=self.host, port=self._requested_port, verbose=False)
         self._server.start()
@@ -88,17 +105,28 @@ class LocalCloud:
         self.gateway.start()
         self.execute_api_endpoint = f"http://{self.host}:{self.gateway.port}"
 
-        self.lambdas = lambda_environments.EnvironmentManager(
+        self.lambdas = EnvironmentManager(
             endpoint_url=self.endpoint_url,
             execute_api_endpoint=self.execute_api_endpoint,
             work_dir=self.work_dir / "lambda",
             account_id=ACCOUNT_ID,
             region=self.region,
         )
-        lambda_environments.install(self.lambdas)
+        awslambda_invoke.install(self.lambdas)
+        # Step Functions tasks call this cloud; tests may replace self.stepfunctions.clock.
+        self.stepfunctions = stepfunctions_executions.configure(self.endpoint_url)
+
+        # EventBridge's scheduled rules fire on a timer (tests may also drive them with their own clock).
+        self.scheduler = Scheduler(self._invoke_asynchronously, ACCOUNT_ID, self.region)
+        if self._schedule_timer:
+            self.scheduler.start()
         return self
 
     def stop(self) -> None:
+        if self.stepfunctions is not None and self.stepfunctions.endpoint_url == self.endpoint_url:
+            self.stepfunctions.endpoint_url = ""  # its tasks no longer have a cloud to call
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.lambdas is not None:
             self.lambdas.shutdown()
         if self.gateway is not None:
@@ -122,6 +150,8 @@ class LocalCloud:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
+            # One endpoint serves every host, so no SDK may prefix it ("sync-" for StartSyncExecution).
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             EXECUTE_API_ENDPOINT_VARIABLE: self.execute_api_endpoint,
         }
 
@@ -134,6 +164,10 @@ class LocalCloud:
 
     def client(self, service: str) -> Any:
         return self.session().client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+    def _invoke_asynchronously(self, function_arn: str, payload: bytes) -> None:
+        """An Event invocation, as EventBridge invokes a rule's Lambda target."""
+        self.lambdas.invoke(function_arn, payload, invocation_type="Event")
 
     def _invoke_lambda(self, function_arn: str, event: dict[str, Any]) -> Any:
         result = self.lambdas.invoke(function_arn, json.dumps(event).encode("utf-8"))

@@ -22,9 +22,9 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-import cfn_flip
 
 from plldb.errors import PlldbError
+from plldb.localcloud.documents import parse_json_or_yaml
 
 DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation refuses a TemplateBody larger than this; use TemplateURL
@@ -109,27 +109,6 @@ def load_template(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise PlldbError(f"Template {path} has no Resources section.")
     return data
-
-
-def parse_json_or_yaml(text: str) -> Any:
-    """Template text as plain data: JSON, else YAML with CloudFormation's short-form tags in long form
-    (cfn-flip splits `!GetAtt Child.Outputs.Name` at the first dot, as CloudFormation does)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = cfn_flip.load_yaml(text)
-    return plain_data(data)
-
-
-def plain_data(value: Any) -> Any:
-    """Dicts, lists and scalars only (YAML dates become ISO text, ordered dicts plain dicts)."""
-    if isinstance(value, dict):
-        return {str(key): plain_data(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_data(item) for item in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 # --- Zips ----------------------------------------------------------------------------------------------

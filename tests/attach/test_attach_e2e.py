@@ -25,19 +25,26 @@ from plldb import protocol
 from plldb.bootstrap.deploy import setup
 from plldb.bootstrap.helper_stack import HelperStack, load_helper_stack
 from plldb.localcloud.sam_deploy import deploy
+from tests.cloud_state import (
+    configuration,
+    function_state,
+    is_instrumented,
+    session_connection,
+    sessions_of,
+    table_items,
+)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-sam"
 READY_TIMEOUT = 60.0
-# Fields Lambda itself changes on every update; everything else must come back exactly.
-VOLATILE_FIELDS = {
-    "ResponseMetadata",
-    "LastModified",
-    "RevisionId",
-    "LastUpdateStatus",
-    "LastUpdateStatusReason",
-}
+WORKING_IN = "Working in account 123456789012, region us-east-1 (region from your AWS configuration)."
+MISSING_STACK_ID = (
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/no-such-stack/"
+    + "0" * 8
+    + "-0000-4000-8000-"
+    + "0" * 12
+)
 
 
 @dataclass
@@ -117,7 +124,8 @@ class AttachProcess:
         deadline = time.monotonic() + timeout
         while len(self.named(event)) < count:
             if self.process.poll() is not None:
-                time.sleep(0.2)  # let the readers drain
+                for reader in self._readers:  # they end once they have read everything it wrote
+                    reader.join(10)
                 if len(self.named(event)) >= count:
                     break
                 raise AssertionError(
@@ -169,19 +177,9 @@ def start_attach(attach_environment: dict[str, str]) -> Iterator[Callable[..., A
         process.close()
 
 
-def configuration(local_cloud: Any, function: str) -> dict[str, Any]:
-    config = local_cloud.client("lambda").get_function_configuration(FunctionName=function)
-    return {key: value for key, value in config.items() if key not in VOLATILE_FIELDS}
-
-
 def invoke(local_cloud: Any, function: str, event: dict[str, Any]) -> tuple[str | None, Any]:
     response = local_cloud.client("lambda").invoke(FunctionName=function, Payload=json.dumps(event).encode())
     return response.get("FunctionError"), json.loads(response["Payload"].read())
-
-
-def is_instrumented(local_cloud: Any, helper: HelperStack, function: str) -> bool:
-    layers = local_cloud.client("lambda").get_function_configuration(FunctionName=function).get("Layers", [])
-    return any(layer["Arn"] == helper.layer_version_arn for layer in layers)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -199,7 +197,7 @@ def test_invocations_run_local_code_and_ctrl_c_restores_exactly(
     example: DeployedExample,
     start_attach: Callable[..., AttachProcess],
 ) -> None:
-    before = {name: configuration(local_cloud, name) for name in (example.hello, example.goodbye)}
+    before = {name: function_state(local_cloud, name) for name in (example.hello, example.goodbye)}
     attach = start_attach(example.directory, "--stack-name", example.stack_name)
     ready = attach.wait_for("ready")[0]
     assert sorted(ready["functions"]) == sorted([example.hello, example.goodbye])
@@ -233,8 +231,9 @@ def test_invocations_run_local_code_and_ctrl_c_restores_exactly(
     # The handler's output reaches the terminal, tagged with the function and the request id.
     printed = attach.wait_for("output")[0]
     request_id = attach.named("invocation_finished")[-1]["requestId"]
-    assert {key: printed[key] for key in ("function", "requestId", "stream", "line")} == {
-        "function": "HelloFunction",
+    assert {key: printed[key] for key in ("function", "logicalId", "requestId", "stream", "line")} == {
+        "function": example.hello,
+        "logicalId": "HelloFunction",
         "requestId": request_id,
         "stream": "stdout",
         "line": "hi again",
@@ -250,7 +249,17 @@ def test_invocations_run_local_code_and_ctrl_c_restores_exactly(
 
     assert attach.stop(signal.SIGINT) == 0
     assert attach.named("detached")
-    assert {name: configuration(local_cloud, name) for name in before} == before
+    assert {name: function_state(local_cloud, name) for name in before} == before
+
+
+NOT_ACKNOWLEDGED = (
+    "plldb is not attached to this function's stack: the debugger did not acknowledge the invocation within "
+    f"{protocol.ACK_TIMEOUT_SECONDS:g} s. "
+)
+
+
+def hello_answer(name: str) -> dict[str, Any]:
+    return {"function": "hello", "greeting": "Hello", "message": f"Hello, {name}!", "input": {"name": name}}
 
 
 def test_twenty_concurrent_invocations_are_all_answered_once(
@@ -261,16 +270,34 @@ def test_twenty_concurrent_invocations_are_all_answered_once(
 ) -> None:
     attach = start_attach(example.directory, "--stack-name", example.stack_name, "-f", "HelloFunction")
     attach.wait_for("ready")
-    with ThreadPoolExecutor(20) as pool:
-        answers = list(
-            pool.map(lambda i: invoke(local_cloud, example.hello, {"name": f"caller-{i}"}), range(20))
-        )
-    assert [answer for error, answer in answers if error] == []
-    assert [answer["input"] for _, answer in answers] == [{"name": f"caller-{i}"} for i in range(20)]
-    finished = attach.wait_for("invocation_finished", count=20)
-    request_ids = [event["requestId"] for event in finished]
-    assert len(set(request_ids)) == 20
-    assert len(attach.named("invocation_started")) == 20
+
+    def burst(prefix: str) -> list[tuple[str | None, Any]]:
+        with ThreadPoolExecutor(20) as pool:
+            return list(
+                pool.map(lambda i: invoke(local_cloud, example.hello, {"name": f"{prefix}-{i}"}), range(20))
+            )
+
+    # Setup: twenty execution environments of the function, of the dispatcher and of the routes, and
+    # twenty local workers, started by a first burst. Each cold start is a real process, and twenty of
+    # them at once on a loaded two-core machine can keep a `response` (or an `ack`) in a starting routes
+    # environment past the layer's ack timeout; on Lambda they start on their own hardware. A warm-up
+    # call either gets its answer or, exactly, the layer's documented answer for a missing ack.
+    for (error, answer), i in zip(burst("warm-up"), range(20), strict=True):
+        if error is None:
+            assert answer == hello_answer(f"warm-up-{i}")
+        else:
+            assert (error, answer["errorType"]) == ("Unhandled", "PlldbNotAttached")
+            assert answer["errorMessage"].startswith(NOT_ACKNOWLEDGED)
+    warm_up = {e["requestId"] for e in attach.wait_for("invocation_finished", count=20)}
+    assert len(warm_up) == 20  # every warm-up call ran locally once, answered in time or not
+
+    answers = burst("caller")
+    assert answers == [(None, hello_answer(f"caller-{i}")) for i in range(20)]
+    finished = attach.wait_for("invocation_finished", count=40)
+    request_ids = {event["requestId"] for event in finished} - warm_up
+    assert len(request_ids) == 20
+    assert len(finished) == 40
+    assert len(attach.named("invocation_started")) == 40
     assert not is_instrumented(local_cloud, helper, example.goodbye)
     assert attach.stop() == 0
 
@@ -281,13 +308,12 @@ def test_kill_9_is_restored_by_disconnect_and_a_pending_invocation_gets_not_atta
     example: DeployedExample,
     start_attach: Callable[..., AttachProcess],
 ) -> None:
-    before = configuration(local_cloud, example.hello)
+    before = function_state(local_cloud, example.hello)
     attach = start_attach(example.directory, "--stack-name", example.stack_name, "-f", "HelloFunction")
     attach.wait_for("ready")
     assert is_instrumented(local_cloud, helper, example.hello)
     attach.process.kill()
     attach.process.wait(10)
-    killed_at = time.monotonic()
 
     error, answer = invoke(local_cloud, example.hello, {"name": "nobody home"})
     assert error == "Unhandled"
@@ -295,25 +321,16 @@ def test_kill_9_is_restored_by_disconnect_and_a_pending_invocation_gets_not_atta
     assert answer["errorMessage"].startswith("plldb is not attached to this function's stack: ")
 
     wait_until(
-        lambda: configuration(local_cloud, example.hello) == before,
-        timeout=protocol.DISCONNECT_GRACE_SECONDS + 30,
+        lambda: function_state(local_cloud, example.hello) == before,  # the role's tag and policy too
+        timeout=protocol.DISCONNECT_GRACE_SECONDS + 60,
         what="the restore by $disconnect",
     )
-    assert time.monotonic() - killed_at >= protocol.DISCONNECT_GRACE_SECONDS - 1
+    # Restored by the helper stack for a connection that went away, not by a detach.
+    assert [s[protocol.A_CLOSED_REASON] for s in sessions_of(local_cloud, helper, example.stack_name)] == [
+        protocol.CLOSED_ABANDONED
+    ]
     error, answer = invoke(local_cloud, example.hello, {"name": "cloud"})
     assert (error, answer["function"], answer["input"]) == (None, "hello", {"name": "cloud"})
-
-
-def session_connection(local_cloud: Any, helper: HelperStack, stack_name: str) -> str | None:
-    table = local_cloud.session().resource("dynamodb").Table(helper.sessions_table_name)
-    items = table.scan()["Items"]
-    active = [
-        item
-        for item in items
-        if item.get(protocol.A_STACK_NAME) == stack_name
-        and item.get(protocol.A_STATUS) == protocol.STATUS_ACTIVE
-    ]
-    return str(active[0][protocol.A_CONNECTION_ID]) if len(active) == 1 else None
 
 
 def test_dropped_connection_reconnects_and_nothing_is_lost_or_duplicated(
@@ -361,9 +378,13 @@ def test_dropped_connection_reconnects_and_nothing_is_lost_or_duplicated(
             "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
         ),
         (
+            ["--stack-name", MISSING_STACK_ID],
+            f"Error: Stack {MISSING_STACK_ID!r} was not found in region us-east-1. "
+            "Check --stack-name and --region (or stack_name and region in samconfig.toml).",
+        ),
+        (
             ["--template", "missing.yaml"],
-            "Error: Template missing.yaml was not found. "
-            "Run in your SAM project folder or pass --template (or set template_file in samconfig.toml).",
+            "Error: Template missing.yaml was not found. Pass --template with the path of your SAM template.",
         ),
         (
             ["-f", "NoSuchFunction"],
@@ -451,8 +472,7 @@ def test_stack_without_functions_is_one_line_with_the_fix(
 
 
 def session_count(local_cloud: Any, helper: HelperStack) -> int:
-    table = local_cloud.session().resource("dynamodb").Table(helper.sessions_table_name)
-    return len(table.scan()["Items"])
+    return len(table_items(local_cloud, helper, "PLLDBSessions"))
 
 
 def test_detach_command_restores_a_stack_whose_session_was_lost(
@@ -462,7 +482,7 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
     start_attach: Callable[..., AttachProcess],
     attach_environment: dict[str, str],
 ) -> None:
-    before = configuration(local_cloud, example.hello)
+    before = function_state(local_cloud, example.hello)
     attach = start_attach(example.directory, "--stack-name", example.stack_name, "-f", "HelloFunction")
     attach.wait_for("ready")
     attach.process.kill()
@@ -476,8 +496,37 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == f"Restoring the functions of {example.stack_name}..."
-    assert lines[1] == f"  HelloFunction ({example.hello}): restored"
-    assert lines[-1] == f"Stack {example.stack_name} is restored."
-    assert configuration(local_cloud, example.hello) == before
+    assert result.stdout.splitlines() == [
+        WORKING_IN,
+        f"Restoring the functions of {example.stack_name}...",
+        f"  GoodbyeFunction ({example.goodbye}): already in its deployed configuration",
+        f"  HelloFunction ({example.hello}): restored",
+        "Ended the session that was debugging it.",
+        f"Stack {example.stack_name} is restored.",
+    ]
+    assert function_state(local_cloud, example.hello) == before
+    assert [s[protocol.A_CLOSED_REASON] for s in sessions_of(local_cloud, helper, example.stack_name)] == [
+        protocol.CLOSED_RELEASED
+    ]
+
+    # Again, naming the stack by its StackId: nothing left to restore, and the stack is named as people know it.
+    stack_id = local_cloud.client("cloudformation").describe_stacks(StackName=example.stack_name)["Stacks"][
+        0
+    ]["StackId"]
+    again = subprocess.run(
+        [sys.executable, "-m", "plldb", "detach", "--stack-name", stack_id],
+        cwd="/",
+        env=attach_environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout.splitlines() == [
+        WORKING_IN,
+        f"Restoring the functions of {example.stack_name}...",
+        f"  GoodbyeFunction ({example.goodbye}): already in its deployed configuration",
+        f"  HelloFunction ({example.hello}): already in its deployed configuration",
+        f"Stack {example.stack_name} is restored.",
+    ]
+    assert function_state(local_cloud, example.hello) == before

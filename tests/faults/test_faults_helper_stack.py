@@ -8,7 +8,6 @@ mistake on the command line is one line with its fix, exit code 1, and changes n
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,18 +19,19 @@ from plldb import protocol
 from plldb.bootstrap.deploy import asset_bucket_name, destroy, setup
 from plldb.bootstrap.helper_stack import HelperStack, describe_helper_stack, load_helper_stack
 from tests.attach.test_attach_e2e import AttachProcess, invoke
+from tests.cloud_state import helper_tables, live_sessions
 from tests.faults.faults_support import (
-    GRACE_SECONDS,
+    FAULTS_PARAMETERS,
     FaultsApp,
     fully_restored,
-    live_sessions,
     owner_of,
     run_plldb,
     session_items,
     snapshot,
+    utc_text,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def own_helper(local_cloud: Any) -> Iterator[HelperStack]:
     """A helper stack for one test that changes or deletes it; removed afterwards if the test did not."""
     session = local_cloud.session()
     name = f"plldb-own-{uuid.uuid4().hex[:6]}"
-    setup(session, name, parameters={"DisconnectGraceSeconds": str(GRACE_SECONDS)}, poll_seconds=0.2)
+    setup(session, name, parameters=FAULTS_PARAMETERS, poll_seconds=0.2)
     yield load_helper_stack(session, name)
     if describe_helper_stack(session, name) is not None:
         destroy(session, name, force=True, poll_seconds=0.2)
@@ -79,13 +79,16 @@ def test_setup_with_a_changed_parameter_while_attached_keeps_the_session_working
     attach = attach_modes(start_attach, own_helper, app)
     assert invoke(local_cloud, app.name("FaultsModes"), {"n": 1})[1]["echo"] == {"n": 1}
 
-    # The command line deploys the default DisconnectGraceSeconds: a changed parameter.
+    # The command line deploys the default DisconnectGraceSeconds and SweepSchedule: changed parameters.
     result = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "setup", "--stack-name", own_helper.stack_name
+        attach_environment, tmp_path, "bootstrap", "setup", "--helper-stack", own_helper.stack_name
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1] == f"Helper stack {own_helper.stack_name} in us-east-1 updated."
-    assert parameters(local_cloud, own_helper.stack_name)["DisconnectGraceSeconds"] == "10"
+    assert {key: parameters(local_cloud, own_helper.stack_name)[key] for key in FAULTS_PARAMETERS} == {
+        "DisconnectGraceSeconds": "10",
+        "SweepSchedule": "rate(1 minute)",
+    }
     assert load_helper_stack(local_cloud.session(), own_helper.stack_name) == HelperStack(
         **{**own_helper.__dict__, "status": "UPDATE_COMPLETE"}
     )
@@ -110,40 +113,54 @@ def test_destroy_refuses_while_attached_and_force_restores_first_then_deletes(
     attach = attach_modes(start_attach, own_helper, app)
     during = snapshot(local_cloud, app)
     stack_before = describe_helper_stack(local_cloud.session(), own_helper.stack_name)
+    tables_before = helper_tables(local_cloud, own_helper)
     (session,) = live_sessions(local_cloud, own_helper, app.stack_name)
-    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(session[protocol.A_CREATED_AT])))
+    # An event too large for a message is in the payload bucket: destroy must empty it.
+    payloads = local_cloud.client("s3")
+    payloads.put_object(Bucket=own_helper.payload_bucket_name, Key="events/someone/0", Body=b"{}")
 
     refused = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "destroy", "--stack-name", own_helper.stack_name
+        attach_environment, tmp_path, "bootstrap", "destroy", "--helper-stack", own_helper.stack_name
     )
-    assert (refused.returncode, refused.stderr.splitlines(), refused.stdout) == (
+    assert (refused.returncode, refused.stderr.splitlines()[-1:], refused.stdout) == (
         1,
         [
             f"Error: 1 plldb session(s) are active: stack {app.stack_name} by {owner_of(local_cloud)} "
-            f"since {since}. Detach them first, or pass --force to restore their functions and end them."
+            f"since {utc_text(session[protocol.A_CREATED_AT])}. Detach them first, or pass --force to "
+            "restore their functions and end them."
         ],
         "",
     )
     assert describe_helper_stack(local_cloud.session(), own_helper.stack_name) == stack_before
+    assert helper_tables(local_cloud, own_helper) == tables_before
     assert snapshot(local_cloud, app) == during
     assert attach.process.poll() is None
 
     forced = run_plldb(
-        attach_environment, tmp_path, "bootstrap", "destroy", "--stack-name", own_helper.stack_name, "--force"
+        attach_environment,
+        tmp_path,
+        "bootstrap",
+        "destroy",
+        "--helper-stack",
+        own_helper.stack_name,
+        "--force",
     )
     assert forced.returncode == 0, forced.stderr
     lines = forced.stdout.splitlines()
     bucket = asset_bucket_name("123456789012", "us-east-1")
     assert lines[0] == f"Deleted the helper stack {own_helper.stack_name}."
     assert lines[1].startswith(f"Kept the asset bucket {bucket} (used by ")  # the other tests' helper stacks
-    assert lines[2:] == ["Restored 1 function(s) first."]
-    assert attach.process.wait(30) == 1
+    # Every function of the attached stack went through the restore (four were never instrumented).
+    assert lines[2:] == ["Restored 5 function(s) first."]
+    # The developer is told who ended the session, and their attach ends.
+    assert attach.process.wait(60) == 1
     assert attach.named("error")[-1]["message"] == (
-        f"The session was ended elsewhere: Another plldb command restored stack {app.stack_name} and closed "
-        f"this session: Stack {app.stack_name} restored (1 function)"
+        f"The session was ended elsewhere: stack {app.stack_name} was restored and released by {owner_of(local_cloud)}"
     )
     assert describe_helper_stack(local_cloud.session(), own_helper.stack_name) is None
     assert snapshot(local_cloud, app) == before
+    buckets = [b["Name"] for b in payloads.list_buckets()["Buckets"]]
+    assert own_helper.payload_bucket_name not in buckets
     error, answer = invoke(local_cloud, app.name("FaultsModes"), {"n": 3})
     assert (error, answer["echo"]) == (None, {"n": 3})  # the deployed code, in the cloud
 
@@ -170,11 +187,11 @@ TEMPLATE_FIX = "Correct the template and run the command again."
             f"'9lives' is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (
-            ["bootstrap", "setup", "--stack-name", "a" * 129],
+            ["bootstrap", "setup", "--helper-stack", "a" * 129],
             f"{'a' * 129!r} is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (
-            ["bootstrap", "destroy", "--stack-name", "with space"],
+            ["bootstrap", "destroy", "--helper-stack", "with space"],
             f"'with space' is not a valid CloudFormation stack name. {NAME_FIX}",
         ),
         (

@@ -24,6 +24,10 @@ def plldb_cli() -> None:
 plldb_cli.add_command(bootstrap)
 
 
+# Every bootstrap command first says where it works (the error, if any, is the line after).
+WHERE = "Working in account 123456789012, region us-east-1 (region from your AWS configuration)."
+
+
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["plldb", *args])
     code = run_cli(plldb_cli)
@@ -31,35 +35,38 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, monkeypatch, capsys):
+def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no samconfig.toml of this repository's
     name = f"plldb-cli-{uuid.uuid4().hex[:6]}"
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
     assert code == 0, err
+    # Never hard-wrapped in a log (an S3 URI or an ARN stays whole): no line continues another one.
+    prefixes = ("Working in ", "Setting up ", "  ", "Helper stack ")
+    assert [line for line in err.splitlines() if not line.startswith(prefixes)] == []
     assert f"Helper stack {name} in us-east-1 created." in err
     lines = dict(line.split(": ", 1) for line in out.splitlines())
-    assert sorted(lines) == sorted(
-        [
-            "DebuggerRoleArn",
-            "DebuggerTableName",
-            "InstrumentationTableName",
-            "InstrumentedFunctionPolicyArn",
-            "LayerVersionArn",
-            "ManagementUrl",
-            "ManagerFunctionName",
-            "ManagerRoleArn",
-            "SessionsTableName",
-            "TemplateVersion",
-            "WebSocketUrl",
-        ]
+    assert sorted(lines) == [
+        "ConnectRouteArn",
+        "DispatcherFunctionArn",
+        "InstrumentedFunctionPolicyArn",
+        "InvocationsTableName",
+        "LayerVersionArn",
+        "ManagerFunctionName",
+        "PayloadBucketName",
+        "TemplateVersion",
+        "WebSocketUrl",
+    ]
+    assert lines["InstrumentedFunctionPolicyArn"] == (
+        f"arn:aws:iam::123456789012:policy/plldb/{name}-instrumented-function"
     )
     assert lines["WebSocketUrl"].startswith("wss://") and lines["TemplateVersion"] == TEMPLATE_VERSION
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "setup", "--helper-stack", name)
     assert code == 0, err
     assert f"Helper stack {name} in us-east-1 already up to date (nothing changed)." in err
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", name)
     assert code == 0, err
     assert out.splitlines()[:4] == [
         f"Stack:            {name} (us-east-1)",
@@ -73,19 +80,20 @@ def test_setup_status_noop_and_destroy_through_the_command_line(local_cloud, mon
         invoke_manager(local_cloud.session(), helper, {"action": "explode"})
     assert failed.value.message == "The plldb manager failed: unknown action 'explode'"
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "destroy", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "destroy", "--helper-stack", name)
     assert code == 0, err
     assert out.splitlines()[0] == f"Deleted the helper stack {name}."
 
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", name)
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", name)
     assert (code, out) == (1, "")
     assert err == (
-        f"Error: The plldb helper stack {name!r} was not found in us-east-1. Run 'plldb bootstrap setup' first.\n"
+        f"{WHERE}\nError: The plldb helper stack {name!r} was not found in us-east-1. "
+        "Run 'plldb bootstrap setup' first.\n"
     )
 
 
 def test_an_invalid_stack_name_is_one_line(local_cloud, monkeypatch, capsys):
-    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--stack-name", "no_underscores!")
+    code, out, err = run(monkeypatch, capsys, "bootstrap", "status", "--helper-stack", "no_underscores!")
     assert (code, out) == (1, "")
     assert err == (
         "Error: 'no_underscores!' is not a valid CloudFormation stack name. "
@@ -93,7 +101,8 @@ def test_an_invalid_stack_name_is_one_line(local_cloud, monkeypatch, capsys):
     )
 
 
-def test_missing_credentials_are_one_line_with_the_fix(local_cloud, monkeypatch, capsys, tmp_path):
+def test_missing_credentials_are_one_error_line_with_the_fix(local_cloud, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
     for name in (
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -113,7 +122,7 @@ def test_missing_credentials_are_one_line_with_the_fix(local_cloud, monkeypatch,
     code, out, err = run(monkeypatch, capsys, "bootstrap", "setup")
 
     assert (code, out) == (1, "")
-    assert (
-        err
-        == "Error: No AWS credentials were found. Run 'aws configure', 'aws sso login', or pass --profile.\n"
+    assert err == (
+        "Working in an unknown account, region us-east-1 (region from your AWS configuration).\n"
+        "Error: No AWS credentials were found. Run 'aws configure', 'aws sso login', or pass --profile.\n"
     )

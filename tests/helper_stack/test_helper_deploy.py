@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import botocore.exceptions
 import pytest
 
 from plldb.bootstrap import deploy
-from plldb.bootstrap.helper_stack import load_helper_stack
+from plldb.bootstrap.helper_stack import TEMPLATE_VERSION, load_helper_stack
 from plldb.errors import PlldbError
 
 ACCOUNT_ID = "123456789012"
@@ -58,7 +60,7 @@ def test_deleting_the_bucket_removes_every_version_and_delete_marker(s3):
 
     assert deploy.delete_bucket(s3, bucket, events.append) is True
 
-    assert events == [f"Deleted the asset bucket {bucket}"]
+    assert events == [], "the command reports the deletion once, in its result"
     with pytest.raises(botocore.exceptions.ClientError) as missing:
         s3.head_bucket(Bucket=bucket)
     assert missing.value.response["Error"]["Code"] == "404"
@@ -73,11 +75,30 @@ def test_a_missing_helper_stack_is_one_clear_error(moto_endpoint):
     )
 
 
-def test_a_stack_without_the_outputs_is_reported_as_not_ready(moto_endpoint):
+def test_a_stack_of_another_plldb_version_is_reported_with_the_fix(moto_endpoint):
+    session = boto3.Session(region_name="us-east-1")
+    session.client("cloudformation").create_stack(
+        StackName="plldb-old",
+        TemplateBody='{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}',
+    )
+    with pytest.raises(PlldbError) as error:
+        load_helper_stack(session, "plldb-old")
+    assert error.value.one_line() == (
+        "The plldb helper stack 'plldb-old' in us-east-1 was deployed by another plldb version "
+        f"(template unknown, this plldb needs {TEMPLATE_VERSION}). Run 'plldb bootstrap setup' to update it."
+    )
+
+
+def test_a_stack_of_this_version_without_its_outputs_is_reported_as_not_ready(moto_endpoint):
     session = boto3.Session(region_name="us-east-1")
     session.client("cloudformation").create_stack(
         StackName="plldb-half",
-        TemplateBody='{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}',
+        TemplateBody=json.dumps(
+            {
+                "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {"TemplateVersion": {"Value": TEMPLATE_VERSION}},
+            }
+        ),
     )
     with pytest.raises(PlldbError) as error:
         load_helper_stack(session, "plldb-half")

@@ -1,147 +1,282 @@
-"""The manager's instrument / restore against real Lambda, IAM, CloudFormation and DynamoDB calls (moto).
+"""The manager: it restores the functions of sessions nobody debugs any more, and nothing else, whoever asks.
 
-The central property: whatever a function looked like, and wherever the manager is interrupted,
-restoring puts back exactly the configuration it had, and the execution role's policies too.
+Sessions are opened through the routes and the functions instrumented with the developer's clients, as
+plldb attach does; the manager then runs as Lambda would run it, with its own role's clients.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import dataclasses
 import time
 import uuid
-import zipfile
 from typing import Any
 
 import pytest
-from helper_stack_events import new_connection_id
+from helper_stack_events import BOB
+from helper_stack_sessions import OK, AttachedStack, Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plldb import protocol
+from plldb.bootstrap.cloudformation.handlers import manager
+from plldb.instrumentation import functions
 
-VOLATILE = {"LastModified", "RevisionId", "ResponseMetadata", "LastUpdateStatus", "LastUpdateStatusReason"}
-CUSTOM_WRAPPER = "/opt/observability/wrapper.sh"
-
-
-@pytest.fixture(scope="module")
-def manager(helper):
-    from plldb.bootstrap.cloudformation.handlers import manager
-
-    return manager
+OWN_WRAPPER = "/opt/observability/wrapper.sh"
 
 
-def _code_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", "def lambda_handler(event, context):\n    return event\n")
-    return buffer.getvalue()
+class Sleeps:
+    """The manager's injected sleep: records each wait, and runs what happens meanwhile."""
+
+    def __init__(self, meanwhile: Any = None) -> None:
+        self.waits: list[float] = []
+        self.meanwhile = meanwhile
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.meanwhile is not None:
+            self.meanwhile()
 
 
-CODE = _code_zip()
+def abandoned(attached: AttachedStack, not_before: float | None = None) -> dict[str, Any]:
+    """What $disconnect (or the dispatcher) hands the manager for this session."""
+    return {
+        "action": "restore_if_abandoned",
+        "sessionId": attached.client.session_id,
+        "connectionId": attached.client.connection_id,
+        "notBefore": time.time() + 10 if not_before is None else not_before,
+    }
 
 
-class App:
-    """The application side: execution roles, the app's own layers, functions and stacks."""
+@pytest.fixture
+def attached(helper, app) -> AttachedStack:
+    return AttachedStack(helper, app)
 
-    def __init__(self, helper) -> None:
-        self.helper = helper
-        self.lambda_client = helper.session.client("lambda")
-        self.iam = helper.session.client("iam")
-        self.suffix = uuid.uuid4().hex[:8]
-        self.roles = [self.new_role() for _ in range(2)]
-        self.preattached_role = self.new_role()
-        self.iam.attach_role_policy(
-            RoleName=self.preattached_role.rsplit("/", 1)[-1], PolicyArn=self.policy_arn
+
+# --- restore_if_abandoned -------------------------------------------------------------------------------
+def test_an_abandoned_session_is_restored_after_the_grace_period_exactly_as_deployed(helper, attached):
+    helper.management.go(attached.client.connection_id)
+    sleeps = Sleeps()
+
+    result = manager.handle(abandoned(attached), helper.manager, sleep=sleeps)
+
+    assert len(sleeps.waits) == 1 and 9 < sleeps.waits[0] <= 10
+    assert (result["action"], result["restored"]) == ("restore_if_abandoned", True)
+    assert sorted((f["logicalId"], f["status"], f["message"]) for f in result["functions"]) == [
+        ("Api/Handler", "ok", "restored"),
+        ("Fn0", "ok", "restored"),
+        ("Fn1", "ok", "restored"),
+    ]
+    assert attached.snapshots() == attached.before
+    session = attached.client.session()
+    assert (session[protocol.A_STATUS], session[protocol.A_CLOSED_REASON]) == (
+        protocol.STATUS_CLOSED,
+        protocol.CLOSED_ABANDONED,
+    )
+    assert helper.lock_item(attached.stack_id) is None
+
+
+def test_a_live_connection_is_never_restored_whoever_asks(helper, attached):
+    before = attached.snapshots()
+    checked = len(helper.management.checked)
+
+    result = manager.handle(abandoned(attached, not_before=0), helper.manager, sleep=Sleeps())
+
+    assert result == {"action": "restore_if_abandoned", "restored": False, "functions": []}
+    assert helper.management.checked[checked:] == [attached.client.connection_id]
+    assert attached.snapshots() == before
+    assert attached.client.session()[protocol.A_STATUS] == protocol.STATUS_ACTIVE
+    assert helper.lock_item(attached.stack_id)[protocol.A_SESSION_ID] == attached.client.session_id
+
+
+def test_a_session_that_reconnects_within_the_grace_period_is_kept(helper, attached):
+    request = abandoned(attached)
+    helper.management.go(attached.client.connection_id)
+    sleeps = Sleeps(meanwhile=lambda: attached.client.reconnect() == OK or pytest.fail("reconnect refused"))
+    before = attached.snapshots()
+
+    result = manager.handle(request, helper.manager, sleep=sleeps)
+
+    assert len(sleeps.waits) == 1, "the check came after the wait"
+    assert result == {"action": "restore_if_abandoned", "restored": False, "functions": []}
+    assert attached.snapshots() == before
+    assert attached.client.session()[protocol.A_STATUS] == protocol.STATUS_ACTIVE
+
+
+def test_a_session_closed_meanwhile_is_not_restored_again(helper, attached):
+    helper.management.go(attached.client.connection_id)
+    helper.update_session(attached.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+    before = attached.snapshots()
+    result = manager.handle(abandoned(attached, not_before=0), helper.manager, sleep=Sleeps())
+    assert result == {"action": "restore_if_abandoned", "restored": False, "functions": []}
+    assert attached.snapshots() == before
+
+
+def test_the_grace_wait_is_bounded_whatever_the_request_says(helper, attached):
+    sleeps = Sleeps()
+    manager.handle(abandoned(attached, not_before=time.time() + 86_400), helper.manager, sleep=sleeps)
+    assert sleeps.waits == [manager.MAX_GRACE_WAIT_SECONDS]
+    sleeps = Sleeps()
+    manager.handle(abandoned(attached, not_before=time.time() - 5), helper.manager, sleep=sleeps)
+    assert sleeps.waits == []
+
+
+# --- restore_session ------------------------------------------------------------------------------------
+def test_restore_session_restores_only_a_closed_session(helper, attached):
+    before = attached.snapshots()
+    refused = manager.handle(
+        {"action": "restore_session", "sessionId": attached.client.session_id}, helper.manager
+    )
+    assert refused == {
+        "action": "restore_session",
+        "restored": False,
+        "functions": [],
+        "error": "the session is not closed",
+    }
+    assert attached.snapshots() == before
+
+    helper.update_session(attached.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+    result = manager.handle(
+        {"action": "restore_session", "sessionId": attached.client.session_id}, helper.manager
+    )
+
+    assert (result["restored"], len(result["functions"])) == (True, 3)
+    assert attached.snapshots() == attached.before
+    assert helper.lock_item(attached.stack_id) is None
+
+
+def test_restore_session_of_an_unknown_session_changes_nothing(helper):
+    before = helper.snapshot()
+    result = manager.handle({"action": "restore_session", "sessionId": str(uuid.uuid4())}, helper.manager)
+    assert result["restored"] is False
+    assert helper.snapshot() == before
+
+
+def test_a_function_taken_over_by_another_session_is_left_to_it(helper, app, attached):
+    """Bob took the stack over and instrumented Fn0 for his session; Alice's dead session's restore
+    leaves Fn0 to Bob and restores the rest."""
+    bob = Client(helper, BOB)
+    assert bob.connect() == OK
+    name = attached.functions["Fn0"]
+    bob_target = dataclasses.replace(attached.target(), session_id=bob.session_id)
+    assert functions.instrument(attached.clients, functions.FunctionRef(name, "Fn0"), bob_target).ok
+    helper.update_session(attached.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+
+    result = manager.handle(
+        {"action": "restore_session", "sessionId": attached.client.session_id}, helper.manager
+    )
+
+    assert sorted((f["logicalId"], f["status"], f["message"]) for f in result["functions"]) == [
+        ("Api/Handler", "ok", "restored"),
+        ("Fn0", "skipped", "instrumented by another session; left alone"),
+        ("Fn1", "ok", "restored"),
+    ]
+    assert attached.instrumented_for() == {"Api/Handler": None, "Fn0": bob.session_id, "Fn1": None}
+    assert app.role_tags(attached.role) == {f"plldb:fn:us-east-1:{name}": bob.session_id}
+    assert app.attached_policies(attached.role) == [helper.policy_arn], "Fn0 still uses the role"
+
+
+def test_the_policy_is_detached_with_the_last_plldb_tag_of_a_role_only(helper, app):
+    """One role for the stack's functions and for a function of another stack that another session
+    instruments: restoring the first session keeps the policy for the other."""
+    shared = AttachedStack(helper, app)
+    other = app.create_function(role=shared.role)
+    bob = Client(helper, BOB)
+    assert bob.connect() == OK
+    bob_target = dataclasses.replace(shared.target(), session_id=bob.session_id)
+    assert functions.instrument(shared.clients, functions.FunctionRef(other, "Other"), bob_target).ok
+    helper.update_session(shared.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+
+    manager.handle({"action": "restore_session", "sessionId": shared.client.session_id}, helper.manager)
+
+    assert app.role_tags(shared.role) == {f"plldb:fn:us-east-1:{other}": bob.session_id}
+    assert app.attached_policies(shared.role) == [helper.policy_arn]
+    assert functions.restore(shared.clients, functions.FunctionRef(other, "Other"), bob.session_id).ok
+    assert (app.role_tags(shared.role), app.attached_policies(shared.role)) == ({}, [])
+
+
+def _with_aliases(app: Any, functions_of_stack: dict[str, str]) -> None:
+    name = functions_of_stack["Fn0"]
+    first = app.lambda_client.publish_version(FunctionName=name)["Version"]
+    app.lambda_client.update_function_configuration(FunctionName=name, Description="v2")
+    second = app.lambda_client.publish_version(FunctionName=name)["Version"]
+    app.lambda_client.create_alias(
+        FunctionName=name,
+        Name="live",
+        FunctionVersion=second,
+        RoutingConfig={"AdditionalVersionWeights": {first: 0.1}},
+    )
+
+
+def test_the_manager_points_aliases_back_and_deletes_plldbs_versions(helper, app):
+    attached = AttachedStack(helper, app, prepare=_with_aliases)
+    name = attached.functions["Fn0"]
+    assert any(d.startswith("plldb session ") for d in app.versions(name).values())
+    helper.update_session(attached.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+
+    result = manager.handle(
+        {"action": "restore_session", "sessionId": attached.client.session_id}, helper.manager
+    )
+
+    fn0 = next(f for f in result["functions"] if f["logicalId"] == "Fn0")
+    assert fn0["status"] == "ok"
+    assert fn0["message"].startswith("restored; alias live back on version ")
+    assert attached.snapshots() == attached.before
+
+
+def test_the_manager_takes_a_dead_shared_session_out_of_a_function_with_aliases(helper, app):
+    """Alice and Bob share Fn0 with --match; Alice's session dies. The manager leaves the function to Bob:
+    his entry only, the alias on a version that carries just him (every call it makes is one its role
+    may make: PublishVersion included), and Bob's restore then puts everything back exactly."""
+    attached = AttachedStack(helper, app, prepare=_with_aliases, count=1, nested=False)
+    name = attached.functions["Fn0"]
+    fn0 = functions.FunctionRef(name, "Fn0")
+    assert functions.restore(attached.clients, fn0, attached.client.session_id).ok
+    alice, bob = attached.client.session_id, str(uuid.uuid4())
+    for session_id, match in ((alice, "user == 'alice'"), (bob, "user == 'bob'")):
+        target = dataclasses.replace(
+            attached.target(),
+            session_id=session_id,
+            entry=protocol.session_entry(session_id, False, match, 1.0),
         )
-        self.layers = [
-            self.lambda_client.publish_layer_version(
-                LayerName=f"app-{self.suffix}-layer{i}", Content={"ZipFile": CODE}
-            )["LayerVersionArn"]
-            for i in range(5)
-        ]
+        assert functions.instrument(attached.clients, fn0, target).ok
+    helper.update_session(alice, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
 
-    @property
-    def policy_arn(self) -> str:
-        return self.helper.resources.instrumented_function_policy_arn
+    result = manager.handle({"action": "restore_session", "sessionId": alice}, helper.manager)
 
-    def new_role(self) -> str:
-        name = f"app-role-{uuid.uuid4().hex[:10]}"
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "lambda.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        return self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-
-    def create_function(
-        self,
-        *,
-        variables: dict[str, str] | None = None,
-        layers: list[str] | None = None,
-        timeout: int = 3,
-        role: str | None = None,
-        runtime: str = "python3.13",
-    ) -> str:
-        name = f"app-{self.suffix}-{uuid.uuid4().hex[:10]}"
-        arguments: dict[str, Any] = {
-            "FunctionName": name,
-            "Runtime": runtime,
-            "Role": role or self.roles[0],
-            "Handler": "app.lambda_handler",
-            "Code": {"ZipFile": CODE},
-            "Timeout": timeout,
-            "MemorySize": 256,
-        }
-        if variables is not None:
-            arguments["Environment"] = {"Variables": variables}
-        if layers:
-            arguments["Layers"] = layers
-        self.lambda_client.create_function(**arguments)
-        return name
-
-    def snapshot(self, name: str) -> str:
-        """The function's configuration (without Lambda's own bookkeeping) and its role's policies."""
-        config = self.lambda_client.get_function_configuration(FunctionName=name)
-        config = {k: v for k, v in config.items() if k not in VOLATILE}
-        attached = self.attached_policies(config["Role"])
-        return json.dumps({"configuration": config, "rolePolicies": attached}, sort_keys=True)
-
-    def attached_policies(self, role_arn: str) -> list[str]:
-        page = self.iam.list_attached_role_policies(RoleName=role_arn.rsplit("/", 1)[-1])
-        return sorted(p["PolicyArn"] for p in page["AttachedPolicies"])
-
-    def configuration(self, name: str) -> dict[str, Any]:
-        return self.lambda_client.get_function_configuration(FunctionName=name)
-
-    def session(self, stack_name: str, **attributes: Any) -> dict[str, Any]:
-        connection_id = attributes.pop("ConnectionId", new_connection_id())
-        session_id = self.helper.put_session(
-            Status=protocol.STATUS_ACTIVE, StackName=stack_name, ConnectionId=connection_id, **attributes
-        )
-        item = self.helper.session_item(session_id)
-        assert item is not None
-        return item
+    [outcome] = result["functions"]
+    live = app.aliases(name)["live"][0]
+    assert (outcome["status"], outcome["message"]) == (
+        "ok",
+        f"left to the other sessions; aliases live now on version {live}",
+    )
+    for qualifier in (None, live):
+        listed = protocol.parse_sessions(app.variables(name, qualifier)[protocol.ENV_SESSIONS])
+        assert [entry["id"] for entry in listed] == [bob]
+    assert functions.restore(attached.clients, fn0, bob).ok
+    assert attached.snapshots() == attached.before
 
 
-@pytest.fixture(scope="module")
-def app(helper) -> App:
-    return App(helper)
+def test_restoring_a_settled_function_costs_one_read_one_alias_listing_and_one_write(helper, app):
+    """Lambda allows 15 control-plane requests a second per account: a large stack must not spend them
+    on reading again what the manager has just read."""
+    attached = AttachedStack(helper, app)
+    helper.update_session(attached.client.session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+    recorder = helper.recorders["ManagerFunction"]
+    already = len(recorder.calls)
+
+    manager.handle({"action": "restore_session", "sessionId": attached.client.session_id}, helper.manager)
+
+    per_function: dict[str, list[str]] = {}
+    for call in recorder.calls[already:]:
+        if call.service == "lambda":
+            per_function.setdefault(call.params["FunctionName"], []).append(call.operation)
+    assert per_function == {
+        name: ["GetFunctionConfiguration", "ListAliases", "UpdateFunctionConfiguration"]
+        for name in attached.functions.values()
+    }
 
 
-class SimulatedCrash(BaseException):
-    """The manager's process dies here: nothing after this point runs, no cleanup either."""
-
-
-def _crash(*args: Any, **kwargs: Any) -> None:
-    raise SimulatedCrash()
-
-
+# --- The property: whatever was deployed comes back ---------------------------------------------------------
 variable_names = st.from_regex(r"[A-Z][A-Z0-9_]{0,15}", fullmatch=True).filter(
     lambda name: not name.startswith(("AWS_", "PLLDB_", "DEBUGGER_", "LAMBDA_", "_"))
 )
@@ -149,594 +284,87 @@ variable_values = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), 
 
 
 @st.composite
-def original_configurations(draw: Any) -> dict[str, Any]:
-    variables = draw(st.one_of(st.none(), st.dictionaries(variable_names, variable_values, max_size=6)))
+def deployed_configurations(draw: Any) -> dict[str, Any]:
+    variables = draw(st.one_of(st.none(), st.dictionaries(variable_names, variable_values, max_size=5)))
     if variables is not None and draw(st.booleans()):
-        variables["AWS_LAMBDA_EXEC_WRAPPER"] = CUSTOM_WRAPPER
+        variables["AWS_LAMBDA_EXEC_WRAPPER"] = OWN_WRAPPER
     return {
         "variables": variables,
-        "layer_indexes": draw(st.lists(st.integers(0, 4), unique=True, max_size=4)),
+        "layers": draw(st.lists(st.integers(0, 4), unique=True, max_size=4)),
         "timeout": draw(st.integers(1, 900)),
-        "role": draw(st.sampled_from(["fresh", "shared", "preattached"])),
     }
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    original=original_configurations(),
-    instrument_crash=st.sampled_from([None, "save_original", "reference_role", "_update_until_applied"]),
-    instrument_again=st.booleans(),
-    restore_crash=st.sampled_from([None, "release_role", "_delete_record"]),
-    session_timeout=st.sampled_from([60, 900]),
-)
-def test_restore_puts_back_exactly_what_was_deployed_wherever_the_manager_stopped(
-    helper, manager, app, original, instrument_crash, instrument_again, restore_crash, session_timeout
-):
-    role = {"fresh": app.new_role(), "shared": app.roles[1], "preattached": app.preattached_role}[
-        original["role"]
-    ]
-    layers = [app.layers[i] for i in original["layer_indexes"]]
-    name = app.create_function(
-        variables=original["variables"], layers=layers, timeout=original["timeout"], role=role
-    )
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name, FunctionTimeout=session_timeout)
-    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
-    before = app.snapshot(name)
-
-    with pytest.MonkeyPatch.context() as patch:
-        if instrument_crash:
-            patch.setattr(manager, instrument_crash, _crash)
-        try:
-            result, _ = manager.instrument_function(
-                helper.resources, function, stack_name, session, session_timeout
-            )
-            assert result.status == "ok", result
-        except SimulatedCrash:
-            assert instrument_crash is not None
-    if instrument_again or instrument_crash is None:
-        result, _ = manager.instrument_function(
-            helper.resources, function, stack_name, session, session_timeout
-        )
-        assert result.status == "ok", result
-        _assert_instrumented(helper, app, name, original, layers, session, session_timeout)
-
-    with pytest.MonkeyPatch.context() as patch:
-        if restore_crash:
-            patch.setattr(manager, restore_crash, _crash)
-        try:
-            manager.restore_stack(helper.resources, stack_name)
-        except SimulatedCrash:
-            assert restore_crash is not None
-    restored = manager.restore_stack(helper.resources, stack_name)
-
-    assert app.snapshot(name) == before
-    assert (
-        manager._get_record(helper.resources, manager._unqualified(app.configuration(name)["FunctionArn"]))
-        is None
-    )
-    assert all(f["status"] in ("ok", "skipped") for f in restored["functions"])
-
-
-def _assert_instrumented(helper, app, name, original, layers, session, timeout) -> None:
-    config = app.configuration(name)
-    variables = config["Environment"]["Variables"]
-    expected = dict(original["variables"] or {})
-    if expected.get("AWS_LAMBDA_EXEC_WRAPPER") == CUSTOM_WRAPPER:
-        expected[protocol.ENV_ORIGINAL_EXEC_WRAPPER] = CUSTOM_WRAPPER
-    expected.update(
-        {
-            protocol.ENV_EXEC_WRAPPER: protocol.LAYER_WRAPPER_PATH,
-            protocol.ENV_SESSION_ID: session[protocol.A_SESSION_ID],
-            protocol.ENV_CONNECTION_ID: session[protocol.A_CONNECTION_ID],
-            protocol.ENV_DEBUGGER_ROLE_ARN: helper.resources.debugger_role_arn,
-            protocol.ENV_SESSIONS_TABLE: helper.resources.sessions_table,
-            protocol.ENV_DEBUGGER_TABLE: helper.resources.debugger_table,
-            protocol.ENV_MANAGEMENT_URL: helper.resources.management_url,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deployed=deployed_configurations(), how=st.sampled_from(["restore_session", "restore_if_abandoned"]))
+def test_whatever_was_deployed_the_manager_restores_exactly_that(helper, app, deployed, how):
+    def deploy(app: Any, stack_functions: dict[str, str]) -> None:
+        arguments: dict[str, Any] = {
+            "Layers": [app.layers[i] for i in deployed["layers"]],
+            "Timeout": deployed["timeout"],
         }
-    )
-    assert variables == expected
-    assert [layer["Arn"] for layer in config["Layers"]] == [*layers, helper.resources.layer_version_arn]
-    assert config["Timeout"] == timeout
-    assert app.policy_arn in app.attached_policies(config["Role"])
+        if deployed["variables"] is not None:
+            arguments["Environment"] = {"Variables": deployed["variables"]}
+        for name in stack_functions.values():
+            app.lambda_client.update_function_configuration(FunctionName=name, **arguments)
+
+    attached = AttachedStack(helper, app, prepare=deploy, count=1, nested=False)
+    session_id = attached.client.session_id
+    if how == "restore_session":
+        helper.update_session(session_id, **{protocol.A_STATUS: protocol.STATUS_CLOSED})
+        manager.handle({"action": "restore_session", "sessionId": session_id}, helper.manager)
+    else:
+        helper.management.go(attached.client.connection_id)
+        manager.handle(abandoned(attached, not_before=0), helper.manager, sleep=Sleeps())
+
+    assert attached.snapshots() == attached.before
 
 
-def _instrument(helper: Any, manager: Any, name: str, stack_name: str, session: dict[str, Any]) -> Any:
-    """Instrument one function named HelloFunction in the template, with a 60 s session timeout."""
-    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
-    return manager.instrument_function(helper.resources, function, stack_name, session, 60)
-
-
-def test_a_settled_function_costs_one_lambda_read_and_one_write_to_instrument_and_to_restore(
-    helper, manager, app
-):
-    """Lambda's control plane allows 15 requests a second per account: a 50-function stack must not
-    spend them on re-reading what the manager has just read or been told."""
-    name = app.create_function(variables={"GREETING": "hi"}, timeout=30)
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    calls: list[str] = []
-
-    def count(model: Any, **_: Any) -> None:
-        calls.append(model.name)
-
-    events = helper.resources.lambda_client.meta.events
-    events.register("before-call.lambda", count)
-    try:
-        result, _ = _instrument(helper, manager, name, stack_name, session)
-        instrumented = list(calls)
-        calls.clear()
-        manager.restore_stack(helper.resources, stack_name)
-    finally:
-        events.unregister("before-call.lambda", count)
-
-    assert result.status == "ok", result
-    assert instrumented == ["GetFunctionConfiguration", "UpdateFunctionConfiguration"]
-    assert calls == ["GetFunctionConfiguration", "UpdateFunctionConfiguration"]
-    assert app.configuration(name)["Environment"] == {"Variables": {"GREETING": "hi"}}
+# --- status and bad requests ------------------------------------------------------------------------------------
+def test_status_lists_live_sessions_with_their_owner_and_stack(helper, attached):
+    helper.update_session(attached.client.session_id, **{protocol.A_CREATED_AT: 1767225600})
+    mine = [
+        s
+        for s in manager.handle({"action": "status"}, helper.manager)["activeSessions"]
+        if s["stackId"] == attached.stack_id
+    ]
+    assert mine == [
+        {
+            "stackName": attached.stack_name,
+            "stackId": attached.stack_id,
+            "owner": attached.client.caller.user_arn,
+            "createdAt": 1767225600,
+            "disconnectedAt": None,
+        }
+    ]
+    helper.update_session(attached.client.session_id, **{protocol.A_TTL: int(time.time()) - 1})
+    listed = manager.handle({"action": "status"}, helper.manager)["activeSessions"]
+    assert [s for s in listed if s["stackId"] == attached.stack_id] == []
 
 
 @pytest.mark.parametrize(
-    ("configuration", "settled"),
+    ("event", "message"),
     [
-        ({"State": "Active", "LastUpdateStatus": "Successful"}, True),
-        ({"State": "Active"}, True),
-        ({"State": "Active", "LastUpdateStatus": "InProgress"}, False),
-        ({"State": "Pending", "LastUpdateStatus": "Successful"}, False),
-        ({"State": "Active", "LastUpdateStatus": "Failed"}, False),
+        ({"action": "explode"}, "unknown action 'explode'"),
+        ({}, "unknown action None"),
+        ({"action": "restore_session"}, "the 'restore_session' action needs a non-empty string 'sessionId'"),
+        (
+            {"action": "restore_session", "sessionId": 7},
+            "the 'restore_session' action needs a non-empty string 'sessionId'",
+        ),
+        (
+            {"action": "restore_if_abandoned", "sessionId": "s"},
+            "the 'restore_if_abandoned' action needs a non-empty string 'connectionId'",
+        ),
+        (
+            {"action": "restore_if_abandoned", "sessionId": "s", "connectionId": "c", "notBefore": "soon"},
+            "the 'restore_if_abandoned' action needs a number 'notBefore'",
+        ),
     ],
 )
-def test_only_a_settled_configuration_skips_the_wait_for_lambda(manager, configuration, settled):
-    assert manager._settled(configuration) is settled
-
-
-def _deploy_after_the_first_read(
-    patch: pytest.MonkeyPatch, manager: Any, app: App, name: str, **changes: Any
-):
-    """A `sam deploy` of the function lands right after the manager has read its configuration."""
-    read = manager.get_configuration
-    deployed: list[dict[str, Any]] = []
-
-    def read_then_deploy(resources: Any, function: str) -> dict[str, Any]:
-        config = read(resources, function)
-        if not deployed:
-            deployed.append(app.lambda_client.update_function_configuration(FunctionName=name, **changes))
-        return config
-
-    patch.setattr(manager, "get_configuration", read_then_deploy)
-    return deployed
-
-
-def test_a_deploy_during_instrumentation_is_kept_and_the_function_left_out(helper, manager, app):
-    role = app.new_role()
-    name = app.create_function(variables={"GREETING": "hi"}, timeout=30, role=role)
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    with pytest.MonkeyPatch.context() as patch:
-        _deploy_after_the_first_read(
-            patch, manager, app, name, Environment={"Variables": {"GREETING": "new"}}
-        )
-        result, changed = _instrument(helper, manager, name, stack_name, session)
-
-    assert (result.status, result.message, changed) == (
-        "failed",
-        "it was updated (a deploy?) while plldb instrumented it and is left as deployed; attach again to include it",
-        None,
-    )
-    config = app.configuration(name)
-    assert (config["Environment"], config.get("Layers", []), config["Timeout"]) == (
-        {"Variables": {"GREETING": "new"}},
-        [],
-        30,
-    )
-    assert manager._get_record(helper.resources, manager._unqualified(config["FunctionArn"])) is None
-    assert app.attached_policies(role) == []
-
-
-def test_a_deploy_during_restore_is_kept(helper, manager, app):
-    name = app.create_function(variables={"GREETING": "hi"}, timeout=30)
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
-    assert manager.instrument_function(helper.resources, function, stack_name, session, 60)[0].status == "ok"
-    with pytest.MonkeyPatch.context() as patch:
-        # What `sam deploy` sends: the template's whole configuration, without plldb's parts.
-        _deploy_after_the_first_read(
-            patch, manager, app, name, Environment={"Variables": {"GREETING": "new"}}, Layers=[], Timeout=3
-        )
-        restored = manager.restore_stack(helper.resources, stack_name)
-
-    assert [(f["status"], f["message"]) for f in restored["functions"]] == [
-        ("ok", "redeployed meanwhile; left as deployed")
-    ]
-    config = app.configuration(name)
-    assert (config["Environment"], config.get("Layers", []), config["Timeout"]) == (
-        {"Variables": {"GREETING": "new"}},
-        [],
-        3,
-    )
-    assert manager._get_record(helper.resources, manager._unqualified(config["FunctionArn"])) is None
-
-
-def test_a_lost_record_is_rebuilt_from_the_instrumented_configuration_without_plldb_parts(
-    helper, manager, app
-):
-    layers = [app.layers[0]]
-    name = app.create_function(
-        variables={"GREETING": "hi", "AWS_LAMBDA_EXEC_WRAPPER": CUSTOM_WRAPPER}, layers=layers, timeout=30
-    )
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    function = manager.StackFunction(name, "HelloFunction", "HelloFunction")
-    manager.instrument_function(helper.resources, function, stack_name, session, 900)
-    arn = manager._unqualified(app.configuration(name)["FunctionArn"])
-    manager._delete_record(helper.resources, arn)  # the instrumentation table lost it
-
-    result, _ = manager.instrument_function(helper.resources, function, stack_name, session, 900)
-    record = manager._get_record(helper.resources, arn)
-
-    assert result.status == "ok"
-    assert "without a saved original" in result.message
-    assert record[manager.A_DERIVED] is True
-    assert json.loads(record[manager.A_ORIGINAL]) == {
-        "environment": {"GREETING": "hi", "AWS_LAMBDA_EXEC_WRAPPER": CUSTOM_WRAPPER},
-        "layers": layers,
-        "timeout": 900,  # the deployed timeout cannot be known any more
-    }
-
-
-def test_a_function_with_five_layers_is_refused_with_a_clear_message_and_left_alone(helper, manager, app):
-    name = app.create_function(layers=app.layers)
-    before = app.snapshot(name)
-    session = app.session("five-layers")
-
-    result, changed = manager.instrument_function(
-        helper.resources, manager.StackFunction(name, "Busy", "Busy"), "five-layers", session, 900
-    )
-
-    assert (result.status, changed) == ("failed", None)
-    assert result.message == (
-        "it already has 5 layers and Lambda allows 5, so the plldb layer cannot be added; "
-        "remove a layer or leave this function out with --function"
-    )
-    assert app.snapshot(name) == before
-    arn = manager._unqualified(app.configuration(name)["FunctionArn"])
-    assert manager._get_record(helper.resources, arn) is None
-
-
-def test_non_python_functions_are_skipped(helper, manager, app):
-    name = app.create_function(runtime="nodejs20.x")
-    result, _ = manager.instrument_function(
-        helper.resources, manager.StackFunction(name, "Node", "Node"), "s", app.session("s"), 900
-    )
-    assert (result.status, result.message) == ("skipped", "runtime nodejs20.x is not Python")
-
-
-def test_the_policy_is_detached_only_when_the_last_function_of_a_role_is_restored(helper, manager, app):
-    role = app.new_role()
-    names = [app.create_function(role=role) for _ in range(2)]
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    for i, name in enumerate(names):
-        manager.instrument_function(
-            helper.resources, manager.StackFunction(name, f"F{i}", f"F{i}"), stack_name, session, 900
-        )
-    assert app.attached_policies(role) == [app.policy_arn]
-
-    first = manager._get_record(
-        helper.resources, manager._unqualified(app.configuration(names[0])["FunctionArn"])
-    )
-    assert manager.restore_function(helper.resources, first).status == "ok"
-    assert app.attached_policies(role) == [app.policy_arn], "still used by the second function"
-
-    manager.restore_stack(helper.resources, stack_name)
-    assert app.attached_policies(role) == []
-
-
-def test_a_policy_attached_before_plldb_is_never_detached(helper, manager, app):
-    name = app.create_function(role=app.preattached_role)
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    manager.instrument_function(
-        helper.resources, manager.StackFunction(name, "F", "F"), stack_name, app.session(stack_name), 900
-    )
-
-    manager.restore_stack(helper.resources, stack_name)
-
-    assert app.policy_arn in app.attached_policies(app.preattached_role)
-
-
-# --- Whole stacks: discovery, nested stacks, filters, one session per stack, progress ----------------------
-def _function_resource(role: str, variables: dict[str, str] | None = None) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "Runtime": "python3.13",
-        "Handler": "index.handler",
-        "Role": role,
-        "Timeout": 3,
-        "Code": {"ZipFile": "def handler(event, context):\n    return event\n"},
-    }
-    if variables:
-        properties["Environment"] = {"Variables": variables}
-    return {"Type": "AWS::Lambda::Function", "Properties": properties}
-
-
-@pytest.fixture(scope="module")
-def app_stack(helper, app) -> dict[str, Any]:
-    """A deployed app: two functions and a nested stack with a third."""
-    s3 = helper.session.client("s3")
-    bucket = f"app-templates-{app.suffix}"
-    s3.create_bucket(Bucket=bucket)
-    nested = {"Resources": {"WorkerFunction": _function_resource(app.roles[0])}}
-    s3.put_object(Bucket=bucket, Key="nested.json", Body=json.dumps(nested).encode())
-    parent = {
-        "Resources": {
-            "HelloFunction": _function_resource(app.roles[0], {"GREETING": "hello"}),
-            "GoodbyeFunction": _function_resource(app.roles[1]),
-            "Workers": {
-                "Type": "AWS::CloudFormation::Stack",
-                "Properties": {"TemplateURL": f"https://s3.amazonaws.com/{bucket}/nested.json"},
-            },
-        }
-    }
-    name = f"app-stack-{app.suffix}"
-    cloudformation = helper.session.client("cloudformation")
-    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(parent))
-    return {"name": name}
-
-
-def _stack_functions(helper, manager, stack_name: str) -> dict[str, str]:
-    return {f.path: f.function_name for f in manager.list_stack_functions(helper.resources, stack_name)}
-
-
-def test_stack_discovery_includes_nested_stacks(helper, manager, app_stack):
-    functions = _stack_functions(helper, manager, app_stack["name"])
-    assert sorted(functions) == ["GoodbyeFunction", "HelloFunction", "Workers/WorkerFunction"]
-
-
-def test_attach_instruments_the_stack_reports_progress_and_detach_restores_it(
-    helper, manager, app, app_stack
-):
-    stack_name = app_stack["name"]
-    functions = _stack_functions(helper, manager, stack_name)
-    before = {path: app.snapshot(name) for path, name in functions.items()}
-    session = app.session(stack_name, FunctionTimeout=120)
-    connection_id = session[protocol.A_CONNECTION_ID]
-
-    result = manager.handle(
-        {"action": "instrument", "sessionId": session[protocol.A_SESSION_ID]}, helper.resources
-    )
-
-    assert sorted((f["logicalId"], f["status"]) for f in result["functions"]) == [
-        ("GoodbyeFunction", "ok"),
-        ("HelloFunction", "ok"),
-        ("WorkerFunction", "ok"),
-    ]
-    messages = helper.capture.messages(connection_id)
-    assert messages[0] == {
-        "type": "progress",
-        "phase": "instrument",
-        "status": "started",
-        "message": f"Instrumenting 3 functions of stack {stack_name}",
-        "total": 3,
-    }
-    assert sorted((m["function"], m["status"]) for m in messages[1:4]) == sorted(
-        (name, "ok") for name in functions.values()
-    )
-    assert messages[4]["status"] == "done"
-    assert messages[4]["message"] == "3 instrumented, 0 skipped, 0 failed"
-    assert sorted(f["functionName"] for f in messages[4]["functions"]) == sorted(functions.values())
-    for name in functions.values():
-        assert app.configuration(name)["Timeout"] == 120
-
-    helper.capture.clear()
-    manager.handle({"action": "restore", "sessionId": session[protocol.A_SESSION_ID]}, helper.resources)
-
-    assert {path: app.snapshot(name) for path, name in functions.items()} == before
-    assert helper.session_item(session[protocol.A_SESSION_ID])[protocol.A_STATUS] == protocol.STATUS_CLOSED
-    restore_messages = helper.capture.messages(connection_id)
-    assert [m["status"] for m in restore_messages] == ["started", "ok", "ok", "ok", "done"]
-    assert restore_messages[-1]["message"] == f"Stack {stack_name} restored (3 functions)"
-    assert manager._get_record(helper.resources, manager._lock_key(stack_name)) is None
-
-
-def test_the_function_filter_selects_by_logical_id_nested_path_or_name(helper, manager, app, app_stack):
-    stack_name = app_stack["name"]
-    functions = _stack_functions(helper, manager, stack_name)
-    session = app.session(stack_name, FunctionPatterns=["Hello*", "Workers/*"])
-
-    result = manager.handle(
-        {"action": "instrument", "sessionId": session[protocol.A_SESSION_ID]}, helper.resources
-    )
-    try:
-        statuses = {f["logicalId"]: (f["status"], f["message"]) for f in result["functions"]}
-        assert statuses["GoodbyeFunction"] == ("skipped", "excluded by the function filter")
-        assert statuses["HelloFunction"][0] == "ok"
-        assert statuses["WorkerFunction"][0] == "ok"
-        assert protocol.ENV_SESSION_ID not in app.configuration(functions["GoodbyeFunction"]).get(
-            "Environment", {}
-        ).get("Variables", {})
-    finally:
-        manager.handle({"action": "restore", "sessionId": session[protocol.A_SESSION_ID]}, helper.resources)
-
-
-def test_a_second_session_on_the_same_stack_is_refused_naming_the_first(helper, manager, app, app_stack):
-    stack_name = app_stack["name"]
-    first = app.session(
-        stack_name, Owner="arn:aws:iam::123456789012:user/alice on alice-laptop", CreatedAt=1767225600
-    )
-    second = app.session(stack_name, Owner="arn:aws:iam::123456789012:user/bob on bob-laptop")
-    manager.handle({"action": "instrument", "sessionId": first[protocol.A_SESSION_ID]}, helper.resources)
-    instrumented = {
-        name: app.snapshot(name) for name in _stack_functions(helper, manager, stack_name).values()
-    }
-
-    result = manager.handle(
-        {"action": "instrument", "sessionId": second[protocol.A_SESSION_ID]}, helper.resources
-    )
-
-    text = (
-        f"Stack {stack_name!r} already has an active plldb session, attached by "
-        "arn:aws:iam::123456789012:user/alice on alice-laptop since 2026-01-01 00:00:00 UTC. "
-        f"Detach it first ('plldb detach --stack-name {stack_name}') or attach with --take-over."
-    )
-    assert result == {"action": "instrument", "functions": [], "error": text}
-    assert helper.capture.messages(second[protocol.A_CONNECTION_ID]) == [
-        {"type": "progress", "phase": "instrument", "status": "failed", "message": text},
-        {
-            "type": "progress",
-            "phase": "instrument",
-            "status": "done",
-            "message": text,
-            "functions": [],
-            "error": text,
-        },
-    ]
-    assert {name: app.snapshot(name) for name in instrumented} == instrumented
-
-    # Taking over: restore_stack (from any machine) closes both sessions and frees the stack.
-    taken = manager.handle({"action": "restore_stack", "stackName": stack_name}, helper.resources)
-    assert taken["closedSessions"] == 2
-    assert sorted(f["status"] for f in taken["functions"]) == ["ok", "ok", "ok"]
-    for session in (first, second):
-        assert (
-            helper.session_item(session[protocol.A_SESSION_ID])[protocol.A_STATUS] == protocol.STATUS_CLOSED
-        )
-    assert helper.capture.messages(first[protocol.A_CONNECTION_ID])[-1]["message"].startswith(
-        f"Another plldb command restored stack {stack_name} and closed this session"
-    )
-
-
-def test_restore_tolerates_a_function_deleted_meanwhile(helper, manager, app):
-    names = [app.create_function(), app.create_function()]
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    for i, name in enumerate(names):
-        manager.instrument_function(
-            helper.resources, manager.StackFunction(name, f"F{i}", f"F{i}"), stack_name, session, 900
-        )
-    app.lambda_client.delete_function(FunctionName=names[0])
-
-    result = manager.restore_stack(helper.resources, stack_name)
-
-    assert sorted((f["functionName"], f["status"], f["message"]) for f in result["functions"]) == sorted(
-        [(names[0], "skipped", "the function no longer exists"), (names[1], "ok", "restored")]
-    )
-
-
-def test_one_function_failing_to_restore_does_not_stop_the_others(helper, manager, app):
-    names = [app.create_function(), app.create_function()]
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name)
-    for i, name in enumerate(names):
-        manager.instrument_function(
-            helper.resources, manager.StackFunction(name, f"F{i}", f"F{i}"), stack_name, session, 900
-        )
-    broken = manager._unqualified(app.configuration(names[0])["FunctionArn"])
-    missing_layer = "arn:aws:lambda:us-east-1:123456789012:layer:deleted-meanwhile:1"
-    helper.dynamodb.update_item(
-        TableName=helper.resources.instrumentation_table,
-        Key={manager.A_RESOURCE_ARN: {"S": broken}},
-        UpdateExpression="SET #o = :o",
-        ExpressionAttributeNames={"#o": manager.A_ORIGINAL},
-        ExpressionAttributeValues={
-            ":o": {"S": json.dumps({"environment": None, "layers": [missing_layer], "timeout": 3})}
-        },
-    )
-
-    result = manager.restore_stack(helper.resources, stack_name)
-
-    statuses = {f["functionName"]: f["status"] for f in result["functions"]}
-    assert statuses == {names[0]: "failed", names[1]: "ok"}
-    assert manager._get_record(helper.resources, broken) is not None, "kept so a later restore can retry"
-    assert protocol.ENV_SESSION_ID not in app.configuration(names[1]).get("Environment", {}).get(
-        "Variables", {}
-    )
-
-
-def test_a_missing_stack_and_the_helper_stack_itself_are_refused(helper, manager, app):
-    missing = app.session("no-such-stack")
-    result = manager.handle(
-        {"action": "instrument", "sessionId": missing[protocol.A_SESSION_ID]}, helper.resources
-    )
-    assert result["error"] == "Stack 'no-such-stack' does not exist in us-east-1."
-
-    own = app.session(helper.resources.helper_stack_name)
-    result = manager.handle(
-        {"action": "instrument", "sessionId": own[protocol.A_SESSION_ID]}, helper.resources
-    )
-    assert result["error"] == (
-        f"Stack {helper.resources.helper_stack_name!r} is the plldb helper stack itself; "
-        "it cannot be debugged with plldb."
-    )
-
-
-def test_an_abandoned_session_is_restored_only_if_it_did_not_reconnect(helper, manager, app):
-    name = app.create_function()
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    before = app.snapshot(name)
-    session = app.session(stack_name)
-    session_id, connection_id = session[protocol.A_SESSION_ID], session[protocol.A_CONNECTION_ID]
-    manager.instrument_function(
-        helper.resources, manager.StackFunction(name, "F", "F"), stack_name, session, 900
-    )
-
-    reconnected = new_connection_id()
-    helper.dynamodb.update_item(
-        TableName=helper.resources.sessions_table,
-        Key={protocol.A_SESSION_ID: {"S": session_id}},
-        UpdateExpression="SET #c = :c",
-        ExpressionAttributeNames={"#c": protocol.A_CONNECTION_ID},
-        ExpressionAttributeValues={":c": {"S": reconnected}},
-    )
-    started = time.monotonic()
-    kept = manager.handle(
-        {
-            "action": "restore_if_abandoned",
-            "sessionId": session_id,
-            "connectionId": connection_id,
-            "notBefore": time.time() + 0.3,
-        },
-        helper.resources,
-    )
-    assert time.monotonic() - started >= 0.3, "waits out the grace period"
-    assert kept == {"action": "restore_if_abandoned", "restored": False, "functions": []}
-    assert helper.session_item(session_id)[protocol.A_STATUS] == protocol.STATUS_ACTIVE
-    assert protocol.ENV_SESSION_ID in app.configuration(name)["Environment"]["Variables"]
-
-    restored = manager.handle(
-        {
-            "action": "restore_if_abandoned",
-            "sessionId": session_id,
-            "connectionId": reconnected,
-            "notBefore": 0,
-        },
-        helper.resources,
-    )
-    assert restored["restored"] is True
-    assert helper.session_item(session_id)[protocol.A_STATUS] == protocol.STATUS_CLOSED
-    assert app.snapshot(name) == before
-
-
-def test_status_lists_active_sessions_and_instrumented_functions(helper, manager, app):
-    stack_name = f"stack-{uuid.uuid4().hex[:8]}"
-    session = app.session(stack_name, Owner="carol on box", CreatedAt=1767225600)
-    name = app.create_function()
-    manager.instrument_function(
-        helper.resources, manager.StackFunction(name, "F", "F"), stack_name, session, 900
-    )
-    try:
-        report = manager.handle({"action": "status"}, helper.resources)
-        assert {"stackName": stack_name, "owner": "carol on box", "createdAt": 1767225600} in report[
-            "activeSessions"
-        ]
-        assert report["instrumentedFunctions"][stack_name] == 1
-    finally:
-        manager.restore_stack(helper.resources, stack_name)
-
-
-def test_unknown_actions_and_missing_arguments_fail_clearly(helper, manager):
-    with pytest.raises(manager.ManagerError, match="unknown action 'explode'"):
-        manager.handle({"action": "explode"}, helper.resources)
-    with pytest.raises(
-        manager.ManagerError, match="the 'restore_stack' action needs a non-empty string 'stackName'"
-    ):
-        manager.handle({"action": "restore_stack"}, helper.resources)
+def test_bad_requests_fail_with_one_clear_message_and_change_nothing(helper, event, message):
+    before = helper.snapshot()
+    with pytest.raises(manager.ManagerError) as failed:
+        manager.handle(event, helper.manager, sleep=Sleeps())
+    assert str(failed.value) == message
+    assert helper.snapshot() == before

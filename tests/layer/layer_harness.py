@@ -1,613 +1,729 @@
-"""A small cloud for the debugger layer's tests, built from the local cloud's real pieces.
+"""The debugger layer's test bench: the local cloud, plldb's helper stack, an application and a debugger.
 
-* moto in server mode (DynamoDB, STS, IAM, API Gateway v2), reached over HTTP;
-* the local cloud's WebSocket gateway, whose ``$default`` route runs the helper stack's real
-  ``$default`` handler (in this process, with its own boto3 clients pointed at moto);
-* Lambda execution environments: the local cloud's Runtime API server plus a subprocess started the
-  way Lambda starts a Python function with ``AWS_LAMBDA_EXEC_WRAPPER`` set: ``wrapper python -m
-  awslambdaric HANDLER``;
-* a scripted debugger: a ``websockets`` client that receives invoke messages and answers as a test
-  says, through the gateway and ``$default`` like plldb's local side.
+Everything runs as it does for a developer: the helper stack is deployed by ``plldb.bootstrap.deploy``,
+the application (``layer_app/``) by the local cloud's ``sam deploy``, and each function is invoked with
+boto3's ``lambda.invoke``, so the real layer runs in a real execution environment behind
+``AWS_LAMBDA_EXEC_WRAPPER`` and reaches the real dispatcher and routes over the local cloud.
+
+The :class:`ScriptedDebugger` stands in for ``plldb attach``: it connects exactly as plldb does (SigV4 of
+the upgrade request, a session id of its own choosing), sends ``open``, instruments the functions it is
+given with ``plldb.instrumentation.functions.instrument`` and the developer's credentials, verifies the
+MAC of every message it receives (dropping and recording any that fails), and answers each ``invoke``
+as the test scripts it. It restores what it instrumented and closes its session at the end.
+
+Waits are bounded only by ``WAIT_GUARD_SECONDS``, a guard against a hung test: no test asserts how long
+anything takes. Order and causality are shown with the debugger's records, the items and the logs.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
+import io
 import json
-import os
-import subprocess
-import sys
+import re
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
+from botocore.config import Config
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from plldb import protocol
-from plldb.bootstrap.cloudformation.handlers.common import Resources
-from plldb.localcloud import moto_extensions
-from plldb.localcloud.runtime_api import Invocation, Outcome, RuntimeApi
-from plldb.localcloud.websocket_gateway import WebSocketGateway
+from plldb.bootstrap.helper_stack import HelperStack
+from plldb.instrumentation import functions
+from plldb.instrumentation.decisions import Target
+from plldb.instrumentation.functions import FunctionRef, Result
+from plldb.local.instrument import developer_clients
+from plldb.local.session.connection import connect_url, session_url, sigv4_signer
 
-ROOT = Path(__file__).resolve().parents[2]
-WRAPPER = ROOT / "plldb" / "bootstrap" / "cloudformation" / "layer" / "wrapper"
-REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"
-STAGE = "live"
-FUNCTION_NAME = "orders-create"
-FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{FUNCTION_NAME}"
-WEBSOCKET_FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:plldb-websocket"
-STACK_NAME = "orders-stack"
+WAIT_GUARD_SECONDS = 90.0  # how long a wait may last before the test is declared hung
+POLL_SECONDS = 0.01  # the first pause of a wait for a table's state; it grows to MAX_POLL_SECONDS
+MAX_POLL_SECONDS = 0.2
 
-# The execution role's temporary credentials, as Lambda would put them in the environment. They are
-# distinctive so a test can search every stored item for them.
-EXECUTION_ACCESS_KEY_ID = "ASIAEXECROLE7Q2W9ZKD"
-EXECUTION_SECRET_ACCESS_KEY = "exec-role-secret-" + uuid.uuid4().hex
-EXECUTION_SESSION_TOKEN = "exec-role-session-token-" + uuid.uuid4().hex
+# Variables whose values belong to one execution environment or one invocation.
+PER_ENVIRONMENT_VARIABLES = ("AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_RUNTIME_API", "_X_AMZN_TRACE_ID")
 
-FUNCTION_CODE = """
-import json
-import os
-
-CALLS = {"count": 0}
+# One synchronous invocation per call, never retried by the SDK (a retry would be a second invocation),
+# and as long as Lambda's longest timeout.
+INVOKE_CONFIG = Config(
+    read_timeout=960,
+    connect_timeout=10,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    max_pool_connections=64,
+)
 
 
-def echo(event, context):
-    CALLS["count"] += 1
-    return {"event": event, "calls": CALLS["count"], "function": context.function_name,
-            "requestId": context.aws_request_id}
+def wait_until(condition: Callable[[], Any], what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test if it never does."""
+    deadline = time.monotonic() + WAIT_GUARD_SECONDS
+    pause = POLL_SECONDS
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 1.5, MAX_POLL_SECONDS)
 
 
-def fail(event, context):
-    raise ValueError("order %s is invalid" % event.get("id"))
+# --- The deployed pieces ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerApp:
+    """The application stack of layer_app/, as deployed."""
 
+    stack_name: str
+    stack_id: str
+    directory: Path
+    functions: dict[str, str]  # logical id -> function name
+    own_wrapper: Path
 
-def environment(event, context):
-    return dict(os.environ)
-
-
-def large(event, context):
-    return {"size": len(json.dumps(event)), "blob": "r" * event["response_size"]}
-
-
-def not_serialisable(event, context):
-    return {"when": {1, 2}}
-"""
-
-
-# What the tests and the in-process $default handler sign with (20 characters, so moto can name it).
-HARNESS_ACCESS_KEY_ID = "AKIAHARNESSTESTKEY01"
-
-
-def _fake_session() -> boto3.Session:
-    return boto3.Session(
-        aws_access_key_id=HARNESS_ACCESS_KEY_ID, aws_secret_access_key="testing", region_name=REGION
-    )
-
-
-class _LocalResources(Resources):
-    """The $default handler's resources, with its clients pointed at this test cloud's moto server."""
-
-    def __init__(self, environ: dict[str, str], endpoint_url: str) -> None:
-        super().__init__(environ)
-        self._endpoint_url = endpoint_url
-
-    def _boto3_client(self, service: str, config: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("endpoint_url", self._endpoint_url)
-        return _fake_session().client(service, config=config, **kwargs)  # type: ignore[call-overload]
-
-
-class LayerCloud:
-    """moto + the WebSocket gateway + the helper stack's tables, role and WebSocket API."""
-
-    def __init__(self) -> None:
-        suffix = uuid.uuid4().hex[:8]
-        self.sessions_table = f"PLLDBSessions-{suffix}"
-        self.debugger_table = f"PLLDBDebugger-{suffix}"
-        self.role_name = f"PLLDBDebuggerRole-{suffix}"
-        self.role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{self.role_name}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.gateway = WebSocketGateway(self._invoke_lambda)
-        self.endpoint_url = ""
-        self.execute_api_endpoint = ""
-        self.api_id = ""
-        self.default_route_events: list[dict[str, Any]] = []
-        self._resources: _LocalResources | None = None
-
-    def start(self) -> LayerCloud:
-        moto_extensions.install()  # among others: atomic item operations, which polling relies on
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        self.gateway.start()
-        self.execute_api_endpoint = f"http://127.0.0.1:{self.gateway.port}"
-        self._create_tables()
-        self.client("iam").create_role(
-            RoleName=self.role_name,
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ID}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-        )
-        self._create_websocket_api()
-        self._resources = _LocalResources(
-            {
-                "AWS_REGION": REGION,
-                protocol.ENV_SESSIONS_TABLE: self.sessions_table,
-                protocol.ENV_DEBUGGER_TABLE: self.debugger_table,
-                protocol.ENV_MANAGEMENT_URL: self.management_url,
-                protocol.EXECUTE_API_ENDPOINT_VARIABLE: self.execute_api_endpoint,
-            },
-            self.endpoint_url,
-        )
-        self._resources.warm_up("dynamodb", "connections")  # as the real function's init does
-        return self
-
-    def stop(self) -> None:
-        self.gateway.stop()
-        self._server.stop()
-
-    def client(self, service: str) -> Any:
-        return _fake_session().client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
-
-    @property
-    def management_url(self) -> str:
-        return f"https://{self.api_id}.execute-api.{REGION}.amazonaws.com/{STAGE}"
-
-    @property
-    def websocket_url(self) -> str:
-        return protocol.execute_api_url(
-            f"wss://{self.api_id}.execute-api.{REGION}.amazonaws.com/{STAGE}",
-            {protocol.EXECUTE_API_ENDPOINT_VARIABLE: self.execute_api_endpoint},
-        )
-
-    def _create_tables(self) -> None:
-        dynamodb = self.client("dynamodb")
-        dynamodb.create_table(
-            TableName=self.debugger_table,
-            KeySchema=[{"AttributeName": protocol.A_REQUEST_ID, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": protocol.A_REQUEST_ID, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        dynamodb.create_table(
-            TableName=self.sessions_table,
-            KeySchema=[{"AttributeName": protocol.A_SESSION_ID, "KeyType": "HASH"}],
-            AttributeDefinitions=[
-                {"AttributeName": protocol.A_SESSION_ID, "AttributeType": "S"},
-                {"AttributeName": protocol.A_STACK_NAME, "AttributeType": "S"},
-                {"AttributeName": protocol.A_CONNECTION_ID, "AttributeType": "S"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": protocol.STACK_INDEX,
-                    "KeySchema": [{"AttributeName": protocol.A_STACK_NAME, "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                },
-                {
-                    "IndexName": protocol.CONNECTION_INDEX,
-                    "KeySchema": [{"AttributeName": protocol.A_CONNECTION_ID, "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                },
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-
-    def _create_websocket_api(self) -> None:
-        api = self.client("apigatewayv2")
-        self.api_id = api.create_api(
-            Name="plldb-websocket", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action"
-        )["ApiId"]
-        integration_id = api.create_integration(
-            ApiId=self.api_id,
-            IntegrationType="AWS_PROXY",
-            IntegrationUri=(
-                f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{WEBSOCKET_FUNCTION_ARN}/invocations"
-            ),
-        )["IntegrationId"]
-        api.create_route(ApiId=self.api_id, RouteKey="$default", Target=f"integrations/{integration_id}")
-        api.create_stage(ApiId=self.api_id, StageName=STAGE)
-
-    def _invoke_lambda(self, function_arn: str, event: dict[str, Any]) -> Any:
-        """The WebSocket function: its real $default handler; nothing to do on $connect/$disconnect."""
-        from plldb.bootstrap.cloudformation.handlers import websocket
-
-        assert function_arn == WEBSOCKET_FUNCTION_ARN
-        assert self._resources is not None
-        if event["requestContext"]["eventType"] != "MESSAGE":
-            return {"statusCode": 200}
-        self.default_route_events.append(event)
-        return websocket.on_message(event, self._resources)
-
-    # --- sessions and items ---------------------------------------------------------------------------
-    def put_session(
-        self,
-        connection_id: str,
-        status: str = protocol.STATUS_ACTIVE,
-        fallback: str | None = None,
-        expires_in: int = 3600,
-        session_id: str | None = None,
-    ) -> str:
-        session_id = session_id or str(uuid.uuid4())
-        item = {
-            protocol.A_SESSION_ID: {"S": session_id},
-            protocol.A_CONNECTION_ID: {"S": connection_id},
-            protocol.A_STATUS: {"S": status},
-            protocol.A_STACK_NAME: {"S": STACK_NAME},
-            protocol.A_TTL: {"N": str(int(time.time()) + expires_in)},
-        }
-        if fallback is not None:
-            item[protocol.A_FALLBACK] = {"S": fallback}
-        self.client("dynamodb").put_item(TableName=self.sessions_table, Item=item)
-        return session_id
-
-    def debugger_item(self, key: str) -> dict[str, Any] | None:
-        return (
-            self.client("dynamodb")
-            .get_item(
-                TableName=self.debugger_table, Key={protocol.A_REQUEST_ID: {"S": key}}, ConsistentRead=True
-            )
-            .get("Item")
-        )
-
-    def all_items_text(self) -> str:
-        """Every item of both tables, as text (for searching stored data)."""
-        dynamodb = self.client("dynamodb")
-        texts = []
-        for table in (self.debugger_table, self.sessions_table):
-            paginator = dynamodb.get_paginator("scan")
-            for page in paginator.paginate(TableName=table, ConsistentRead=True):
-                for item in page["Items"]:
-                    texts.append(repr(item))
-        return "\n".join(texts)
-
-    def debugger(self, **kwargs: Any) -> ScriptedDebugger:
-        return ScriptedDebugger(
-            self.websocket_url, self.client("dynamodb"), self.debugger_table, gateway=self.gateway, **kwargs
-        )
-
-    def instrumentation(self, session_id: str, connection_id: str) -> dict[str, str]:
-        """The variables plldb's manager sets on an instrumented function."""
-        return {
-            protocol.ENV_EXEC_WRAPPER: str(WRAPPER),
-            protocol.ENV_SESSION_ID: session_id,
-            protocol.ENV_CONNECTION_ID: connection_id,
-            protocol.ENV_DEBUGGER_ROLE_ARN: self.role_arn,
-            protocol.ENV_SESSIONS_TABLE: self.sessions_table,
-            protocol.ENV_DEBUGGER_TABLE: self.debugger_table,
-            protocol.ENV_MANAGEMENT_URL: self.management_url,
-        }
-
-
-# --- The scripted debugger -----------------------------------------------------------------------------
-@dataclass
-class Reply:
-    """How the scripted debugger answers one invocation."""
-
-    ack: bool = True
-    payload: str | None = None  # the handler's result as JSON text
-    error: dict[str, Any] | None = None  # {errorMessage, errorType, stackTrace}
-    delay: float = 0.0  # seconds between the ack and the answer
-    chunked: bool = False  # write the payload as chunk items and send a reference (always when large)
-
-    @property
-    def answers(self) -> bool:
-        return self.payload is not None or self.error is not None
-
-
-def echo_reply(message: dict[str, Any], event: Any) -> Reply:
-    """Answer with the event itself, as a local run of an echo handler would."""
-    return Reply(payload=json.dumps({"echo": event}))
+    def ref(self, logical_id: str) -> FunctionRef:
+        return FunctionRef(self.functions[logical_id], logical_id)
 
 
 @dataclass
-class ScriptedDebugger:
-    """plldb's local side as a script: a WebSocket client that acks and answers invoke messages.
+class Invoked:
+    """What ``lambda.invoke`` answered."""
 
-    Large answers go as chunk items written to the debugger table (``dynamodb``, with the rights the
-    local side has), referenced from the response message, as plldb's client does.
-    """
-
-    url: str
-    dynamodb: Any
-    debugger_table: str
-    script: Callable[[dict[str, Any], Any], Reply] = echo_reply  # (invoke message, event) -> reply
-    gateway: WebSocketGateway | None = None  # to learn the connection id, when the test owns the gateway
-    invokes: list[dict[str, Any]] = field(default_factory=list)
-    server_messages: list[dict[str, Any]] = field(default_factory=list)
-    connection_id: str = ""
-    unsent: list[str] = field(default_factory=list)
-    _socket: ClientConnection | None = None
-    _send_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def connect(self) -> ScriptedDebugger:
-        before = set(self.gateway.connection_ids()) if self.gateway else set()
-        self._socket = connect(self.url, max_size=None, open_timeout=60)
-        deadline = time.monotonic() + 5
-        while self.gateway is not None and not self.connection_id:
-            new = set(self.gateway.connection_ids()) - before
-            if new:
-                (self.connection_id,) = new
-            elif time.monotonic() > deadline:
-                raise AssertionError("the gateway never registered the debugger's connection")
-            else:
-                time.sleep(0.005)
-        threading.Thread(target=self._read, daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-
-    def _read(self) -> None:
-        assert self._socket is not None
-        for raw in self._socket:
-            message = json.loads(raw)
-            self.server_messages.append(message)
-            if message.get("type") == protocol.MSG_INVOKE:
-                self.invokes.append(message)
-                worker = threading.Thread(target=self._answer, args=(message,), daemon=True)
-                worker.start()
-
-    def _send(self, message: dict[str, Any]) -> None:
-        """One message, in frames API Gateway accepts (at most 32 KB each), as plldb's client sends them."""
-        assert self._socket is not None
-        text = protocol.encode(message)
-        step = protocol.WEBSOCKET_FRAME_LIMIT // 4  # characters; at most 4 bytes each in UTF-8
-        with self._send_lock:
-            if len(text) <= step:
-                self._socket.send(text)
-            else:
-                self._socket.send(text[i : i + step] for i in range(0, len(text), step))
-
-    def event(self, message: dict[str, Any]) -> Any:
-        """The invocation's event: inline, or read back from its chunk items as plldb's local side does."""
-        if "event" in message:
-            return json.loads(message["event"])
-        data = b"".join(
-            self.dynamodb.get_item(
-                TableName=self.debugger_table,
-                Key={
-                    protocol.A_REQUEST_ID: {
-                        "S": protocol.chunk_request_id(message["requestId"], protocol.CHUNK_KIND_EVENT, index)
-                    }
-                },
-                ConsistentRead=True,
-            )["Item"][protocol.A_DATA]["B"]
-            for index in range(message["eventChunks"])
-        )
-        assert protocol.sha256_hex(data) == message["eventSha256"]
-        return json.loads(data)
-
-    def _answer(self, message: dict[str, Any]) -> None:
-        try:
-            self._reply(message)
-        except ConnectionClosed:
-            self.unsent.append(message["requestId"])  # closed by its test before a delayed answer
-
-    def _reply(self, message: dict[str, Any]) -> None:
-        reply = self.script(message, self.event(message))
-        request_id, delivery_id = message["requestId"], message["deliveryId"]
-        if reply.ack:
-            self._send(protocol.ack_message(request_id, delivery_id))
-        if reply.delay:
-            time.sleep(reply.delay)
-        if reply.error is not None:
-            self._send(
-                {
-                    "type": protocol.MSG_RESPONSE,
-                    "requestId": request_id,
-                    "deliveryId": delivery_id,
-                    "statusCode": protocol.RESPONSE_CODE_ERROR,
-                    "error": reply.error,
-                }
-            )
-        elif reply.payload is not None and (
-            reply.chunked or len(reply.payload.encode("utf-8")) > protocol.INLINE_MESSAGE_LIMIT - 1024
-        ):
-            data = reply.payload.encode("utf-8")
-            parts = protocol.split_payload(data)
-            for index, part in enumerate(parts):
-                self.dynamodb.put_item(
-                    TableName=self.debugger_table,
-                    Item={
-                        protocol.A_REQUEST_ID: {
-                            "S": protocol.chunk_request_id(
-                                request_id, protocol.CHUNK_KIND_RESPONSE, index, delivery_id
-                            )
-                        },
-                        protocol.A_DATA: {"B": part},
-                    },
-                )
-            self._send(
-                {
-                    "type": protocol.MSG_RESPONSE,
-                    "requestId": request_id,
-                    "deliveryId": delivery_id,
-                    "statusCode": protocol.RESPONSE_CODE_OK,
-                    "payloadChunks": len(parts),
-                    "payloadSha256": protocol.sha256_hex(data),
-                }
-            )
-        elif reply.payload is not None:
-            self.send_answer(message, reply.payload)
-
-    def send_answer(self, invoke: dict[str, Any], payload: str) -> None:
-        """A 200 response to the delivery ``invoke`` (also long after the layer stopped waiting for it)."""
-        self._send(
-            {
-                "type": protocol.MSG_RESPONSE,
-                "requestId": invoke["requestId"],
-                "deliveryId": invoke["deliveryId"],
-                "statusCode": protocol.RESPONSE_CODE_OK,
-                "payload": payload,
-            }
-        )
-
-    def wait_for_server_message(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
-    ) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in list(self.server_messages):
-                if predicate(message):
-                    return message
-            time.sleep(0.01)
-        raise AssertionError(f"no such server message; got {self.server_messages}")
-
-
-# --- Lambda execution environments ------------------------------------------------------------------------
-@dataclass
-class InvokeResult:
-    request_id: str
+    status: int
+    function_error: str | None
     payload: bytes
-    error_type: str | None
-    seconds: float
+    log: str  # the last 4 KB of the invocation's log (LogType Tail)
 
     def json(self) -> Any:
         return json.loads(self.payload)
 
+    @property
+    def error_type(self) -> str | None:
+        return self.json().get("errorType") if self.function_error else None
 
-class LambdaEnvironment:
-    """One execution environment: the Runtime API plus the runtime process Lambda would start."""
+    @property
+    def request_id(self) -> str:
+        """From the invocation's start line: Text ``START RequestId: ...`` or JSON ``platform.start``."""
+        for line in self.log.splitlines():
+            if line.startswith("START RequestId: "):
+                return line.split()[2]
+            if line.startswith("{") and '"platform.start"' in line:
+                return str(json.loads(line)["record"]["requestId"])
+        raise AssertionError(f"no start line in the log tail: {self.log!r}")
 
-    def __init__(
-        self,
-        task_root: Path,
-        handler: str,
-        cloud: LayerCloud,
-        instrumentation: dict[str, str] | None = None,
-        with_wrapper: bool = True,
-        extra: dict[str, str] | None = None,
-        python: str = sys.executable,
-    ) -> None:
-        self.api = RuntimeApi()
-        self.api.start()
-        self.log_path = task_root / f"stdout-{uuid.uuid4().hex[:8]}.log"
-        self.environment = function_environment(cloud, task_root, handler)
-        self.environment["AWS_LAMBDA_RUNTIME_API"] = self.api.address
-        if with_wrapper:
-            self.environment[protocol.ENV_EXEC_WRAPPER] = str(WRAPPER)
-        self.environment.update(instrumentation or {})
-        self.environment.update(extra or {})
-        command = [python, "-m", "awslambdaric", handler]
-        if with_wrapper:
-            command = [self.environment[protocol.ENV_EXEC_WRAPPER], *command]
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            command, env=self.environment, cwd=task_root, stdout=self._log, stderr=subprocess.STDOUT
-        )
+    def lines(self) -> list[str]:
+        """The invocation's own log lines: between its start and its end (END, or platform.report)."""
+        lines = self.log.splitlines()
+        start = next(i for i, line in enumerate(lines) if is_platform_line(line, ("START", "platform.start")))
+        end = next(i for i, line in enumerate(lines) if is_platform_line(line, ("END", "platform.report")))
+        return lines[start + 1 : end]
 
-    def wait_until_ready(self, timeout: float = 15.0) -> None:
-        """Until the runtime asks for its first invocation (Lambda's end of init)."""
-        self._wait(lambda: self.api.initialized, timeout)
 
-    def wait_for_init_error(self, timeout: float = 15.0) -> Outcome:
-        self._wait(lambda: self.api.init_error is not None, timeout)
-        assert self.api.init_error is not None
-        return self.api.init_error
+def is_platform_line(line: str, kinds: tuple[str, ...] = ("START", "END", "REPORT", "platform.")) -> bool:
+    """A line Lambda writes itself: START/END/REPORT (Text), or a platform event (JSON system logs)."""
+    if line.startswith("{"):
+        try:
+            kind = str(json.loads(line).get("type") or "")
+        except ValueError:
+            return False
+        return any(kind.startswith(k) for k in kinds if k.startswith("platform."))
+    return any(line.startswith(k + " RequestId: ") for k in kinds if not k.startswith("platform."))
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self.api.condition:
-            while not predicate():
-                if self.process.poll() is not None and not predicate():
-                    raise AssertionError(f"the runtime exited with {self.process.returncode}:\n{self.logs()}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out; runtime output:\n{self.logs()}")
-                self.api.condition.wait(min(left, 0.1))
 
-    def submit(
-        self,
-        payload: Any,
-        timeout_seconds: float = 30.0,
-        client_context: str | None = None,
-        request_id: str | None = None,
-    ) -> Invocation:
-        """Hand Lambda's next invocation to the runtime; an old ``request_id`` is Lambda retrying it."""
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
-        invocation = Invocation(
-            request_id=request_id or str(uuid.uuid4()),
-            payload=body,
-            invoked_function_arn=FUNCTION_ARN,
-            timeout_seconds=timeout_seconds,
-            trace_id="Root=1-65a00000-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=0",
-            client_context=client_context,
-        )
-        self.api.submit(invocation)
-        return invocation
+@dataclass
+class LayerBench:
+    """The local cloud with plldb's helper stack and the test application deployed."""
 
-    def result(self, invocation: Invocation, started: float, timeout: float = 30.0) -> InvokeResult:
-        self._wait(lambda: invocation.outcome is not None, timeout)
-        outcome = invocation.outcome
-        assert outcome is not None
-        return InvokeResult(
-            invocation.request_id, outcome.payload, outcome.error_type, time.monotonic() - started
-        )
+    cloud: Any  # plldb.localcloud.cloud.LocalCloud
+    helper: HelperStack
+    app: LayerApp
+    tables: dict[str, str]  # logical id of each helper table -> its name
+    helper_functions: dict[str, str]  # logical id of each helper function -> its name
+    _lambda: Any = None
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A client with the local cloud's administrator credentials (the test's own view of AWS)."""
+        return self.cloud.session().client(service, **kwargs)
+
+    @property
+    def lambda_client(self) -> Any:
+        if self._lambda is None:
+            self._lambda = self.client("lambda", config=INVOKE_CONFIG)
+        return self._lambda
 
     def invoke(
-        self,
-        payload: Any,
-        timeout_seconds: float = 30.0,
-        client_context: str | None = None,
-        request_id: str | None = None,
-    ) -> InvokeResult:
-        started = time.monotonic()
-        invocation = self.submit(payload, timeout_seconds, client_context, request_id)
-        return self.result(invocation, started, timeout=timeout_seconds + 10)
+        self, function_name: str, event: Any = None, *, raw: bytes | None = None, client_context: Any = None
+    ) -> Invoked:
+        """A synchronous ``lambda.invoke`` with the log tail, as any caller of the function makes it."""
+        payload = raw if raw is not None else json.dumps(event if event is not None else {}).encode("utf-8")
+        extra = {}
+        if client_context is not None:
+            extra["ClientContext"] = base64.b64encode(json.dumps(client_context).encode("utf-8")).decode(
+                "ascii"
+            )
+        response = self.lambda_client.invoke(
+            FunctionName=function_name, Payload=payload, LogType="Tail", **extra
+        )
+        return Invoked(
+            status=response["StatusCode"],
+            function_error=response.get("FunctionError"),
+            payload=response["Payload"].read(),
+            log=base64.b64decode(response.get("LogResult") or b"").decode("utf-8", "replace"),
+        )
 
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_bytes().decode("utf-8", "replace")
+    # --- What the helper stack holds ------------------------------------------------------------------
+    def session_item(self, session_id: str) -> dict[str, Any] | None:
+        return (
+            self.client("dynamodb")
+            .get_item(
+                TableName=self.tables["PLLDBSessions"],
+                Key={protocol.A_SESSION_ID: {"S": session_id}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
 
-    def stop(self) -> None:
-        self.api.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+    def wait_for_session(
+        self, session_id: str, condition: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """The session item, once ``condition`` holds for it."""
+        return wait_until(
+            lambda: (item := self.session_item(session_id)) is not None and condition(item) and item,
+            f"session {session_id} to change",
+        )
+
+    def invocation_item(self, caller: str, delivery_id: str) -> dict[str, Any] | None:
+        return (
+            self.client("dynamodb")
+            .get_item(
+                TableName=self.helper.invocations_table_name,
+                Key={protocol.A_CALLER: {"S": caller}, protocol.A_DELIVERY_ID: {"S": delivery_id}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
+
+    def items_of_request(self, request_id: str) -> list[dict[str, Any]]:
+        """Every invocation item of one Lambda request id (a test may not know its key)."""
+        return [
+            item
+            for item in self.scan(self.helper.invocations_table_name)
+            if item[protocol.A_REQUEST_ID]["S"] == request_id
+        ]
+
+    def scan(self, table: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in (
+            self.client("dynamodb").get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+        ):
+            items.extend(page["Items"])
+        return items
+
+    def payload_objects(self) -> dict[str, bytes]:
+        s3 = self.client("s3")
+        bucket = self.helper.payload_bucket_name
+        objects = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for entry in page.get("Contents", []):
+                objects[entry["Key"]] = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+        return objects
+
+    def environment_log(self, function_name: str, stream_name: str | None = None) -> str:
+        """Everything the function (one execution environment of it) wrote to CloudWatch Logs, in order."""
+        logs = self.client("logs")
+        configuration = self.client("lambda").get_function_configuration(FunctionName=function_name)
+        group = (configuration.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{function_name}"
+        arguments: dict[str, Any] = {"logGroupName": group}
+        if stream_name is not None:
+            arguments["logStreamNames"] = [stream_name]
+        lines = []
+        for page in logs.get_paginator("filter_log_events").paginate(**arguments):
+            lines.extend(event["message"] for event in page["events"])
+        return "\n".join(lines)
+
+    def code_zip(self) -> bytes:
+        """The application's src/ folder as a deployment package."""
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for path in sorted((self.app.directory / "src").rglob("*.py")):
+                bundle.write(path, path.relative_to(self.app.directory / "src").as_posix())
+        return archive.getvalue()
+
+    def normalized_environment(self, environ: dict[str, str]) -> dict[str, str]:
+        """A function's environment with what differs from one execution environment to the next left
+        out, and the local cloud's stand-ins for Lambda's fixed paths (/opt, /var/task, /var/runtime)
+        named as Lambda names them."""
+        work = re.escape(str(self.cloud.work_dir / "lambda"))
+        text = json.dumps(environ)
+        text = re.sub(work + r"/artifacts/opt/[0-9A-Za-z-]+", "/opt", text)
+        text = re.sub(work + r"/artifacts/code/[0-9a-f]+", "/var/task", text)
+        text = re.sub(work + r"/runtimes/[0-9a-f]+", "/var/runtime", text)
+        normalized: dict[str, str] = json.loads(text)
+        for name in (*PER_ENVIRONMENT_VARIABLES, *protocol.CREDENTIAL_VARIABLES):
+            normalized.pop(name, None)
+        return normalized
+
+    def caller_of(self, function_name: str) -> str:
+        """The layer's identity for a function: its role's unique id and its name (``aws:userid``)."""
+        role_arn = self.client("lambda").get_function_configuration(FunctionName=function_name)["Role"]
+        role_id = self.client("iam").get_role(RoleName=role_arn.rsplit("/", 1)[-1])["Role"]["RoleId"]
+        return f"{role_id}:{function_name}"
 
 
-def function_environment(cloud: LayerCloud, task_root: Path, handler: str) -> dict[str, str]:
-    """The environment Lambda gives a Python function (the parts the layer and its tests use)."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "TZ": ":UTC",
-        "_HANDLER": handler,
-        "LAMBDA_TASK_ROOT": str(task_root),
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
-        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2025/01/01/[$LATEST]0123456789abcdef",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": EXECUTION_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": EXECUTION_SECRET_ACCESS_KEY,
-        "AWS_SESSION_TOKEN": EXECUTION_SESSION_TOKEN,
-        "AWS_ENDPOINT_URL": cloud.endpoint_url,
-        protocol.EXECUTE_API_ENDPOINT_VARIABLE: cloud.execute_api_endpoint,
-        "ORDERS_TABLE": "orders",
-    }
+# --- Lambda invocations as the local cloud runs them ---------------------------------------------------------
+@dataclass(frozen=True)
+class LambdaCall:
+    """One invocation the local cloud's Lambda ran (the test's CloudTrail of data events)."""
+
+    started: int  # sequence numbers, shared by starts and ends, so calls can be ordered
+    ended: int
+    function_name: str
+    payload: bytes
+    result: bytes
+
+    def request(self) -> Any:
+        try:
+            return json.loads(self.payload)
+        except ValueError:
+            return None
+
+    def answer(self) -> Any:
+        try:
+            return json.loads(self.result)
+        except ValueError:
+            return None
 
 
-def write_function(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "app.py").write_text(FUNCTION_CODE, encoding="utf-8")
-    return directory
+class LambdaCalls:
+    """Records every invocation of the local cloud's Lambda service while installed."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+        self._original = manager.invoke_function
+        self._changed = threading.Condition()
+        self._sequence = 0
+        self._stalls: list[tuple[Callable[[str, Any], bool], threading.Event]] = []
+        self.calls: list[LambdaCall] = []
+        self.stalled: list[tuple[int, str, Any]] = []  # (sequence, function name, request) held by a stall
+
+    def install(self) -> LambdaCalls:
+        def recording(fn: Any, payload: bytes, *args: Any, **kwargs: Any) -> Any:
+            started = self._next()
+            self._hold_if_stalled(started, fn.function_name, payload)
+            result = self._original(fn, payload, *args, **kwargs)
+            call = LambdaCall(started, self._next(), fn.function_name, bytes(payload), bytes(result.payload))
+            with self._changed:
+                self.calls.append(call)
+                self._changed.notify_all()
+            return result
+
+        self._manager.invoke_function = recording
+        return self
+
+    def uninstall(self) -> None:
+        self._manager.__dict__.pop("invoke_function", None)
+        with self._changed:
+            for _, release in self._stalls:
+                release.set()
+
+    def stall(self, predicate: Callable[[str, Any], bool]) -> threading.Event:
+        """Hold every invocation (function name, parsed request) that matches before it runs, until the
+        returned event is set: Lambda being slow to answer, for as long as the test says."""
+        release = threading.Event()
+        with self._changed:
+            self._stalls.append((predicate, release))
+        return release
+
+    def _hold_if_stalled(self, sequence: int, function_name: str, payload: bytes) -> None:
+        try:
+            request = json.loads(payload)
+        except ValueError:
+            request = None
+        with self._changed:
+            holds = [release for predicate, release in self._stalls if predicate(function_name, request)]
+            if holds:
+                self.stalled.append((sequence, function_name, request))
+                self._changed.notify_all()
+        for release in holds:
+            release.wait(WAIT_GUARD_SECONDS)
+
+    def _next(self) -> int:
+        with self._changed:
+            self._sequence += 1
+            return self._sequence
+
+    def mark(self) -> int:
+        """A point in the sequence: calls that start after it started after this moment."""
+        return self._next()
+
+    def wait_for(self, predicate: Callable[[LambdaCall], bool], what: str) -> LambdaCall:
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((c for c in self.calls if predicate(c)), None), WAIT_GUARD_SECONDS
+            )
+        if not found:
+            raise AssertionError(f"gave up waiting for {what}")
+        return found
+
+
+# --- The scripted debugger --------------------------------------------------------------------------------
+Script = Callable[["Invoke"], None]
+
+
+class Invoke:
+    """One ``invoke`` message received by the scripted debugger, and the ways to answer it."""
+
+    def __init__(self, debugger: ScriptedDebugger, message: dict[str, Any]) -> None:
+        self.debugger = debugger
+        self.message = message
+        self.caller: str = message["caller"]
+        self.delivery_id: str = message["deliveryId"]
+        self.request_id: str = message["requestId"]
+        self._event: bytes | None = None
+        self._ack_sent: int | None = None
+
+    @property
+    def reference(self) -> dict[str, str]:
+        return protocol.reference(self.caller, self.delivery_id)
+
+    def event_bytes(self) -> bytes:
+        """The event: inline, or downloaded from its presigned URL and checked against its digest."""
+        if self._event is None:
+            if "event" in self.message:
+                self._event = self.message["event"].encode("utf-8")
+            else:
+                with urllib.request.urlopen(self.message["eventUrl"], timeout=60) as response:
+                    body = response.read()
+                assert hashlib.sha256(body).hexdigest() == self.message["eventSha256"]
+                assert len(body) == self.message["eventSize"]
+                self._event = body
+        return self._event
+
+    def event(self) -> Any:
+        return json.loads(self.event_bytes())
+
+    def item(self) -> dict[str, Any] | None:
+        return self.debugger.bench.invocation_item(self.caller, self.delivery_id)
+
+    def ack(self, wait: bool = True) -> None:
+        """Acknowledge; unless told not to, wait until the helper stack has recorded it (or refused it),
+        so that an answer sent next cannot overtake it."""
+        self._ack_sent = self.debugger.send(protocol.ack_message(self.caller, self.delivery_id))
+        if wait:
+            self.wait_acked()
+
+    def wait_acked(self) -> None:
+        start = self._ack_sent
+        assert start is not None, "no ack was sent"
+        wait_until(
+            lambda: (
+                protocol.A_ACKED_AT in (self.item() or {}) or self.debugger.reply_to(self, start, ("error",))
+            ),
+            f"the ack of {self.request_id} to be stored",
+        )
+
+    def answer(self, payload: str) -> dict[str, Any]:
+        """The handler's result as JSON text, inline; the helper stack's reply."""
+        start = self.debugger.send(protocol.result_message(self.caller, self.delivery_id, payload))
+        return self.debugger.wait_reply(self, start, ("stored", "error"))
+
+    def fail(self, error: dict[str, Any]) -> dict[str, Any]:
+        start = self.debugger.send(protocol.failure_message(self.caller, self.delivery_id, error))
+        return self.debugger.wait_reply(self, start, ("stored", "error"))
+
+    def answer_by_upload(self, body: bytes, announced_sha256: str | None = None) -> dict[str, Any]:
+        """A result too large for a message: upload, PUT to the presigned URL, then the response."""
+        start = self.debugger.send(protocol.upload_message(self.caller, self.delivery_id, len(body)))
+        reply = self.debugger.wait_reply(self, start, ("uploadUrl", "error"))
+        if reply["type"] != protocol.MSG_UPLOAD_URL:
+            return reply
+        status, text = http_put(reply["url"], body)
+        assert status == 200, text
+        digest = announced_sha256 or hashlib.sha256(body).hexdigest()
+        start = self.debugger.send(
+            protocol.result_object_message(self.caller, self.delivery_id, digest, len(body))
+        )
+        return self.debugger.wait_reply(self, start, ("stored", "error"))
+
+
+def http_put(url: str, body: bytes) -> tuple[int, bytes]:
+    """PUT to a presigned URL with no Content-Type: the URL was signed without one (urllib would add
+    ``application/x-www-form-urlencoded``, which a SigV2 signature covers and S3 then refuses)."""
+    parts = urllib.parse.urlsplit(url)
+    factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = factory(parts.netloc, timeout=120)
+    try:
+        connection.request(
+            "PUT", f"{parts.path}?{parts.query}", body=body, headers={"Content-Length": str(len(body))}
+        )
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def echo_script(invoke: Invoke) -> None:
+    """Answer with the event, as a handler that returns its event would."""
+    invoke.answer(json.dumps({"local": invoke.event()}))
+
+
+def holding_script(invoke: Invoke) -> None:
+    """Receive only: the test answers (or not) from its own thread."""
+
+
+def acking_script(invoke: Invoke) -> None:
+    """Acknowledge at once, as plldb does when a run takes a while; the test answers later."""
+    invoke.ack()
+
+
+@dataclass
+class ScriptedDebugger:
+    """``plldb attach`` reduced to its protocol: connect, open, instrument, answer, restore, close."""
+
+    bench: LayerBench
+    session: boto3.Session
+    script: Script = echo_script
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    session_key: str = field(default_factory=protocol.new_secret)
+    seed: str = field(default_factory=protocol.new_secret)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # authenticated, in arrival order
+    unauthenticated: list[Any] = field(default_factory=list)  # every message dropped for its MAC
+    invokes: list[Invoke] = field(default_factory=list)
+    script_errors: list[BaseException] = field(default_factory=list)
+    instrumented: list[FunctionRef] = field(default_factory=list)
+    opened: dict[str, Any] | None = None
+    closed: bool = False
+    reconnects: int = 0
+    _socket: ClientConnection | None = None
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    _key_sent: bool = False
+    _scripts: list[threading.Thread] = field(default_factory=list)
+
+    # --- The connection ---------------------------------------------------------------------------------
+    def connect(self) -> ScriptedDebugger:
+        """A first connection (``?sessionId=``), or the next reconnection of the token chain."""
+        token = None
+        if self.opened is not None:
+            self.reconnects += 1
+            token = protocol.reconnect_token(self.seed, protocol.RECONNECT_CHAIN_LENGTH - self.reconnects)
+        url = session_url(connect_url(self.bench.helper.websocket_url), self.session_id, token)
+        headers = sigv4_signer(self.session, self.bench.cloud.region)(url)
+        websocket = connect(url, additional_headers=headers, max_size=None, open_timeout=WAIT_GUARD_SECONDS)
+        self._socket = websocket
+        threading.Thread(target=self._read, args=(websocket,), name="scripted-debugger", daemon=True).start()
+        return self
+
+    def disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+
+    def connection_id(self) -> str:
+        item = self.bench.session_item(self.session_id)
+        assert item is not None
+        return str(item[protocol.A_CONNECTION_ID]["S"])
+
+    def send(self, message: dict[str, Any]) -> int:
+        """Send one message (in frames within API Gateway's frame quota); the index replies come after."""
+        text = protocol.encode(message)
+        with self._changed:
+            start = len(self.messages)
+        frames = _frames(text)
+        assert self._socket is not None
+        with self._send_lock:
+            self._socket.send(frames[0] if len(frames) == 1 else iter(frames))
+        return start
+
+    def _read(self, websocket: ClientConnection) -> None:
+        try:
+            for raw in websocket:
+                self._receive(raw)
+        except ConnectionClosed:
+            pass
+
+    def _receive(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not self._authentic(message):
+            with self._changed:
+                self.unauthenticated.append(raw)
+            return
+        invoke = Invoke(self, message) if message.get("type") == protocol.MSG_INVOKE else None
+        with self._changed:
+            self.messages.append(message)
+            if invoke is not None:
+                self.invokes.append(invoke)
+            self._changed.notify_all()
+        if invoke is not None:
+            script = threading.Thread(target=self._run_script, args=(invoke,), name="script", daemon=True)
+            with self._changed:
+                self._scripts.append(script)
+            script.start()
+
+    def _authentic(self, message: dict[str, Any]) -> bool:
+        """Signed with the session key; before ``open`` is answered only released/error may be unsigned."""
+        if self._key_sent and protocol.verify(message, self.session_key):
+            return True
+        return (
+            self.opened is None
+            and "mac" not in message
+            and message.get("type") in (protocol.MSG_RELEASED, protocol.MSG_ERROR)
+        )
+
+    def _run_script(self, invoke: Invoke) -> None:
+        try:
+            self.script(invoke)
+        except BaseException as exc:  # reported by the fixture's teardown
+            self.script_errors.append(exc)
+
+    def wait_scripts(self) -> None:
+        """Until every script started so far has finished (an invocation may end before its script does:
+        the layer reads the answer from its item while the script still waits for ``stored``)."""
+        with self._changed:
+            scripts = list(self._scripts)
+        for script in scripts:
+            script.join(WAIT_GUARD_SECONDS)
+            assert not script.is_alive(), "a script never finished"
+
+    # --- Waiting for messages ----------------------------------------------------------------------------
+    def wait_message(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, start: int = 0
+    ) -> dict[str, Any]:
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((m for m in self.messages[start:] if predicate(m)), None), WAIT_GUARD_SECONDS
+            )
+        if not found:
+            raise AssertionError(f"gave up waiting for {what}; received {self.messages}")
+        return found
+
+    def reply_to(self, invoke: Invoke, start: int, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        with self._changed:
+            return next(
+                (
+                    m
+                    for m in self.messages[start:]
+                    if m.get("type") in kinds and m.get("deliveryId") == invoke.delivery_id
+                ),
+                None,
+            )
+
+    def wait_reply(self, invoke: Invoke, start: int, kinds: tuple[str, ...]) -> dict[str, Any]:
+        return self.wait_message(
+            lambda m: m.get("type") in kinds and m.get("deliveryId") == invoke.delivery_id,
+            f"a {'/'.join(kinds)} reply for {invoke.request_id}",
+            start,
+        )
+
+    def wait_invoke(self, index: int = 0) -> Invoke:
+        """The index-th invoke received (waiting for it)."""
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: len(self.invokes) > index, WAIT_GUARD_SECONDS)
+            if not arrived:
+                raise AssertionError(f"gave up waiting for invoke #{index}; received {self.messages}")
+            return self.invokes[index]
+
+    def invoke_for(self, request_id: str) -> Invoke:
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((i for i in self.invokes if i.request_id == request_id), None),
+                WAIT_GUARD_SECONDS,
+            )
+        assert found, f"no invoke for {request_id}"
+        return found
+
+    # --- The session ------------------------------------------------------------------------------------
+    def open(self, stack: str) -> dict[str, Any]:
+        """``open`` the session on a stack; the reply (``opened``, or ``error``)."""
+        self._key_sent = True
+        anchor = protocol.reconnect_token(self.seed, protocol.RECONNECT_CHAIN_LENGTH)
+        start = self.send(protocol.open_message(stack, self.session_key, anchor))
+        reply = self.wait_message(lambda m: m.get("type") in ("opened", "error"), "the answer to open", start)
+        if reply["type"] == protocol.MSG_OPENED:
+            self.opened = reply
+        return reply
+
+    def target(self, fallback: str = protocol.FALLBACK_ERROR, timeout: int = 60) -> Target:
+        helper = self.bench.helper
+        return Target(
+            session_id=self.session_id,
+            dispatcher_arn=helper.dispatcher_function_arn,
+            invocations_table=helper.invocations_table_name,
+            payload_bucket=helper.payload_bucket_name,
+            layer_version_arn=helper.layer_version_arn,
+            fallback=fallback,
+            timeout=timeout,
+        )
+
+    def instrument(
+        self, refs: list[FunctionRef], fallback: str = protocol.FALLBACK_ERROR, timeout: int = 60
+    ) -> list[Result]:
+        """Instrument with the developer's credentials, as plldb does once its session is opened."""
+        clients = developer_clients(self.session, self.bench.helper)
+        results = [functions.instrument(clients, ref, self.target(fallback, timeout)) for ref in refs]
+        for ref, result in zip(refs, results, strict=True):
+            assert result.status == functions.STATUS_OK, f"{ref.path}: {result.message}"
+            self.instrumented.append(ref)
+        return results
+
+    def restore(self) -> list[Result]:
+        clients = developer_clients(self.session, self.bench.helper)
+        results = [functions.restore(clients, ref, self.session_id) for ref in self.instrumented]
+        self.instrumented = [r.function for r in results if r.status == functions.STATUS_FAILED]
+        return results
+
+    def close_session(self) -> dict[str, Any]:
+        start = self.send({"type": protocol.MSG_CLOSE})
+        reply = self.wait_message(lambda m: m.get("type") == protocol.MSG_CLOSED, "closed", start)
+        self.closed = True
+        return reply
+
+    def finish(self) -> None:
+        """What detach does: restore, then close the session; then the connection goes."""
+        try:
+            failures = [r for r in self.restore() if r.status == functions.STATUS_FAILED]
+            assert not failures, f"restore failed: {failures}"
+            if self.opened is not None and not self.closed and self._connected():
+                self.close_session()
+        finally:
+            self.disconnect()
+
+    def _connected(self) -> bool:
+        from websockets.protocol import State
+
+        return self._socket is not None and self._socket.protocol.state is State.OPEN
+
+
+def _frames(text: str, limit: int = protocol.WEBSOCKET_FRAME_LIMIT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character."""
+    encoded = text.encode("utf-8")
+    frames = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + limit, len(encoded))
+        while end < len(encoded) and (encoded[end] & 0xC0) == 0x80:
+            end -= 1
+        frames.append(encoded[start:end].decode("utf-8"))
+        start = end
+    return frames or [""]
+
+
+# The ``attach`` fixture: a session on the application, with the named functions instrumented for it.
+AttachFactory = Callable[..., ScriptedDebugger]
+
+
+def credentials_of(invokes: list[Invoke]) -> Iterator[str]:
+    """Every credential value the debugger received."""
+    for invoke in invokes:
+        credentials = invoke.message.get("credentials") or {}
+        yield from (str(value) for value in credentials.values() if value)

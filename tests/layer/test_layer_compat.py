@@ -25,8 +25,8 @@ from awslambdaric.lambda_runtime_marshaller import to_json as ric_to_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
-from plldb.bootstrap.cloudformation.layer.lambda_runtime import CloudHandler
+from plldb import lambda_python
+from plldb.bootstrap.cloudformation.layer.passthrough import CloudHandler
 from plldb.bootstrap.cloudformation.layer.runtime_client import Invocation
 
 Point = collections.namedtuple("Point", "x y")
@@ -100,7 +100,7 @@ documents = st.recursive(
 @given(value=documents)
 def test_results_serialise_to_the_same_json_text_as_awslambdaric(execution_env: str, value: Any) -> None:
     with mock.patch.dict(os.environ, {"AWS_EXECUTION_ENV": execution_env}):
-        assert _outcome(lambda_compat.to_json, value) == _outcome(ric_to_json, value)
+        assert _outcome(lambda_python.to_json, value) == _outcome(ric_to_json, value)
 
 
 @pytest.mark.parametrize(
@@ -122,13 +122,13 @@ def test_results_serialise_to_the_same_json_text_as_awslambdaric(execution_env: 
     ids=repr,
 )
 def test_awkward_results_serialise_as_awslambdaric_does(value: Any) -> None:
-    assert _outcome(lambda_compat.to_json, value) == _outcome(ric_to_json, value)
+    assert _outcome(lambda_python.to_json, value) == _outcome(ric_to_json, value)
 
 
 def test_circular_results_fail_as_in_awslambdaric() -> None:
     loop: list[Any] = []
     loop.append(loop)
-    assert _outcome(lambda_compat.to_json, loop) == ("raised", "ValueError", "Circular reference detected")
+    assert _outcome(lambda_python.to_json, loop) == ("raised", "ValueError", "Circular reference detected")
     assert _outcome(ric_to_json, loop) == ("raised", "ValueError", "Circular reference detected")
 
 
@@ -137,7 +137,7 @@ def test_circular_results_fail_as_in_awslambdaric() -> None:
 )
 def test_marshal_response_matches_awslambdaric(response: Any) -> None:
     def ours(value: Any) -> Any:
-        body, content_type = lambda_compat.marshal_response(value)
+        body, content_type = lambda_python.marshal_response(value)
         return body.decode("utf-8", "replace"), content_type
 
     def theirs(value: Any) -> Any:
@@ -150,7 +150,7 @@ def test_marshal_response_matches_awslambdaric(response: Any) -> None:
 def _fault(function: Any, value: Any) -> Any:
     try:
         return function(value)
-    except (lambda_compat.FaultException, RicFaultException) as exc:
+    except (lambda_python.FaultException, RicFaultException) as exc:
         return ("fault", exc.exception_type, exc.msg, exc.trace)
 
 
@@ -163,7 +163,7 @@ def _fault(function: Any, value: Any) -> Any:
     ],
 )
 def test_events_unmarshal_as_in_awslambdaric(body: bytes, content_type: str) -> None:
-    ours = _fault(lambda b: lambda_compat.unmarshal_event(b, content_type), body)
+    ours = _fault(lambda b: lambda_python.unmarshal_event(b, content_type), body)
     theirs = _fault(lambda b: LambdaMarshaller().unmarshal_request(b, content_type), body)
     if isinstance(theirs, tuple) and theirs[0] == "fault":
         # simplejson and json word the parse error differently; the error type and prefix agree.
@@ -300,7 +300,7 @@ def test_the_context_object_matches_awslambdaric(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
     monkeypatch.setenv("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/orders")
     monkeypatch.setenv("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-    ours = lambda_compat.create_lambda_context(
+    ours = lambda_python.create_lambda_context(
         "req-9", CLIENT_CONTEXT, COGNITO, 4102444800000, "arn:fn", "tenant-1"
     )
     theirs = ric_bootstrap.create_lambda_context(
@@ -338,13 +338,13 @@ def test_handler_loading_errors_match_awslambdaric(handler: str, handler_modules
     def load(loader: Any) -> Any:
         try:
             loader(handler)
-        except (lambda_compat.FaultException, RicFaultException) as exc:
+        except (lambda_python.FaultException, RicFaultException) as exc:
             return exc.exception_type, exc.msg, exc.trace
         raise AssertionError("no fault")
 
     for name in ("layer_compat_good", "layer_compat_broken"):
         sys.modules.pop(name, None)
-    assert load(lambda_compat.load_handler) == load(ric_bootstrap._get_handler)
+    assert load(lambda_python.load_handler) == load(ric_bootstrap._get_handler)
 
 
 def test_an_exception_while_importing_the_handler_is_reported_as_awslambdaric_reports_it(
@@ -390,7 +390,7 @@ def test_an_exception_while_importing_the_handler_is_reported_as_awslambdaric_re
 def test_error_logs_look_like_awslambdaric_error_logs(
     error: dict[str, Any], capsys: pytest.CaptureFixture
 ) -> None:
-    lambda_compat.log_error(error)
+    lambda_python.log_error(error)
     ours = capsys.readouterr().out
     ric_bootstrap.log_error(error, ric_bootstrap.StandardLogSink())
     theirs = capsys.readouterr().out
@@ -417,7 +417,7 @@ def _log_record(extra: dict[str, Any] | None, exc_info: Any = None, msg: Any = "
 
 
 def _both_json_lines(extra: dict[str, Any] | None, **kwargs: Any) -> tuple[str, str]:
-    ours = lambda_compat._JsonFormatter().format(_log_record(extra, **kwargs))
+    ours = lambda_python.logs._JsonFormatter().format(_log_record(extra, **kwargs))
     theirs = RicJsonFormatter().format(_log_record(extra, **kwargs))
     return ours, theirs
 

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 
-from tests.dap import attach_to_debugpy, follow_subprocess
+import pytest
 
+from tests.dap import attach_to_debugpy, follow_subprocess
+from tests.local.fixtures.apps import copy_app, lambda_python
+
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATE = FIXTURES / "sam_app" / "template.yaml"
 DAP_TIMEOUT = 60
+
+
+@pytest.fixture
+def sam_app(tmp_path) -> Path:
+    """A copy of the fixture app outside this repository, whose own .venv would be its project's."""
+    return copy_app(FIXTURES / "sam_app", tmp_path / "sam_app")
+
+
+def developer_environment() -> dict[str, str]:
+    """This process's environment, as a developer's shell without an activated virtualenv."""
+    return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
 
 
 def plldb_invoke(
@@ -25,14 +43,17 @@ def plldb_invoke(
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=developer_environment(),
         timeout=120,
     )
 
 
-def test_invoke_prints_the_result_and_logs_separately(tmp_path):
+def test_invoke_prints_the_result_and_logs_separately(tmp_path, sam_app):
     event = tmp_path / "event.json"
     event.write_text('{"id": "o-17"}')
-    completed = plldb_invoke("CreateOrderFunction", "--template", str(TEMPLATE), "--event", str(event))
+    completed = plldb_invoke(
+        "CreateOrderFunction", "--template", str(sam_app / "template.yaml"), "--event", str(event)
+    )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == {
         "order": "o-17",
@@ -40,13 +61,15 @@ def test_invoke_prints_the_result_and_logs_separately(tmp_path):
         "extra": "extra",
         "function": "CreateOrderFunction",
     }
-    local = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    local = f"{sys.version_info[0]}.{sys.version_info[1]}"
     expected_stderr = (
         []
-        if local == "python3.12"
+        if lambda_python("3.12") or local == "3.12"
         else [
-            f"Warning: CreateOrderFunction runs on python3.12 in Lambda but on {local} here ({sys.executable}); "
-            "behaviour that differs between the versions may show."
+            "Warning: No Python matching the Runtime was found for 1 function, run here on another version, "
+            "where behaviour that differs between the versions may show: CreateOrderFunction (python3.12) on "
+            f"Python {local} ({sys.executable}). Install Python 3.12 ('pyenv install 3.12' or "
+            "'uv python install 3.12'), or pass --python."
         ]
     )
     assert completed.stderr.splitlines() == expected_stderr
@@ -77,11 +100,18 @@ def test_invoke_uses_template_in_current_folder_and_env_vars_file(tmp_path):
         "    Properties:\n      CodeUri: src\n      Handler: app.handler\n"
         "      Environment:\n        Variables: {MODE: template, LEVEL: info}\n"
     )
-    (tmp_path / "env.json").write_text(json.dumps({"Parameters": {"LEVEL": "debug"}, "Fn": {"EXTRA": 5}}))
+    (tmp_path / "env.json").write_text(
+        json.dumps({"Parameters": {"LEVEL": "debug"}, "Fn": {"EXTRA": 5, "MODE": "file"}})
+    )
     completed = plldb_invoke("Fn", "--env-vars", "env.json", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {"MODE": "template", "LEVEL": "debug", "EXTRA": "5"}
-    assert completed.stderr.splitlines() == ["log line"]
+    # As sam local invoke: the file sets the variables the template declares, and only those.
+    assert json.loads(completed.stdout) == {"MODE": "file", "LEVEL": "debug", "EXTRA": None}
+    assert completed.stderr.splitlines() == [
+        "Warning: env.json sets EXTRA, which the template does not declare for Fn; like sam local invoke, plldb "
+        "ignores them. Declare them under the function's Environment.Variables to set them.",
+        "log line",
+    ]
 
 
 def test_function_error_exits_1_with_the_error_json(tmp_path):
@@ -126,10 +156,37 @@ def test_invalid_event_is_refused(tmp_path):
     assert completed.stderr.startswith("Error: The event in stdin is not valid JSON: Expecting property name")
 
 
-def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
+def test_invoke_keeps_debugpy_on_this_machine_unless_told_otherwise():
+    """The same guard as attach: debugpy has no authentication, so another host needs the explicit flag."""
+    completed = plldb_invoke(
+        "PlainFunction", "--template", str(TEMPLATE), "--debugpy", "--debugpy-host", "0.0.0.0"
+    )
+    assert (completed.returncode, completed.stdout) == (1, "")
+    assert completed.stderr == (
+        "Error: --debugpy-host 0.0.0.0 would let other machines connect to debugpy, which has no "
+        "authentication: anyone who can reach the port could run any code as you. Add "
+        "--debugpy-allow-remote if that is what you want; to debug from another machine safely, keep "
+        "127.0.0.1 and forward the port over SSH (ssh -L 5678:127.0.0.1:5678).\n"
+    )
+
+
+def test_invoke_and_attach_offer_the_same_debugger_options():
+    from plldb.cli.attach import attach
+    from plldb.cli.invoke import invoke
+
+    def debugger_options(command):
+        names = {"use_debugpy", "debugpy_host", "debugpy_allow_remote", "debugpy_port", "wait_for_client"}
+        return {p.name: (p.opts, p.help) for p in command.params if p.name in names | {"pycharm_address"}}
+
+    assert debugger_options(invoke) == debugger_options(attach)
+    assert len(debugger_options(invoke)) == 6
+
+
+def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path, sam_app):
+    """The worker runs on the function's Runtime (python3.12), another Python than plldb's, under debugpy."""
     event = tmp_path / "event.json"
     event.write_text('{"id": "o-42", "note": "debug me"}')
-    handler_file = FIXTURES / "sam_app" / "src" / "create_order" / "app.py"
+    handler_file = sam_app / "src" / "create_order" / "app.py"
     breakpoint_line = next(
         number for number, line in enumerate(handler_file.read_text().splitlines(), 1) if "return {" in line
     )
@@ -143,7 +200,7 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
                 "invoke",
                 "CreateOrderFunction",
                 "--template",
-                str(TEMPLATE),
+                str(sam_app / "template.yaml"),
                 "--event",
                 str(event),
                 "--debugpy",
@@ -154,12 +211,15 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
+            env=developer_environment(),
         )
     stderr_lines: list[str] = []
     clients = []
     try:
         assert process.stderr is not None
         first = process.stderr.readline()
+        while first.startswith("Warning: No Python matching the Runtime"):  # without python3.12 here
+            first = process.stderr.readline()
         match = re.fullmatch(
             r"debugpy is listening on 127\.0\.0\.1:(\d+) \(VS Code: 'Python Debugger: Remote Attach'\)\.\n",
             first,
@@ -180,6 +240,27 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path):
         assert event_fields["'id'"]["value"] == "'o-42'"
         assert event_fields["'note'"]["value"] == "'debug me'"
         assert "function_name=CreateOrderFunction" in variables["context"]["value"]
+        # Even under the debugger, the handler's path has nothing of plldb's but the debugger's own code.
+        frames = child.request("stackTrace", {"threadId": stopped["threadId"], "startFrame": 0, "levels": 1})
+        answer = child.request(
+            "evaluate",
+            {
+                "expression": "__import__('json').dumps([__import__('sys').version_info[:2], __import__('sys').path])",
+                "frameId": frames["stackFrames"][0]["id"],
+                "context": "repl",
+            },
+        )
+        version, path = json.loads(ast.literal_eval(answer["result"]))
+        plldb_site_packages = sysconfig.get_paths()["purelib"]
+        debugger = os.path.join(plldb_site_packages, "debugpy")
+        assert [
+            entry
+            for entry in path
+            if not entry.startswith(debugger) and entry.startswith((plldb_site_packages, str(ROOT)))
+        ] == []
+        assert any(entry.startswith(debugger) for entry in path)  # the debugger's own code, after the rest
+        assert path[0] == str(handler_file.parent)
+        assert version == ([3, 12] if lambda_python("3.12") else list(sys.version_info[:2]))
         child.request("continue", {"threadId": stopped["threadId"]})
         assert process.wait(DAP_TIMEOUT) == 0
     finally:

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from plldb.errors import PlldbError
 from plldb.local.template import (
     LocalFunction,
+    ProjectTemplate,
     layer_python_paths,
     load_local_functions,
+    locate_template,
     nested_application_templates,
-    project_site_packages,
     scan_template,
 )
 
@@ -47,6 +48,22 @@ def test_function_with_globals_merged_exactly(scanned):
         timeout=30,
         memory_size=256,
         template_dir=APP,
+        environment_names=frozenset(
+            {
+                "LOG_LEVEL",
+                "SHARED",
+                "STAGE",
+                "POWERTOOLS_SERVICE_NAME",
+                "TABLE_NAME",
+                "RETRIES",
+                "ENABLED",
+                "RATIO",
+            }
+        ),
+        code_notice=None,
+        remote_layers=(
+            "arn:aws:lambda:${AWS::Region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:7",
+        ),
     )
 
 
@@ -198,22 +215,9 @@ def test_layer_python_paths(tmp_path):
     assert layer_python_paths(plain) == [plain / "python"]
     assert layer_python_paths(built) == [built]
     assert layer_python_paths(packaged) == [site_packages, packaged / "python"]
-
-
-def test_project_site_packages_finds_dot_venv_and_warns_about_other_versions(tmp_path):
-    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    project = tmp_path / "project"
-    site_packages = project / ".venv" / "lib" / version / "site-packages"
-    site_packages.mkdir(parents=True)
-    other = tmp_path / "other-venv"
-    (other / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
-    paths, warnings = project_site_packages(project, {"VIRTUAL_ENV": str(other)})
-    assert paths == [site_packages]
-    assert warnings == [
-        f"The virtualenv {other} is for python3.9, not {version} which runs the functions here: "
-        "its packages are not used."
-    ]
-    assert project_site_packages(None, {"VIRTUAL_ENV": sys.prefix}) == ([], [])
+    other = packaged / "python" / "lib" / "python3.13" / "site-packages"
+    other.mkdir(parents=True)
+    assert layer_python_paths(packaged, "python3.13") == [other, packaged / "python"]
 
 
 NAMES = st.from_regex(r"[A-Z][A-Z0-9_]{0,6}", fullmatch=True)
@@ -283,3 +287,180 @@ def test_globals_merge_matches_sam_rules(
     folders = {"LayerA": root / "layer_a", "LayerB": root / "layer_b"}
     assert function.layer_dirs == [folders[name] for name in [*global_layers, *local_layers]]
     assert function.timeout == (local_timeout if local_timeout is not None else global_timeout)
+
+
+# --- Code resolution as SAM CLI does it --------------------------------------------------------------
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+NO_CODE_URI = """
+Transform: AWS::Serverless-2016-10-31
+Globals:
+  Function:
+    Runtime: python3.12
+Resources:
+  RootFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: root_handler.handler
+      Environment:
+        Variables:
+          QUEUE_URL: !Ref Queue
+          MODE: plain
+  PlainRootFunction:
+    Type: AWS::Lambda::Function
+    Properties:
+      Handler: root_handler.handler
+      Runtime: python3.13
+      Role: arn:aws:iam::123456789012:role/r
+  Queue:
+    Type: AWS::SQS::Queue
+"""
+
+
+def test_a_function_without_code_uri_runs_from_the_template_folder(tmp_path):
+    write(tmp_path, {"template.yaml": NO_CODE_URI, "root_handler.py": "def handler(e, c):\n    return 1\n"})
+    scanned = scan_template(tmp_path / "template.yaml")
+    assert scanned.unavailable == {}
+    root = scanned.local["RootFunction"]
+    assert (root.code_dir, root.handler, root.runtime) == (tmp_path, "root_handler.handler", "python3.12")
+    assert root.environment == {"MODE": "plain"}
+    assert root.environment_names == frozenset({"QUEUE_URL", "MODE"})
+    plain = scanned.local["PlainRootFunction"]
+    assert (plain.code_dir, plain.runtime, plain.code_notice) == (tmp_path, "python3.13", None)
+
+
+BUILT = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  RootFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: RootFunction
+      Handler: root_handler.handler
+      Runtime: python3.12
+  OrdersFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: OrdersFunction
+      Handler: app.handler
+      Runtime: python3.13
+"""
+
+SOURCE = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  RootFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: root_handler.handler
+      Runtime: python3.12
+  OrdersFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: orders/
+      Handler: app.handler
+      Runtime: python3.13
+"""
+
+
+def sam_built_project(root: Path, source_name: str | None = "template.yaml") -> Path:
+    build = root / ".aws-sam" / "build"
+    files = {
+        ".aws-sam/build/template.yaml": BUILT,
+        ".aws-sam/build/RootFunction/root_handler.py": "def handler(e, c):\n    return 'built'\n",
+        ".aws-sam/build/OrdersFunction/app.py": "def handler(e, c):\n    return 'built'\n",
+        "root_handler.py": "def handler(e, c):\n    return 'source'\n",
+        "orders/app.py": "def handler(e, c):\n    return 'source'\n",
+    }
+    if source_name is not None:
+        files[source_name] = SOURCE
+    write(root, files)
+    return build / "template.yaml"
+
+
+def test_sam_build_output_maps_back_to_the_source_template(tmp_path):
+    built = sam_built_project(tmp_path)
+    scanned = scan_template(built)
+    assert scanned.template == tmp_path / "template.yaml"
+    assert scanned.notices == []
+    assert scanned.local["OrdersFunction"].code_dir == tmp_path / "orders"
+    assert scanned.local["RootFunction"].code_dir == tmp_path
+    assert scanned.local["OrdersFunction"].template_dir == tmp_path
+    assert {f.code_notice for f in scanned.local.values()} == {None}
+
+
+def test_sam_build_output_maps_back_to_samconfigs_template(tmp_path):
+    built = sam_built_project(tmp_path, source_name="infra/service.yaml")
+    write(tmp_path, {"samconfig.toml": '[default.build.parameters]\ntemplate_file = "infra/service.yaml"\n'})
+    write(tmp_path / "infra", {"orders/app.py": "", "root_handler.py": ""})
+    scanned = scan_template(built)
+    assert scanned.template == tmp_path / "infra" / "service.yaml"
+    assert scanned.local["OrdersFunction"].code_dir == tmp_path / "infra" / "orders"
+    assert scanned.local["OrdersFunction"].template_dir == tmp_path
+
+
+def test_sam_build_output_without_a_source_template_runs_the_build_copies_and_says_so(tmp_path):
+    built = sam_built_project(tmp_path, source_name=None)
+    scanned = scan_template(built)
+    build = tmp_path / ".aws-sam" / "build"
+    assert scanned.template == built
+    assert scanned.notices == [
+        f"{built} is the output of 'sam build' and {tmp_path} has no source template (template.yaml, "
+        "template.yml, template.json or samconfig's template_file): its functions run from the build copies "
+        f"in {build}, so edits to your source take effect after 'sam build'. Pass --template with your "
+        "source template to run your source."
+    ]
+    orders = scanned.local["OrdersFunction"]
+    assert orders.code_dir == build / "OrdersFunction"
+    assert orders.code_notice == (
+        f"runs the build copy in {build / 'OrdersFunction'}: edits to your source take effect after 'sam build'"
+    )
+
+
+# --- Finding the template ----------------------------------------------------------------------------
+def test_locate_template_in_sam_clis_order(tmp_path):
+    write(tmp_path, {"template.json": "{}", "template.yml": "", "cdk.out/manifest.json": "{}"})
+    assert locate_template(directory=tmp_path) == ProjectTemplate(tmp_path / "template.yml", tmp_path)
+    (tmp_path / "template.yaml").write_text("")
+    assert locate_template(directory=tmp_path).template == tmp_path / "template.yaml"
+    configured = tmp_path / "infra" / "stack.yaml"
+    write(tmp_path, {"infra/stack.yaml": ""})
+    assert locate_template(directory=tmp_path, samconfig_template=configured) == ProjectTemplate(
+        configured, configured.parent
+    )
+    assert locate_template(directory=tmp_path, template=Path("template.json")).template == (
+        tmp_path / "template.json"
+    )
+    built = tmp_path / ".aws-sam" / "build" / "template.yaml"
+    write(tmp_path, {".aws-sam/build/template.yaml": ""})
+    assert locate_template(directory=tmp_path, template=built) == ProjectTemplate(built, tmp_path)
+
+
+def test_locate_template_mistakes_are_one_line_with_the_fix(tmp_path):
+    def message(**options) -> str:
+        with pytest.raises(PlldbError) as error:
+            locate_template(directory=tmp_path, **options)
+        return error.value.one_line()
+
+    assert message() == (
+        f"No SAM template or CDK output in {tmp_path} (template.yaml, template.yml, template.json or cdk.out). "
+        "Pass --template with your SAM template, or --cdk-out with the folder 'cdk synth --no-staging' writes."
+    )
+    assert message(template=Path("nope.yaml")) == (
+        "Template nope.yaml was not found. Pass --template with the path of your SAM template."
+    )
+    assert message(samconfig_template=tmp_path / "gone.yaml") == (
+        f"The template_file of samconfig, {tmp_path / 'gone.yaml'}, was not found. "
+        "Correct template_file in samconfig or pass --template."
+    )
+    assert message(template=Path("t.yaml"), cdk_out=Path("cdk.out")) == (
+        "--template and --cdk-out cannot be used together. Pass only one of them."
+    )
+    assert message(cdk_out=Path("cdk.out")) == (
+        f"{tmp_path / 'cdk.out'} is not a CDK cloud assembly: it has no manifest.json. "
+        "Run 'cdk synth --no-staging' in your CDK app, or pass --cdk-out with the folder it writes."
+    )

@@ -7,6 +7,7 @@ tiny Runtime API server) and compare the results and error objects byte for byte
 from __future__ import annotations
 
 import collections
+import dataclasses
 import decimal
 import json
 import os
@@ -29,18 +30,16 @@ from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plldb.bootstrap.cloudformation.layer import lambda_compat
+from plldb import lambda_python
 from plldb.errors import PlldbError
 from plldb.local.context import lambda_context
+from plldb.local.invocation import Invocation
 from plldb.local.template import LocalFunction
-from plldb.local.worker import (
-    Invocation,
-    LineSplitter,
-    WorkerPool,
-    exit_error,
-    source_fingerprint,
-    worker_environment,
-)
+from plldb.local.worker import WorkerPool
+from plldb.local.worker.output import LineSplitter
+from plldb.local.worker.pool import source_fingerprint
+from plldb.local.worker.process import exit_error
+from plldb.local.worker.variables import worker_environment
 from plldb.local.worker_main import encode_response, sync_marker
 
 ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders-fn"
@@ -408,7 +407,7 @@ def test_error_is_logged_like_the_runtime_logs_it(tmp_path, pool, output):
     invocation = make_invocation({"action": "raise"})
     pool.run(function, invocation)
     app = function.code_dir / "app.py"
-    indent = lambda_compat.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
+    indent = lambda_python.ERROR_LOG_IDENT  # the runtime turns the traceback's leading spaces into these
     assert output.of(invocation.request_id) == [
         "[ERROR] ValueError: bad value: 42",
         "Traceback (most recent call last):",
@@ -436,7 +435,7 @@ def test_error_log_entry_matches_the_real_runtimes(tmp_path, pool, output, log_f
         timestamp = re.compile(r'^\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ')
         assert timestamp.match(ours) and timestamp.match(expected)
         ours, expected = timestamp.sub("", ours), timestamp.sub("", expected)
-    assert ours == expected.replace(lambda_compat.ERROR_LOG_LINE_TERMINATE, "\n")
+    assert ours == expected.replace(lambda_python.ERROR_LOG_LINE_TERMINATE, "\n")
     assert ours.count("\n") == (1 if log_format == "JSON" else 4)
 
 
@@ -472,7 +471,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
         try:
             expected, _ = marshaller.marshal_response(value)
         except FaultException as exc:
-            with pytest.raises(lambda_compat.FaultException) as error:
+            with pytest.raises(lambda_python.FaultException) as error:
                 encode_response(value)
             assert (error.value.exception_type, error.value.msg) == (exc.exception_type, exc.msg)
             return
@@ -480,7 +479,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                with pytest.raises(lambda_compat.FaultException) as error:
+                with pytest.raises(lambda_python.FaultException) as error:
                     encode_response(value)
                 assert error.value.exception_type == "Runtime.MarshalError"
                 return
@@ -492,7 +491,7 @@ def test_encoding_matches_the_runtime_marshaller(value, execution_env):
 def test_circular_result_is_a_marshal_error():
     value: list = [1]
     value.append(value)
-    with pytest.raises(lambda_compat.FaultException) as error:
+    with pytest.raises(lambda_python.FaultException) as error:
         encode_response(value)
     assert (error.value.exception_type, error.value.msg) == (
         "Runtime.MarshalError",
@@ -586,7 +585,8 @@ def test_worker_process_is_named_after_the_function(tmp_path, pool):
     function = write_function(tmp_path, {"app.py": HELLO % "a"}, logical_id="App/HelloFunction")
     pid = payload(pool.run(function, make_invocation()))["pid"]
     arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
-    assert arguments[1:5] == [b"-u", b"-m", b"plldb.local.worker_main", b"App/HelloFunction"]
+    assert arguments[0] == os.fsencode(sys.executable)  # no Runtime: plldb's own Python
+    assert arguments[1:6] == [b"-S", b"-u", b"-m", b"plldb.local.worker_main", b"App/HelloFunction"]
 
 
 RENDEZVOUS = """
@@ -703,6 +703,10 @@ def test_source_fingerprint_ignores_caches(tmp_path):
     (function.code_dir / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"cache")
     (function.code_dir / ".venv").mkdir()
     (function.code_dir / ".venv" / "x.py").write_text("x = 1\n")
+    # A function without CodeUri has the whole project folder as code: builds' output is not its source.
+    for output in (".aws-sam/build/Fn", "cdk.out/asset.0a1b"):
+        (function.code_dir / output).mkdir(parents=True)
+        (function.code_dir / output / "app.py").write_text("")
     assert source_fingerprint(function) == before
     (function.code_dir / "new_module.py").write_text("")
     assert source_fingerprint(function) != before
@@ -976,7 +980,7 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
     monkeypatch.setenv("AWS_PROFILE", "developer")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIADEVELOPER")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://developer-endpoint")
-    function = write_function(tmp_path, {"app.py": ENVIRONMENT}, runtime="python3.12")
+    function = write_function(tmp_path, {"app.py": ENVIRONMENT})
     deployed = {
         "TABLE": "orders",
         "PATH": "/var/lang/bin:/usr/local/bin",
@@ -988,13 +992,19 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
         "LAMBDA_TASK_ROOT": "/var/task",
     }
     credentials = {"accessKeyId": "ASIAROLE", "secretAccessKey": "role-secret", "sessionToken": "role-token"}
-    first = payload(pool.run(function, make_invocation(environment=deployed, credentials=credentials)))
+    configured = frozenset({"TABLE", "AWS_ENDPOINT_URL"})
+
+    def invocation(environment, credentials, **context):
+        invocation = make_invocation(environment=environment, credentials=credentials, **context)
+        return dataclasses.replace(invocation, configured_variables=configured)
+
+    first = payload(pool.run(function, invocation(deployed, credentials)))
     assert first["environ"] == {
         "TABLE": "orders",
         "PATH": os.environ["PATH"],
         "AWS_LAMBDA_EXEC_WRAPPER": None,
         "DEBUGGER_SESSION_ID": None,
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "AWS_ENDPOINT_URL": "http://developer-endpoint",  # the developer's, never the message's
         "AWS_REGION": "eu-west-1",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_PROFILE": None,
@@ -1008,16 +1018,14 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
         "AWS_LAMBDA_LOG_STREAM_NAME": "2026/01/01/[$LATEST]0123456789abcdef",
         "_HANDLER": "app.lambda_handler",
         "LAMBDA_TASK_ROOT": str(function.code_dir),
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{PY}",
         "AWS_LAMBDA_RUNTIME_API": None,
         "_X_AMZN_TRACE_ID": "Root=1-65f0a8b2-0123456789abcdef01234567;Sampled=1",
     }
     assert first["cwd"] == str(function.code_dir)
 
     rotated = {"accessKeyId": "ASIAROTATED", "secretAccessKey": "s2", "sessionToken": "t2"}
-    second = payload(
-        pool.run(function, make_invocation(environment=deployed, credentials=rotated, traceId=None))
-    )
+    second = payload(pool.run(function, invocation(deployed, rotated, traceId=None)))
     assert second["pid"] == first["pid"]
     assert (second["environ"]["AWS_ACCESS_KEY_ID"], second["environ"]["_X_AMZN_TRACE_ID"]) == (
         "ASIAROTATED",
@@ -1025,7 +1033,7 @@ def test_worker_sees_the_deployed_environment_and_the_role_credentials(tmp_path,
     )
 
     changed = dict(deployed, TABLE="orders-v2")
-    third = payload(pool.run(function, make_invocation(environment=changed, credentials=rotated)))
+    third = payload(pool.run(function, invocation(changed, rotated)))
     assert third["pid"] != first["pid"]
     assert third["environ"]["TABLE"] == "orders-v2"
 
@@ -1047,6 +1055,9 @@ def test_worker_environment_splits_fixed_and_per_invocation_variables(tmp_path):
         environment={"A": "1", "_LAMBDA_TELEMETRY_LOG_FD": "3"},
         credentials={"accessKeyId": "k", "secretAccessKey": "s", "sessionToken": "t"},
         invokedFunctionArn="arn:aws:lambda:ap-south-1:123456789012:function:f",
+    )
+    invocation = dataclasses.replace(
+        invocation, configured_variables=frozenset({"A", "_LAMBDA_TELEMETRY_LOG_FD"})
     )
     fixed, per_invocation = worker_environment(function, invocation, parent_environ={"HOME": "/home/dev"})
     assert fixed == {
@@ -1119,15 +1130,18 @@ def test_sys_path_is_code_then_layers_then_project_virtualenv(tmp_path, output, 
     assert result["preloaded"] == []  # the worker imports nothing that could shadow the project's packages
 
 
-def test_runtime_mismatch_is_warned_once(tmp_path, output):
+def test_a_runtime_plldb_cannot_run_is_warned_once_when_the_pool_plans_it(tmp_path, output):
+    """Without a plan made at start, the pool plans each function at its first invocation and warns then."""
     function = write_function(tmp_path, {"app.py": HELLO % "a"}, runtime="python3.9")
     warnings: list[str] = []
-    with WorkerPool(output=output, extra_sys_path=None, warn=warnings.append) as pool:
+    with WorkerPool(output=output, extra_sys_path=None, warn=warnings.append, environ={}) as pool:
         pool.run(function, make_invocation())
         pool.run(function, make_invocation())
     assert warnings == [
-        f"Fn runs on python3.9 in Lambda but on {PY} here ({sys.executable}); "
-        "behaviour that differs between the versions may show."
+        "No Python matching the Runtime was found for 1 function, run here on another version, where "
+        "behaviour that differs between the versions may show: "
+        f"Fn (python3.9) on Python {PY[6:]} ({sys.executable}). plldb runs handlers on Python 3.10 or later: "
+        "move the functions to a supported Runtime."
     ]
 
 

@@ -12,6 +12,7 @@ import re
 import socket
 import stat
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -342,6 +343,7 @@ def test_standard_environment_variables(cloud: Cloud) -> None:
         "LANG": "en_US.UTF-8",
         "TZ": "Europe/Paris",  # not reserved: a function may set its own
         "AWS_ENDPOINT_URL": cloud.endpoint_url,
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
         "PLLDB_EXECUTE_API_ENDPOINT": EXECUTE_API_ENDPOINT,
         "MY_SETTING": "mine",
         "LAMBDA_TASK_ROOT": body["cwd"],
@@ -349,7 +351,8 @@ def test_standard_environment_variables(cloud: Cloud) -> None:
     assert {key: environ.get(key) for key in expected} == expected
     assert re.match(r"^127\.0\.0\.1:\d+$", environ["AWS_LAMBDA_RUNTIME_API"])
     assert re.match(r"^\d{4}/\d\d/\d\d/\[\$LATEST\][0-9a-f]{32}$", environ["AWS_LAMBDA_LOG_STREAM_NAME"])
-    assert environ["PYTHONPATH"].split(os.pathsep)[0] == body["cwd"]
+    # Lambda sets no PYTHONPATH; its bootstrap.py gives the runtime's processes LAMBDA_RUNTIME_DIR.
+    assert environ["PYTHONPATH"] == environ["LAMBDA_RUNTIME_DIR"]
     assert Path(environ["LAMBDA_RUNTIME_DIR"], "awslambdaric").is_dir()
     assert environ["PATH"].split(":")[0] == os.path.dirname(sys.executable)
 
@@ -407,22 +410,127 @@ def test_exec_wrapper_runs_with_the_runtime_command_line(cloud: Cloud, tmp_path:
     response = cloud.invoke(name, {"through": "wrapper"})
 
     assert json.loads(response["Body"])["event"] == {"through": "wrapper"}
-    assert record.read_text().splitlines() == [sys.executable, "-m", "awslambdaric", "app.echo"]
+    runtime = record.read_text().splitlines()
+    assert runtime[0] == sys.executable
+    assert runtime[1:] == [str(Path(runtime[1]).parent / "bootstrap.py")]
+    assert (Path(runtime[1]).parent / "awslambdaric" / "__main__.py").is_file()
 
 
-def test_missing_exec_wrapper_is_an_invalid_entrypoint(cloud: Cloud) -> None:
+def test_runtime_builds_its_path_from_the_task_root_and_the_layers(cloud: Cloud) -> None:
+    layer = cloud.client("lambda").publish_layer_version(
+        LayerName="paths-" + uuid.uuid4().hex[:8],
+        Content={
+            "ZipFile": build_zip(
+                {
+                    "python/from_layer_python.py": "VALUE = 'layer'\n",
+                    "python/lib/python3.12/site-packages/extra.pth": "vendored\n",
+                    "python/lib/python3.12/site-packages/vendored/from_pth.py": "VALUE = 'pth'\n",
+                }
+            )
+        },
+    )["LayerVersionArn"]
+    name = cloud.create_function("app.paths", Layers=[layer])
+    body = json.loads(cloud.invoke(name, {"modules": ["from_layer_python", "from_pth", "app"]})["Body"])
+    task_root = Path(body["cwd"])
+    opt = next(Path(entry) for entry in body["sys_path"] if entry.endswith("/python")).parent
+    site_packages = opt / "python" / "lib" / "python3.12" / "site-packages"
+    assert body["sys_path"][:4] == [
+        str(task_root),
+        str(site_packages),
+        str(opt / "python"),
+        sysconfig.get_paths()["purelib"],
+    ]
+    assert str(site_packages / "vendored") in body["sys_path"]  # .pth files are processed
+    assert body["finds"] == {"from_layer_python": True, "from_pth": True, "app": True}
+    assert body["PYTHONPATH"] == str(Path(body["sys_path"][4]))  # LAMBDA_RUNTIME_DIR, the script's folder
+
+
+def test_configured_pythonpath_replaces_the_layer_directories(cloud: Cloud, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "own_module.py").write_text("VALUE = 1\n")
+    layer = cloud.client("lambda").publish_layer_version(
+        LayerName="ignored-" + uuid.uuid4().hex[:8],
+        Content={"ZipFile": build_zip({"python/from_layer_python.py": "VALUE = 'layer'\n"})},
+    )["LayerVersionArn"]
     name = cloud.create_function(
-        "app.echo", Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/not-there.sh"}}
+        "app.paths",
+        Layers=[layer],
+        Environment={"Variables": {"PYTHONPATH": str(tmp_path / "mine")}},
     )
+    body = json.loads(cloud.invoke(name, {"modules": ["from_layer_python", "own_module"]})["Body"])
+    assert body["PYTHONPATH"] == str(tmp_path / "mine")
+    assert body["finds"] == {"from_layer_python": False, "own_module": True}
+    task_root, runtime_dir, configured = body["sys_path"][:3]
+    assert (task_root, configured) == (body["cwd"], str(tmp_path / "mine"))
+    assert Path(runtime_dir, "bootstrap.py").is_file()  # the script's own folder, as /var/runtime on AWS
+
+
+def test_a_program_a_wrapper_starts_instead_sees_lambdas_empty_pythonpath(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    layer = cloud.client("lambda").publish_layer_version(
+        LayerName="probe-" + uuid.uuid4().hex[:8],
+        Content={
+            "ZipFile": build_zip(
+                {
+                    "probe_wrapper.sh": (FIXTURES / "probe_wrapper.sh").read_bytes(),
+                    "probe.py": (FIXTURES / "probe.py").read_bytes(),
+                    "python/from_layer_python.py": "VALUE = 'layer'\n",
+                },
+                {"probe_wrapper.sh": 0o755},
+            )
+        },
+    )["LayerVersionArn"]
+    record = tmp_path / "probe.json"
+    name = cloud.create_function(
+        "app.layered_python",
+        Layers=[layer],
+        Environment={
+            "Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/probe_wrapper.sh", "WRAPPER_RECORD": str(record)}
+        },
+    )
+
     response = cloud.invoke(name)
+
+    assert json.loads(response["Body"]) == {
+        "python": "layer"
+    }  # the runtime it handed over to builds its path
+    seen = json.loads(record.read_text())
+    assert seen["PYTHONPATH"] is None
+    assert seen["finds_layer_module"] is False
+    assert not [entry for entry in seen["sys_path"] if entry.endswith("/python")]
+    assert seen["argv"][0] == sys.executable and seen["argv"][1].endswith("/bootstrap.py")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "mode", "line", "status"),
+    [
+        ("/opt/not-there.sh", None, "/opt/not-there.sh: does not exist", 127),
+        ("/opt/plain.sh", 0o644, "/opt/plain.sh: is not an executable", 126),
+    ],
+)
+def test_a_wrapper_lambda_cannot_run_ends_the_runtime_as_lambdas_bootstrap_does(
+    cloud: Cloud, wrapper: str, mode: int | None, line: str, status: int
+) -> None:
+    extra: dict[str, Any] = {}
+    if mode is not None:
+        layer = cloud.client("lambda").publish_layer_version(
+            LayerName="plain-" + uuid.uuid4().hex[:8],
+            Content={"ZipFile": build_zip({"plain.sh": '#!/bin/sh\nexec "$@"\n'}, {"plain.sh": mode})},
+        )["LayerVersionArn"]
+        extra["Layers"] = [layer]
+    name = cloud.create_function(
+        "app.echo", Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": wrapper}}, **extra
+    )
+    response = cloud.invoke(name, LogType="Tail")
 
     assert response["FunctionError"] == "Unhandled"
     error = json.loads(response["Body"])
-    assert error["errorType"] == "Runtime.InvalidEntrypoint"
+    assert error["errorType"] == "Runtime.ExitError"
     assert re.match(
-        r"^RequestId: \S+ Error: fork/exec /opt/not-there\.sh: no such file or directory$",
-        error["errorMessage"],
+        rf"^RequestId: \S+ Error: Runtime exited with error: exit status {status}$", error["errorMessage"]
     )
+    assert line in base64.b64decode(response["LogResult"]).decode().splitlines()
 
 
 def test_client_context_reaches_the_handler(cloud: Cloud) -> None:
@@ -465,6 +573,113 @@ def test_log_tail_holds_the_invocations_log(cloud: Cloud) -> None:
     log_files = list((cloud.manager.work_dir / "logs" / name).glob("*.log"))
     assert len(log_files) == 1
     assert "line for the log tail: m-2" in log_files[0].read_text()
+
+
+def log_messages(cloud: Cloud, group: str) -> list[str] | str:
+    """Every message in a CloudWatch Logs group, oldest first, or the error code when it does not exist."""
+    logs = cloud.client("logs")
+    try:
+        events = logs.filter_log_events(logGroupName=group)["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return "ResourceNotFoundException"
+    return [event["message"] for event in events]
+
+
+def test_logs_go_to_the_log_group_the_logging_config_names(cloud: Cloud) -> None:
+    name = cloud.create_function("app.chatty", LoggingConfig={"LogGroup": "/plldb/tests/chatty"})
+    configured = cloud.client("lambda").get_function_configuration(FunctionName=name)["LoggingConfig"]
+    cloud.invoke(name, {"marker": "grouped"})
+    default_name = cloud.create_function("app.echo")
+    default = cloud.client("lambda").get_function_configuration(FunctionName=default_name)["LoggingConfig"]
+    context = json.loads(cloud.invoke(default_name)["Body"])
+
+    messages = log_messages(cloud, "/plldb/tests/chatty")
+    assert configured == {"LogFormat": "Text", "LogGroup": "/plldb/tests/chatty"}
+    assert isinstance(messages, list)
+    assert messages[0].startswith("START RequestId: ")
+    assert "line for the log tail: grouped" in messages
+    assert messages[-1].startswith("REPORT RequestId: ")
+    assert log_messages(cloud, f"/aws/lambda/{name}") == "ResourceNotFoundException"
+    assert default == {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{default_name}"}
+    assert context["log_group_name"] == f"/aws/lambda/{default_name}"
+    assert f"START RequestId: {context['request_id']} Version: $LATEST" in log_messages(
+        cloud, f"/aws/lambda/{default_name}"
+    )
+
+
+def test_a_changed_log_group_takes_the_next_invocations_logs(cloud: Cloud) -> None:
+    name = cloud.create_function("app.echo", LoggingConfig={"LogGroup": "/plldb/tests/before"})
+    before = json.loads(cloud.invoke(name)["Body"])
+    updated = cloud.client("lambda").update_function_configuration(
+        FunctionName=name, LoggingConfig={"LogGroup": "/plldb/tests/after"}
+    )["LoggingConfig"]
+    after = json.loads(cloud.invoke(name)["Body"])
+
+    assert updated == {"LogFormat": "Text", "LogGroup": "/plldb/tests/after"}
+    assert (before["log_group_name"], after["log_group_name"]) == (
+        "/plldb/tests/before",
+        "/plldb/tests/after",
+    )
+    assert [
+        line.split()[2] for line in log_messages(cloud, "/plldb/tests/before") if line.startswith("START")
+    ] == [before["request_id"]]
+    assert [
+        line.split()[2] for line in log_messages(cloud, "/plldb/tests/after") if line.startswith("START")
+    ] == [after["request_id"]]
+
+
+def test_json_log_format_writes_system_and_application_logs_as_json_at_their_levels(cloud: Cloud) -> None:
+    name = cloud.create_function(
+        "app.leveled",
+        MemorySize=256,
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "WARN", "LogGroup": "/plldb/tests/json"},
+    )
+    configured = cloud.client("lambda").get_function_configuration(FunctionName=name)["LoggingConfig"]
+    cloud.invoke(name, {"marker": "j-1"})
+
+    messages = log_messages(cloud, "/plldb/tests/json")
+    assert isinstance(messages, list)
+    records = [json.loads(message) for message in messages if message.startswith("{")]
+    start, *application, report = records
+    assert configured == {
+        "LogFormat": "JSON",
+        "LogGroup": "/plldb/tests/json",
+        "ApplicationLogLevel": "WARN",
+        "SystemLogLevel": "INFO",
+    }
+    request_id = start["record"]["requestId"]
+    assert REQUEST_ID.match(request_id)
+    assert re.fullmatch(TIMESTAMP, start["time"])
+    assert (start["type"], start["record"]) == (
+        "platform.start",
+        {"requestId": request_id, "version": "$LATEST"},
+    )
+    assert [(r["level"], r["message"], r["requestId"]) for r in application] == [
+        ("WARNING", "warning record j-1", request_id)
+    ]
+    assert report["type"] == "platform.report"
+    assert (report["record"]["requestId"], report["record"]["status"]) == (request_id, "success")
+    assert report["record"]["metrics"]["memorySizeMB"] == 256
+    assert "printed line j-1" in messages
+    assert not any("START RequestId" in message or "REPORT RequestId" in message for message in messages)
+
+
+def test_system_log_level_warn_leaves_out_start_and_report(cloud: Cloud) -> None:
+    name = cloud.create_function(
+        "app.leveled",
+        LoggingConfig={"LogFormat": "JSON", "SystemLogLevel": "WARN", "LogGroup": "/plldb/tests/quiet"},
+    )
+    cloud.invoke(name, {"marker": "q-1"})
+
+    messages = log_messages(cloud, "/plldb/tests/quiet")
+    assert isinstance(messages, list)
+    records = [json.loads(message) for message in messages if message.startswith("{")]
+    assert [record.get("type") for record in records] == [None, None]  # no platform.start or .report
+    assert [(record["level"], record["message"]) for record in records] == [
+        ("INFO", "info record q-1"),
+        ("WARNING", "warning record q-1"),
+    ]
+    assert "printed line q-1" in messages
 
 
 # --- Payload limits --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import urllib.request
 import zipfile
 from typing import Any
 
@@ -946,3 +947,171 @@ def test_every_update_takes_a_new_revision_and_a_stale_revision_is_refused(sessi
     assert refused.value.response["Error"]["Code"] == "PreconditionFailedException"
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     assert client.get_function_configuration(FunctionName="revisions")["Timeout"] == 5
+
+
+# --- AWS::S3::BucketPolicy ----------------------------------------------------------------------------------
+BUCKET_POLICY_TEMPLATE = """
+Parameters:
+  Target: {Type: String, Default: first}
+  Sid: {Type: String, Default: TlsOnly}
+Conditions:
+  OnFirst: !Equals [!Ref Target, first]
+Resources:
+  First:
+    Type: AWS::S3::Bucket
+    DeletionPolicy: Retain
+    Properties: {BucketName: policy-first}
+  Second:
+    Type: AWS::S3::Bucket
+    DeletionPolicy: Retain
+    Properties: {BucketName: policy-second}
+  Policy:
+    Type: AWS::S3::BucketPolicy
+    Properties:
+      Bucket: !If [OnFirst, !Ref First, !Ref Second]
+      PolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Sid: !Ref Sid
+            Effect: Deny
+            Principal: "*"
+            Action: "s3:*"
+            Resource: !Sub "arn:${AWS::Partition}:s3:::${First}/*"
+            Condition: {Bool: {aws:SecureTransport: "false"}}
+Outputs:
+  PolicyRef: {Value: !Ref Policy}
+"""
+
+
+def bucket_policy(session: boto3.Session, bucket: str) -> dict[str, Any] | str:
+    """The bucket's policy document, or the error code S3 answers when it has none."""
+    try:
+        return dict(json.loads(session.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]))
+    except ClientError as error:
+        return str(error.response["Error"]["Code"])
+
+
+def policy_sids(session: boto3.Session, bucket: str) -> list[str] | str:
+    policy = bucket_policy(session, bucket)
+    return policy if isinstance(policy, str) else [statement["Sid"] for statement in policy["Statement"]]
+
+
+def test_bucket_policy_is_created_updated_in_place_replaced_and_deleted_with_its_stack(
+    session: boto3.Session,
+) -> None:
+    created = create(session, "bucket-policy", BUCKET_POLICY_TEMPLATE)
+    created_id = resources(session, "bucket-policy")["Policy"]
+    policy = bucket_policy(session, "policy-first")
+
+    updated = update(session, "bucket-policy", BUCKET_POLICY_TEMPLATE, Sid="Renamed")
+    updated_id = resources(session, "bucket-policy")["Policy"]
+    after_update = (policy_sids(session, "policy-first"), policy_sids(session, "policy-second"))
+
+    moved = update(session, "bucket-policy", BUCKET_POLICY_TEMPLATE, Sid="Renamed", Target="second")
+    moved_id = resources(session, "bucket-policy")["Policy"]
+    after_move = (policy_sids(session, "policy-first"), policy_sids(session, "policy-second"))
+
+    session.client("cloudformation").delete_stack(StackName="bucket-policy")
+
+    assert created["StackStatus"] == "CREATE_COMPLETE"
+    assert created_id[0] == "AWS::S3::BucketPolicy"
+    assert created_id[1].startswith("bucket-policy-Policy-")
+    assert outputs(created) == {"PolicyRef": created_id[1]}
+    assert policy == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": "arn:aws:s3:::policy-first/*",
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+    # PolicyDocument: "Update requires: No interruption" (same resource).
+    assert (updated["StackStatus"], updated_id) == ("UPDATE_COMPLETE", created_id)
+    assert after_update == (["Renamed"], "NoSuchBucketPolicy")
+    # Bucket: "Update requires: Replacement" (a new resource on the new bucket, the old one deleted).
+    assert moved["StackStatus"] == "UPDATE_COMPLETE"
+    assert moved_id != created_id
+    assert after_move == ("NoSuchBucketPolicy", ["Renamed"])
+    # Deleted with its stack; the retained buckets stay, without it.
+    assert (policy_sids(session, "policy-first"), policy_sids(session, "policy-second")) == (
+        "NoSuchBucketPolicy",
+        "NoSuchBucketPolicy",
+    )
+
+
+def test_a_bucket_policy_decides_no_request(session: boto3.Session) -> None:
+    """IAM is not enforced: moto denied every request to a bucket whose Deny statement's condition did
+    not hold (aws:SecureTransport "false"), which would have cut the helper stack off its payload bucket."""
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="requests-first")
+    tls_only = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::requests-first", "arn:aws:s3:::requests-first/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket="requests-first", Policy=json.dumps(tls_only))
+
+    s3.put_object(Bucket="requests-first", Key="events/one", Body=b"payload")
+    body = s3.get_object(Bucket="requests-first", Key="events/one")["Body"].read()
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "requests-first", "Key": "events/one"})
+    with urllib.request.urlopen(url) as response:
+        presigned = response.read()
+
+    assert bucket_policy(session, "requests-first") == tls_only
+    assert (body, presigned) == (b"payload", b"payload")
+
+
+# --- AWS::Lambda::Function LoggingConfig --------------------------------------------------------------------
+LOGGING_TEMPLATE = f"""
+Parameters:
+  Format: {{Type: String, Default: Text}}
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:{TRUST_LAMBDA}
+  Group:
+    Type: AWS::Logs::LogGroup
+    Properties: {{RetentionInDays: 14}}
+  Function:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      Role: !GetAtt Role.Arn
+      Code: {{ZipFile: "def handler(event, context):\\n    return 1\\n"}}
+      LoggingConfig:
+        LogGroup: !Ref Group
+        LogFormat: !Ref Format
+Outputs:
+  FunctionName: {{Value: !Ref Function}}
+  GroupName: {{Value: !Ref Group}}
+"""
+
+
+def test_function_logging_config_is_created_and_updated_with_its_stack(session: boto3.Session) -> None:
+    values = outputs(create(session, "logging-config", LOGGING_TEMPLATE))
+    created = session.client("lambda").get_function_configuration(FunctionName=values["FunctionName"])
+    update(session, "logging-config", LOGGING_TEMPLATE, Format="JSON")
+    updated = session.client("lambda").get_function_configuration(FunctionName=values["FunctionName"])
+
+    assert values["GroupName"].startswith("logging-config-Group-")
+    assert created["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": values["GroupName"]}
+    assert updated["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "LogGroup": values["GroupName"],
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "INFO",
+    }

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -501,3 +502,116 @@ def test_command_line_prints_the_outputs(
     assert capsys.readouterr().err == (
         f"Error: Cannot read template {EXAMPLE / 'nope.yaml'}: No such file or directory. Check the --template path.\n"
     )
+
+
+# --- what the local cloud does not emulate ------------------------------------------------------------------
+EFS_APP = """Transform: AWS::Serverless-2016-10-31
+Resources:
+  FileSystem:
+    Type: AWS::EFS::FileSystem
+  AccessPoint:
+    Type: AWS::EFS::AccessPoint
+    Properties:
+      FileSystemId: !Ref FileSystem
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: python3.12
+      Environment:
+        Variables:
+          ACCESS_POINT: !GetAtt AccessPoint.Arn
+"""
+
+GRAPHQL_APP = """Resources:
+  Api:
+    Type: AWS::AppSync::GraphQLApi
+    Properties: {Name: orders, AuthenticationType: API_KEY}
+  Queue:
+    Type: AWS::SQS::Queue
+"""
+
+
+def stack_names(session: boto3.Session) -> set[str]:
+    return {stack["StackName"] for stack in session.client("cloudformation").describe_stacks()["Stacks"]}
+
+
+def test_an_attribute_the_local_cloud_cannot_resolve_refuses_the_template_and_creates_nothing(
+    session: boto3.Session, tmp_path: Path
+) -> None:
+    template = write_app(tmp_path, EFS_APP)
+
+    with pytest.raises(PlldbError) as error:
+        sam_deploy.deploy(session, template, "efs-app")
+
+    assert error.value.one_line() == (
+        "Deploying stack efs-app failed: ValidationError: Resource AccessPoint (AWS::EFS::AccessPoint): the local "
+        "cloud does not emulate its attribute Arn (Fn::GetAtt AccessPoint.Arn); docs/localcloud.md lists what it "
+        "emulates."
+    )
+    assert "efs-app" not in stack_names(session)
+    assert session.client("efs").describe_file_systems()["FileSystems"] == []
+
+
+def test_a_resource_type_the_local_cloud_does_not_emulate_refuses_the_template(
+    session: boto3.Session, tmp_path: Path
+) -> None:
+    (tmp_path / "template.yaml").write_text(GRAPHQL_APP)
+    queues_before = session.client("sqs").list_queues().get("QueueUrls", [])
+
+    with pytest.raises(PlldbError) as error:
+        sam_deploy.deploy(session, tmp_path / "template.yaml", "graphql-app")
+
+    assert error.value.one_line() == (
+        "Deploying stack graphql-app failed: ValidationError: Resource Api (AWS::AppSync::GraphQLApi): the local "
+        "cloud does not emulate this resource type; docs/localcloud.md lists what it emulates."
+    )
+    assert "graphql-app" not in stack_names(session)
+    assert session.client("sqs").list_queues().get("QueueUrls", []) == queues_before
+
+
+def test_an_update_the_local_cloud_cannot_deploy_leaves_the_stack_as_it_was(
+    session: boto3.Session, tmp_path: Path
+) -> None:
+    (tmp_path / "template.yaml").write_text(
+        GRAPHQL_APP.split("  Api:")[0] + "  Queue:\n    Type: AWS::SQS::Queue\n"
+    )
+    sam_deploy.deploy(session, tmp_path / "template.yaml", "growing-app")
+    cloudformation = session.client("cloudformation")
+    before = cloudformation.describe_stacks(StackName="growing-app")["Stacks"][0]
+    (tmp_path / "template.yaml").write_text(GRAPHQL_APP)
+
+    with pytest.raises(PlldbError) as error:
+        sam_deploy.deploy(session, tmp_path / "template.yaml", "growing-app")
+
+    after = cloudformation.describe_stacks(StackName="growing-app")["Stacks"][0]
+    assert "Resource Api (AWS::AppSync::GraphQLApi)" in error.value.message
+    assert (after["StackStatus"], after.get("LastUpdatedTime")) == (
+        before["StackStatus"],
+        before.get("LastUpdatedTime"),
+    )
+    assert set(resources(session, "growing-app")) == {"Queue"}
+    assert "Api" not in cloudformation.get_template(StackName="growing-app")["TemplateBody"]["Resources"]
+
+
+def test_the_documented_resource_types_are_the_ones_the_local_cloud_deploys() -> None:
+    from plldb.localcloud import moto_extensions
+    from plldb.localcloud.moto_extensions.support import supported_resource_types
+
+    moto_extensions.install()
+    text = (ROOT / "docs" / "localcloud.md").read_text()
+    listed = text.split("<!-- resource-types:start -->")[1].split("<!-- resource-types:end -->")[0]
+    documented = {
+        f"AWS::{service}::{name}"
+        for service, names in re.findall(r"^- (\w+): (.+)$", listed, flags=re.MULTILINE)
+        for name in re.findall(r"`([^`]+)`", names)
+    }
+
+    assert documented == set(supported_resource_types())
+    assert {
+        "AWS::S3::BucketPolicy",
+        "AWS::Lambda::Function",
+        "AWS::StepFunctions::StateMachine",
+    } <= documented
+    assert "AWS::SNS::Subscription" not in documented

@@ -7,22 +7,18 @@ APIs are created with boto3 against an in-process moto server; Lambda is a recor
 from __future__ import annotations
 
 import base64
-import copy
 import http.client
 import json
 import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -34,11 +30,16 @@ from plldb.localcloud.websocket_gateway import (
     _policy_allows,
     _select_route_key,
 )
+from tests.localcloud.gateway_support import (
+    ACCOUNT,
+    CREDENTIALS,
+    REGION,
+    USER_AGENT,
+    Api,
+    FakeLambda,
+    allow_policy,
+)
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-USER_AGENT = "plldb-tests/1.0"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": REGION}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{15}=$")
 
 CONTEXT_KEYS = {
@@ -56,142 +57,6 @@ CONTEXT_KEYS = {
     "connectionId",
     "apiId",
 }
-
-
-def function_arn(name: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
-
-
-def invocation_uri(arn: str) -> str:
-    return f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{arn}/invocations"
-
-
-def allow_policy(event: dict, context: dict | None = None, resource: str | None = None) -> dict:
-    return {
-        "principalId": "developer",
-        "policyDocument": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Action": "execute-api:Invoke",
-                    "Effect": "Allow",
-                    "Resource": resource or event["methodArn"],
-                }
-            ],
-        },
-        "context": context or {},
-    }
-
-
-class FakeLambda:
-    """Records every invocation and answers with the handler registered for the function ARN."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.handlers: dict[str, Callable[[dict], Any]] = {}
-        self._changed = threading.Condition()
-
-    def __call__(self, arn: str, event: dict) -> Any:
-        with self._changed:
-            self.calls.append((arn, copy.deepcopy(event)))
-            self._changed.notify_all()
-        handler = self.handlers.get(arn)
-        return handler(event) if handler else {"statusCode": 200}
-
-    def events(self, arn: str) -> list[dict]:
-        with self._changed:
-            return [event for called, event in self.calls if called == arn]
-
-    def wait_for_events(self, arn: str, count: int, timeout: float = 5.0) -> list[dict]:
-        with self._changed:
-            arrived = self._changed.wait_for(
-                lambda: sum(1 for called, _ in self.calls if called == arn) >= count, timeout
-            )
-        assert arrived, f"{arn} was invoked {len(self.events(arn))} times, expected {count}"
-        return self.events(arn)
-
-
-@dataclass
-class Api:
-    api_id: str
-    stage: str
-    authorizer_arn: str
-
-    def arn(self, route_key: str) -> str:
-        return function_arn(f"{self.api_id}-{route_key.strip('$')}")
-
-
-@pytest.fixture(scope="module")
-def apigateway() -> Iterator[Any]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield boto3.client("apigatewayv2", endpoint_url=f"http://{host}:{port}", **CREDENTIALS)
-    server.stop()
-
-
-@pytest.fixture
-def create_api(apigateway: Any) -> Callable[..., Api]:
-    """Builds a WebSocket API in moto: one Lambda per route, an optional REQUEST authorizer on $connect."""
-
-    def build(
-        routes: tuple[str, ...] = ("$connect", "$disconnect", "$default"),
-        identity_source: list[str] | None = None,
-        two_way: tuple[str, ...] = (),
-        stage_variables: dict[str, str] | None = None,
-        authorized: bool = True,
-    ) -> Api:
-        api_id = apigateway.create_api(
-            Name="debugger", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action"
-        )["ApiId"]
-        api = Api(api_id, "dev", function_arn(f"{api_id}-authorizer"))
-        authorizer_id = None
-        if authorized:
-            authorizer_id = apigateway.create_authorizer(
-                ApiId=api_id,
-                AuthorizerType="REQUEST",
-                Name="session",
-                IdentitySource=identity_source or ["route.request.querystring.token"],
-                AuthorizerUri=invocation_uri(api.authorizer_arn),
-            )["AuthorizerId"]
-        for route_key in routes:
-            integration_id = apigateway.create_integration(
-                ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=invocation_uri(api.arn(route_key))
-            )["IntegrationId"]
-            extra: dict[str, Any] = {}
-            if route_key == "$connect" and authorizer_id:
-                extra = {"AuthorizationType": "CUSTOM", "AuthorizerId": authorizer_id}
-            if route_key in two_way:
-                extra["RouteResponseSelectionExpression"] = "$default"
-            route_id = apigateway.create_route(
-                ApiId=api_id, RouteKey=route_key, Target=f"integrations/{integration_id}", **extra
-            )["RouteId"]
-            if route_key in two_way:
-                apigateway.create_route_response(ApiId=api_id, RouteId=route_id, RouteResponseKey="$default")
-        apigateway.create_stage(ApiId=api_id, StageName=api.stage, StageVariables=stage_variables or {})
-        return api
-
-    return build
-
-
-@pytest.fixture
-def fake_lambda() -> FakeLambda:
-    return FakeLambda()
-
-
-@pytest.fixture
-def start_gateway(fake_lambda: FakeLambda) -> Iterator[Callable[..., WebSocketGateway]]:
-    started: list[WebSocketGateway] = []
-
-    def start(limits: WebSocketLimits = WebSocketLimits()) -> WebSocketGateway:
-        gateway = WebSocketGateway(fake_lambda, limits=limits, account_id=ACCOUNT, region=REGION)
-        gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
 
 
 def open_client(

@@ -94,3 +94,34 @@ def chatty(event, context):
 
 def client_context(event, context):
     return {"custom": context.client_context.custom, "env": context.client_context.env}
+
+
+def paths(event, context):
+    """The module search path the runtime built, and what a handler's own subprocess inherits."""
+    import importlib.util
+    import sys
+
+    return {
+        "sys_path": sys.path,
+        "PYTHONPATH": os.environ.get("PYTHONPATH"),
+        "finds": {name: importlib.util.find_spec(name) is not None for name in event.get("modules", [])},
+        "cwd": os.getcwd(),
+    }
+
+
+def layered_python(event, context):
+    import from_layer_python
+
+    return {"python": from_layer_python.VALUE}
+
+
+def leveled(event, context):
+    """One logging record per level, and a print, for the log format and level tests."""
+    import logging
+
+    logger = logging.getLogger("app")
+    logger.debug("debug record %s", event["marker"])
+    logger.info("info record %s", event["marker"])
+    logger.warning("warning record %s", event["marker"])
+    print(f"printed line {event['marker']}")
+    return "ok"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import http.client
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
-from plldb.bootstrap.cloudformation.layer.lambda_compat import to_json
+from plldb.lambda_python import to_json
 
 API_VERSION = "2018-06-01"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -45,30 +45,30 @@ class Invocation:
         self.request_id = headers.get("Lambda-Runtime-Aws-Request-Id") or ""
         deadline = headers.get("Lambda-Runtime-Deadline-Ms")
         self.deadline_ms = int(deadline) if deadline else 0
-        self.invoked_function_arn: Optional[str] = headers.get("Lambda-Runtime-Invoked-Function-Arn")
-        self.trace_id: Optional[str] = headers.get("Lambda-Runtime-Trace-Id")
-        self.client_context: Optional[str] = headers.get("Lambda-Runtime-Client-Context")
-        self.cognito_identity: Optional[str] = headers.get("Lambda-Runtime-Cognito-Identity")
-        self.tenant_id: Optional[str] = headers.get("Lambda-Runtime-Aws-Tenant-Id")
-        self.content_type: Optional[str] = headers.get("Content-Type")
+        self.invoked_function_arn: str | None = headers.get("Lambda-Runtime-Invoked-Function-Arn")
+        self.trace_id: str | None = headers.get("Lambda-Runtime-Trace-Id")
+        self.client_context: str | None = headers.get("Lambda-Runtime-Client-Context")
+        self.cognito_identity: str | None = headers.get("Lambda-Runtime-Cognito-Identity")
+        self.tenant_id: str | None = headers.get("Lambda-Runtime-Aws-Tenant-Id")
+        self.content_type: str | None = headers.get("Content-Type")
 
 
 class RuntimeApiClient:
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError("AWS_LAMBDA_RUNTIME_API must be host:port, got {!r}".format(address))
+            raise ValueError(f"AWS_LAMBDA_RUNTIME_API must be host:port, got {address!r}")
         self._host = host
         self._port = int(port)
-        self._connection: Optional[http.client.HTTPConnection] = None
+        self._connection: http.client.HTTPConnection | None = None
         self._used = False
 
     def _call(
         self,
         method: str,
         path: str,
-        body: Optional[bytes] = None,
-        headers: Optional[Dict[str, Union[str, bytes]]] = None,
+        body: bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
     ) -> http.client.HTTPResponse:
         """One request; a kept-alive connection the server has since closed is reopened once."""
         for attempt in (1, 2):
@@ -99,37 +99,37 @@ class RuntimeApiClient:
 
     def next_invocation(self) -> Invocation:
         """Block until Lambda has the next invocation for this environment."""
-        path = "/{}/runtime/invocation/next".format(API_VERSION)
+        path = f"/{API_VERSION}/runtime/invocation/next"
         response = self._call("GET", path)
         if response.status != 200:
             raise RuntimeApiError(path, response.status, response.body)  # type: ignore[attr-defined]
         return Invocation(response.body, response.headers)  # type: ignore[attr-defined]
 
     def post_response(self, request_id: str, body: bytes, content_type: str = "application/json") -> None:
-        path = "/{}/runtime/invocation/{}/response".format(API_VERSION, request_id)
+        path = f"/{API_VERSION}/runtime/invocation/{request_id}/response"
         self._expect_accepted(path, body, {"Content-Type": content_type})
 
-    def post_error(self, request_id: str, error: Dict[str, Any], error_type: Optional[str] = None) -> None:
+    def post_error(self, request_id: str, error: dict[str, Any], error_type: str | None = None) -> None:
         """Report a function error; Lambda hands ``error`` to the invoker with FunctionError Unhandled."""
-        path = "/{}/runtime/invocation/{}/error".format(API_VERSION, request_id)
+        path = f"/{API_VERSION}/runtime/invocation/{request_id}/error"
         self._expect_accepted(path, _error_body(error), _error_headers(error, error_type))
 
-    def post_init_error(self, error: Dict[str, Any], error_type: Optional[str] = None) -> None:
-        path = "/{}/runtime/init/error".format(API_VERSION)
+    def post_init_error(self, error: dict[str, Any], error_type: str | None = None) -> None:
+        path = f"/{API_VERSION}/runtime/init/error"
         self._expect_accepted(path, _error_body(error), _error_headers(error, error_type))
 
-    def _expect_accepted(self, path: str, body: bytes, headers: Dict[str, Union[str, bytes]]) -> None:
+    def _expect_accepted(self, path: str, body: bytes, headers: dict[str, str | bytes]) -> None:
         response = self._call("POST", path, body, headers)
         if response.status != 202:
             raise RuntimeApiError(path, response.status, response.body)  # type: ignore[attr-defined]
 
 
-def _error_body(error: Dict[str, Any]) -> bytes:
+def _error_body(error: dict[str, Any]) -> bytes:
     """The error document serialised as awslambdaric serialises it, so invokers see identical bytes."""
     return to_json(error).encode("utf-8")
 
 
-def _error_headers(error: Dict[str, Any], error_type: Optional[str]) -> Dict[str, Union[str, bytes]]:
+def _error_headers(error: dict[str, Any], error_type: str | None) -> dict[str, str | bytes]:
     # Bytes, because an exception class name may be any identifier, not only Latin-1.
     name = error_type or str(error.get("errorType") or "Unhandled")
     return {"Content-Type": "application/json", ERROR_TYPE_HEADER: name.encode("utf-8")}

@@ -1,0 +1,1 @@
+VALUE = "from the function's own layer (/opt/python)"

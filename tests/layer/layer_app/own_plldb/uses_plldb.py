@@ -1,0 +1,5 @@
+import plldb
+
+
+def handler(event, context):
+    return {"value": plldb.VALUE, "file": plldb.__file__}

@@ -1,0 +1,1 @@
+VALUE = "from a folder named by a .pth file of the function's code"
