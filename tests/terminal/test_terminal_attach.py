@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.terminal.support import PrintingApp, invoke, printed_lines
+from tests.terminal.support import PrintingApp, invoke, printed_lines, warm_up
 from tests.terminal.terminal import WAIT_LIMIT, Terminal
 
 pytestmark = pytest.mark.slow
@@ -113,10 +113,16 @@ def wait_until_every_call_is_shown(terminal: Terminal, answers: list[tuple[str |
     [(0, CALLS), (5, CALLS), (300, CALLS), (10_000, 10)],
 )
 def test_calls_are_all_answered_and_every_line_they_print_is_shown(
-    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, lines: int, calls: int
+    local_cloud: Any,
+    printing_app: PrintingApp,
+    attach_in_terminal: Any,
+    lines: int,
+    calls: int,
+    tmp_path: Path,
 ) -> None:
     before = configuration(local_cloud, printing_app.function)
     terminal = start_ready(attach_in_terminal, printing_app)
+    warmed = warm_up(local_cloud, terminal, printing_app.function, tmp_path / "release", AT_A_TIME)
 
     def call(number: int) -> tuple[str | None, Any]:
         return invoke(local_cloud, printing_app.function, {"tag": f"call{number}", "lines": lines})
@@ -140,7 +146,7 @@ def test_calls_are_all_answered_and_every_line_they_print_is_shown(
     assert status[0] == f"plldb: stack {printing_app.stack_name}  [detached]"
     assert [columns(row) for row in status[1:]] == [
         ["Function", "Instrumented", "Invocations"],
-        ["PrintFunction", "no", str(calls)],
+        ["PrintFunction", "no", str(warmed + calls)],
     ]
     assert shown[-1] == DETACHED
     assert_terminal_restored(terminal)
