@@ -134,8 +134,9 @@ def test_fifty_concurrent_invocations_each_get_their_own_answer(
 ) -> None:
     """50 invocations at once, over one debugger connection: each answer reaches its own caller.
 
-    They ran in 50 execution environments, and the local cloud gives an invocation the first idle one and
-    starts a new one only when every other is busy, so all 50 were in flight together. The local cloud
+    Each ran in an execution environment of its own while in flight (the local cloud gives an invocation
+    the first idle one and starts a new one only when every other is busy); how many were in flight at
+    once depends on how the machine schedules the 50 callers, so it is not asserted. The local cloud
     shares 2 cores between every process: 50 functions and 50 dispatchers starting cold at once take longer
     than the 5 s ack timeout here (on AWS each has its own CPU). So their environments, and the routes',
     are started first, by a round whose outcomes are not the point; the second round is.
@@ -168,4 +169,3 @@ def test_fifty_concurrent_invocations_each_get_their_own_answer(
     assert len({r.request_id for r in results}) == count
     invokes = [i for i in debugger.invokes if "warm" not in i.event()]
     assert sorted(i.request_id for i in invokes) == sorted(r.request_id for r in results)
-    assert len({i.message["context"]["logStreamName"] for i in invokes}) == count
