@@ -269,6 +269,9 @@ def _progress_line(phase: str, status: str, label: str, text: str) -> str:
     return f"{verb}: {label}" + (f" ({extra})" if extra else "")
 
 
+STOP_JOIN_STEP_SECONDS = 0.1  # how often stop() lets a pending Ctrl-C or SIGTERM run while it drains
+
+
 class Console(SessionObserver):
     """Thread-safe output for one attach run. ``quiet`` keeps only handler output, warnings and errors.
 
@@ -349,8 +352,10 @@ class Console(SessionObserver):
             self._queue_changed.notify_all()
         previous = self._raise_on_sigterm()
         try:
-            if renderer is not None:
-                renderer.join()
+            # Joined in short waits: a signal the kernel hands to another thread (the renderer's, say) is
+            # run by the main thread only when it returns to Python, which one endless join never does.
+            while renderer is not None and renderer.is_alive():
+                renderer.join(STOP_JOIN_STEP_SECONDS)
             self._note_dropped_output()
         except BaseException:
             if self._guard is not None:

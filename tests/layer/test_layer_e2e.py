@@ -18,6 +18,7 @@ import pytest
 import plldb
 from plldb import protocol
 from plldb.bootstrap.cloudformation.layer.lambda_runtime import poll_delays
+from tests.cloud_state import wait_for
 from tests.layer.layer_harness import AttachFactory, Invoke, LayerBench, credentials_of, is_platform_line
 
 TRACE = [
@@ -204,7 +205,16 @@ def test_logs_are_in_lambdas_form_and_hold_no_credential_and_no_whole_session_id
     function_name = layer_bench.app.functions[logical_id]
     results = [layer_bench.invoke(function_name, {"order": n}) for n in range(2)]
     (stream,) = {invoke.message["context"]["logStreamName"] for invoke in debugger.invokes}
-    log = layer_bench.environment_log(function_name, stream)
+
+    def logged_both() -> str | None:
+        """The log once both invocations' lines are in it (the layer writes its last line after it
+        answered, and log delivery takes its time, as CloudWatch's does)."""
+        text = layer_bench.environment_log(function_name, stream)
+        layer_lines = [layer_record(line) for line in text.splitlines() if not is_platform_line(line)]
+        lines_of = [sum(1 for record in layer_lines if record[3] == result.request_id) for result in results]
+        return text if min(lines_of) >= 2 else None
+
+    log = wait_for(logged_both, "both invocations' lines in the function's log")
 
     records = [layer_record(line) for line in log.splitlines() if not is_platform_line(line)]
     assert {(level, logger) for level, logger, _, _, _ in records} == {("INFO", "plldb.layer")}

@@ -44,6 +44,7 @@ def test_observe_shows_the_local_run_beside_the_clouds_and_a_local_edit_as_a_dif
             False,
         )  # the caller still gets the deployed code's answer
         terminal.wait_for_text("| DIFFERENT")
+        terminal.wait_for_text("edited")  # the difference, on the line after (the handler prints nothing)
         lines = terminal.logical_lines()
         [index] = [number for number, line in enumerate(lines) if DIFFERENT.fullmatch(line)]
         assert "edited" in lines[index + 1]
