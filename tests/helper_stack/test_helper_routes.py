@@ -8,6 +8,7 @@ change is one conditional write, so of two racing requests exactly one wins.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -265,6 +266,35 @@ def test_the_disconnect_of_a_replaced_connection_changes_nothing(helper, stack):
     assert routes.on_disconnect(disconnect_event(old), helper.routes) == OK
 
     assert client.session() == before
+    assert helper.handed_to_manager() == []
+
+
+def test_a_reconnect_landing_while_its_old_connections_disconnect_is_handled_is_logged_and_changes_nothing(
+    helper, stack, monkeypatch, caplog
+):
+    """The routes read the session on its old connection; the reconnect lands before their conditional
+    update: the update's condition stops it, and that decision is logged as for any replaced connection
+    (a decision not to act is observable, as tests of the whole stack wait for it)."""
+    client = opened(helper, stack[1])
+    old = client.connection_id
+    helper.handed_to_manager()
+    resources = helper.routes
+    real = resources.get_session
+
+    def read_then_reconnect(session_id: str) -> Any:
+        session = real(session_id)
+        monkeypatch.setattr(resources, "get_session", real)
+        assert client.reconnect() == OK
+        return session
+
+    monkeypatch.setattr(resources, "get_session", read_then_reconnect)
+    with caplog.at_level(logging.INFO, logger="plldb.routes"):
+        assert routes.on_disconnect(disconnect_event(old), resources) == OK
+    assert [r.getMessage() for r in caplog.records if "disconnect" in r.getMessage()] == [
+        "disconnect of a replaced connection"
+    ]
+    assert client.session()[protocol.A_CONNECTION_ID] == client.connection_id != old
+    assert protocol.A_DISCONNECTED_AT not in client.session()
     assert helper.handed_to_manager() == []
 
 

@@ -223,6 +223,8 @@ def on_disconnect(event: Mapping[str, Any], resources: Resources) -> dict[str, A
         },
     )
     if marked is None:
+        # The session moved to a new connection (or closed) between the read above and this update.
+        log(LOGGER, logging.INFO, "disconnect of a replaced connection", session=redact(session_id))
         return OK
     resources.invoke_manager_async(
         {
