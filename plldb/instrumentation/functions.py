@@ -349,7 +349,11 @@ def restore(
             )
         except _OthersJoined:
             if attempts_left <= 0:
-                raise
+                return Result(
+                    function,
+                    STATUS_FAILED,
+                    "other sessions kept joining it while plldb restored it; restore it again",
+                )
             return restore(clients, function, session_id, attempts_left=attempts_left - 1)  # now a leave
         # The tag goes only if this session put it there ("shared" for a shared function): another
         # session's attach may have tagged the role already and be about to update the function (the
