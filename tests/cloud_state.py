@@ -7,10 +7,13 @@ CloudWatch Logs, Lambda and IAM reads); nothing looks inside the local cloud's p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+import pytest
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
@@ -39,6 +42,17 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = LIVENESS
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def pointed_at(variables: dict[str, str]) -> Iterator[None]:
+    """This process's AWS settings are ``variables`` meanwhile (no profile or session token of the developer's)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            patch.delenv(name, raising=False)
+        yield
 
 
 def helper_resource(local_cloud: Any, helper: HelperStack, logical_id: str) -> str:

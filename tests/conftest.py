@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from plldb.localcloud.cloud import LocalCloud
+from tests.cloud_state import pointed_at
 
 
 @pytest.fixture(scope="session")
@@ -15,18 +15,10 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud
     """The local cloud on ephemeral ports; this process's AWS variables point at it while it runs."""
     cloud = LocalCloud(work_dir=tmp_path_factory.mktemp("localcloud"))
     cloud.start()
-    saved = {name: os.environ.get(name) for name in cloud.environment()}
-    os.environ.update(cloud.environment())
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
     try:
-        yield cloud
+        with pointed_at(cloud.environment()):
+            yield cloud
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         cloud.stop()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from plldb.localcloud import moto_extensions
+from tests.cloud_state import VOLATILE_FIELDS, pointed_at
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's account
@@ -30,8 +30,6 @@ LAMBDA_TRUST = {
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
     ],
 }
-# Lambda's own bookkeeping, which changes with every update whatever changed.
-VOLATILE = {"LastModified", "RevisionId", "ResponseMetadata", "LastUpdateStatus", "LastUpdateStatusReason"}
 
 
 @contextlib.contextmanager
@@ -49,18 +47,10 @@ def moto_server() -> Iterator[str]:
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
     }
-    saved = {name: os.environ.get(name) for name in [*variables, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
-    os.environ.update(variables)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
     try:
-        yield endpoint
+        with pointed_at(variables):
+            yield endpoint
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         server.stop()
 
 
@@ -162,7 +152,7 @@ class App:
 
     def snapshot(self, name: str) -> dict[str, Any]:
         """Everything plldb may touch: the configuration, its aliases and versions, the role's policies and tags."""
-        config = {k: v for k, v in self.configuration(name).items() if k not in VOLATILE}
+        config = {k: v for k, v in self.configuration(name).items() if k not in VOLATILE_FIELDS}
         return {
             "configuration": config,
             "aliases": self.aliases(name),

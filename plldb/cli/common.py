@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +22,31 @@ def aws_options(func: F) -> F:
     )(func)
     func = click.option("--profile", default=None, help="AWS profile from ~/.aws/config.")(func)
     return func
+
+
+# The project a local run (invoke, replay) takes its function from, and the Python that runs it.
+TEMPLATE_OPTION = click.option(
+    "--template",
+    "-t",
+    "template_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The SAM template (default: samconfig's, else template.yaml|yml|json, else cdk.out).",
+)
+CDK_OUT_OPTION = click.option(
+    "--cdk-out",
+    "cdk_out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A CDK app's cloud assembly, from 'cdk synth --no-staging' (default: cdk.out when present).",
+)
+PYTHON_OPTION = click.option(
+    "--python",
+    "python",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The Python (interpreter or virtualenv) that runs the function, with its packages.",
+)
 
 
 DEBUG_FLAG = "--debug"

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from plldb.cli.common import echo_err
+from plldb.cli.common import CDK_OUT_OPTION, PYTHON_OPTION, TEMPLATE_OPTION, echo_err
 from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.errors import PlldbError
 
@@ -99,29 +99,10 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
 
 @click.command("invoke")
 @click.argument("logical_id")
-@click.option(
-    "--template",
-    "-t",
-    "template_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The SAM template (default: samconfig's, else template.yaml|yml|json, else cdk.out).",
-)
-@click.option(
-    "--cdk-out",
-    "cdk_out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="A CDK app's cloud assembly, from 'cdk synth --no-staging' (default: cdk.out when present).",
-)
+@TEMPLATE_OPTION
+@CDK_OUT_OPTION
 @click.option("--stack-name", "-s", default=None, help="With a CDK assembly of several stacks: the stack.")
-@click.option(
-    "--python",
-    "python",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The Python (interpreter or virtualenv) that runs the function, with its packages.",
-)
+@PYTHON_OPTION
 @click.option(
     "--event", "-e", "event_source", default=None, help="Event JSON file, or - for stdin (default: {})."
 )

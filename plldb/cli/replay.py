@@ -22,25 +22,10 @@ from typing import Any
 
 import click
 
-from plldb.cli.common import echo_err
+from plldb.cli.common import CDK_OUT_OPTION, PYTHON_OPTION, TEMPLATE_OPTION, echo_err
 from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.errors import PlldbError
 
-TEMPLATE_OPTION = click.option(
-    "--template",
-    "-t",
-    "template_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The SAM template (default: samconfig's, else template.yaml|yml|json, else cdk.out).",
-)
-CDK_OUT_OPTION = click.option(
-    "--cdk-out",
-    "cdk_out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="A CDK app's cloud assembly, from 'cdk synth --no-staging' (default: cdk.out when present).",
-)
 # The variables a --no-aws replay replaces: whatever could give the handler credentials or a region's
 # endpoint. The rest of the developer's environment (virtualenvs, PATH...) stays.
 NO_AWS_REMOVED_PREFIXES = ("AWS_",)
@@ -172,13 +157,7 @@ def _print_table(shown: list[Any]) -> None:
 @click.option(
     "--stack-name", "-s", default=None, help="With a CDK assembly: the stack (default: the recording's)."
 )
-@click.option(
-    "--python",
-    "python",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The Python (interpreter or virtualenv) that runs the function, with its packages.",
-)
+@PYTHON_OPTION
 @click.option(
     "--no-aws",
     "no_aws",

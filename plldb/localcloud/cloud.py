@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ class LocalCloud:
         self._schedule_timer = schedule_timer
         self.endpoint_url = ""
         self.execute_api_endpoint = ""
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients_lock = threading.Lock()
 
     def start(self) -> LocalCloud:
         from moto.server import ThreadedMotoServer
@@ -163,7 +166,15 @@ class LocalCloud:
         )
 
     def client(self, service: str) -> Any:
-        return self.session().client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+        """A client of this cloud, made once per service: making one loads the service's model (tenths of a
+        second), and botocore's clients are safe to share between threads."""
+        key = (service, self.endpoint_url)
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = self.session().client(  # type: ignore[call-overload]
+                    service, endpoint_url=self.endpoint_url
+                )
+            return self._clients[key]
 
     def _invoke_asynchronously(self, function_arn: str, payload: bytes) -> None:
         """An Event invocation, as EventBridge invokes a rule's Lambda target."""

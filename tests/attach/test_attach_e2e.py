@@ -32,6 +32,7 @@ from tests.cloud_state import (
     session_connection,
     sessions_of,
     table_items,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a liveness guard, never a bound
@@ -182,15 +183,6 @@ def invoke(local_cloud: Any, function: str, event: dict[str, Any]) -> tuple[str 
     return response.get("FunctionError"), json.loads(response["Payload"].read())
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def test_invocations_run_local_code_and_ctrl_c_restores_exactly(
     local_cloud: Any,
     helper: HelperStack,
@@ -320,10 +312,10 @@ def test_kill_9_is_restored_by_disconnect_and_a_pending_invocation_gets_not_atta
     assert answer["errorType"] == "PlldbNotAttached"
     assert answer["errorMessage"].startswith("plldb is not attached to this function's stack: ")
 
-    wait_until(
+    wait_for(
         lambda: function_state(local_cloud, example.hello) == before,  # the role's tag and policy too
+        "the restore by $disconnect",
         timeout=protocol.DISCONNECT_GRACE_SECONDS + 60,
-        what="the restore by $disconnect",
     )
     # Restored by the helper stack for a connection that went away, not by a detach.
     assert [s[protocol.A_CLOSED_REASON] for s in sessions_of(local_cloud, helper, example.stack_name)] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -127,8 +128,8 @@ def fake_lambda() -> FakeLambda:
 def start_gateway(fake_lambda: FakeLambda) -> Iterator[Callable[..., WebSocketGateway]]:
     started: list[WebSocketGateway] = []
 
-    def start(limits: WebSocketLimits = WebSocketLimits()) -> WebSocketGateway:
-        gateway = WebSocketGateway(fake_lambda, limits=limits, account_id=ACCOUNT, region=REGION)
+    def start(limits: WebSocketLimits = WebSocketLimits(), clock: Any = time.monotonic) -> WebSocketGateway:
+        gateway = WebSocketGateway(fake_lambda, limits=limits, account_id=ACCOUNT, region=REGION, clock=clock)
         gateway.start()
         started.append(gateway)
         return gateway

@@ -39,6 +39,22 @@ def allow_policy(event: dict, context: dict | None = None, resource: str | None 
     }
 
 
+class SteppedClock:
+    """The gateway's clock of its idle and lifetime limits, moved only by the test."""
+
+    def __init__(self) -> None:
+        self._now = 1000.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
 class FakeLambda:
     """Records every invocation and answers with the handler registered for the function ARN."""
 

@@ -6,41 +6,15 @@ The moto server here has plldb's extensions and no Lambda runtime: nothing is in
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from tests.localcloud.conftest import MotoServer
-
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-
-
-def code_zip() -> bytes:
-    data = io.BytesIO()
-    with zipfile.ZipFile(data, "w") as archive:
-        archive.writestr("app.py", "def handle(event, context):\n    return event\n")
-    return data.getvalue()
-
-
-def function_arn(name: str, qualifier: str | None = None) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" + (f":{qualifier}" if qualifier else "")
-
-
-def error_of(call: Callable[[], Any]) -> dict[str, Any]:
-    with pytest.raises(ClientError) as failed:
-        call()
-    return {
-        "Code": failed.value.response["Error"]["Code"],
-        "Message": failed.value.response["Error"]["Message"],
-        "Status": failed.value.response["ResponseMetadata"]["HTTPStatusCode"],
-    }
+from tests.localcloud.lambda_support import ACCOUNT, REGION, code_zip, error_of, function_arn
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import zipfile
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
+from tests.localcloud.lambda_support import error_of, function_arn
 
 HANDLER = """
 import os
@@ -58,10 +56,6 @@ def function(local_cloud: Any, lambda_client: Any) -> str:
     return name
 
 
-def function_arn(name: str, qualifier: str | None = None) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" + (f":{qualifier}" if qualifier else "")
-
-
 def invoke(lambda_client: Any, name: str, qualifier: str | None = None) -> tuple[str, dict]:
     options = {"Qualifier": qualifier} if qualifier else {}
     response = lambda_client.invoke(FunctionName=name, Payload=b"{}", **options)
@@ -78,16 +72,6 @@ def publish_two_versions(lambda_client: Any, name: str) -> tuple[dict, dict]:
     second = lambda_client.publish_version(FunctionName=name)
     lambda_client.update_function_code(FunctionName=name, ZipFile=package("three"))
     return first, second
-
-
-def error_of(call: Any) -> dict:
-    with pytest.raises(ClientError) as failed:
-        call()
-    return {
-        "Code": failed.value.response["Error"]["Code"],
-        "Message": failed.value.response["Error"]["Message"],
-        "Status": failed.value.response["ResponseMetadata"]["HTTPStatusCode"],
-    }
 
 
 # --- bookkeeping -------------------------------------------------------------------------------------------

@@ -6,45 +6,19 @@ clock, never with time passing.
 
 from __future__ import annotations
 
-import io
 import uuid
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from plldb.instrumentation import traffic
 from plldb.localcloud.moto_extensions import awslambda_provisioned
 from plldb.localcloud.moto_extensions.stepfunctions_executions import ManualClock
 from tests.localcloud.conftest import MotoServer
-
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-
-
-def code_zip() -> bytes:
-    data = io.BytesIO()
-    with zipfile.ZipFile(data, "w") as archive:
-        archive.writestr("app.py", "def handle(event, context):\n    return event\n")
-    return data.getvalue()
-
-
-def function_arn(name: str, qualifier: str | None = None) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" + (f":{qualifier}" if qualifier else "")
-
-
-def error_of(call: Callable[[], Any]) -> dict[str, Any]:
-    with pytest.raises(ClientError) as failed:
-        call()
-    return {
-        "Code": failed.value.response["Error"]["Code"],
-        "Message": failed.value.response["Error"]["Message"],
-        "Status": failed.value.response["ResponseMetadata"]["HTTPStatusCode"],
-    }
+from tests.localcloud.lambda_support import code_zip, error_of, function_arn
 
 
 def without_metadata(response: dict[str, Any]) -> dict[str, Any]:

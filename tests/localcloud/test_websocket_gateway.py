@@ -7,8 +7,10 @@ APIs are created with boto3 against an in-process moto server; Lambda is a recor
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import logging
 import re
 import struct
 import threading
@@ -30,6 +32,7 @@ from plldb.localcloud.websocket_gateway import (
     _policy_allows,
     _select_route_key,
 )
+from tests.cloud_state import wait_for
 from tests.localcloud.gateway_support import (
     ACCOUNT,
     CREDENTIALS,
@@ -37,9 +40,11 @@ from tests.localcloud.gateway_support import (
     USER_AGENT,
     Api,
     FakeLambda,
+    SteppedClock,
     allow_policy,
 )
 
+WAIT = 30.0  # how long a reply may take before the test is declared hung (never a bound on speed)
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{15}=$")
 
 CONTEXT_KEYS = {
@@ -265,14 +270,20 @@ def test_wildcard_allow_resource_admits(fake_lambda, create_api, start_gateway):
 )
 def test_connect_integration_status_decides(fake_lambda, create_api, start_gateway, result, status):
     api = create_api(authorized=False)
-    fake_lambda.handlers[api.arn("$connect")] = lambda event: result
+    answers = iter([result])
+    fake_lambda.handlers[api.arn("$connect")] = lambda event: next(answers, {"statusCode": 200})
     gateway = start_gateway()
     with pytest.raises(InvalidStatus) as rejected:
         open_client(gateway, api)
     assert rejected.value.response.status_code == status
     assert gateway.connection_ids() == []
-    time.sleep(0.1)
-    assert fake_lambda.events(api.arn("$disconnect")) == []
+    # A connection accepted after the rejected one closes: its $disconnect is the only one there is.
+    with open_client(gateway, api):
+        accepted = connection_id_of(fake_lambda, api, index=1)
+    fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
+    assert [e["requestContext"]["connectionId"] for e in fake_lambda.events(api.arn("$disconnect"))] == [
+        accepted
+    ]
 
 
 def test_connect_integration_error_is_502(fake_lambda, create_api, start_gateway):
@@ -458,27 +469,45 @@ def test_a_slow_message_does_not_hold_the_next_one_of_its_connection(fake_lambda
         release.set()
 
 
-def test_integrations_of_a_connections_messages_run_in_a_bounded_pool(fake_lambda, create_api, start_gateway):
+def test_integrations_of_a_connections_messages_run_in_a_bounded_pool(
+    fake_lambda, create_api, start_gateway, caplog
+):
     """Beyond the pool's size a message waits for a free slot (its integration timeout not yet running)."""
     api = create_api(two_way=("$default",), authorized=False)
-    release = threading.Event()
-    fake_lambda.handlers[api.arn("$default")] = lambda event: (
-        release.wait(5) and {"statusCode": 200, "body": event["body"]}
-    )
+    order: list[str] = []
+    releases = {body: threading.Event() for body in ("1", "2", "3")}
+
+    def held(event: dict) -> dict:
+        order.append(f"start {event['body']}")
+        releases[event["body"]].wait(WAIT)
+        order.append(f"end {event['body']}")
+        return {"statusCode": 200, "body": event["body"]}
+
+    fake_lambda.handlers[api.arn("$default")] = held
     gateway = start_gateway(
         WebSocketLimits(integration_timeout_seconds=2.0, messages_in_flight_per_connection=2)
     )
+    caplog.set_level(logging.DEBUG, logger="plldb.localcloud.gateway.server")
+    waiting = "a message of connection {} waits for a free integration slot"
     try:
         with open_client(gateway, api) as client:
             for body in ("1", "2", "3"):
                 client.send(body)
-            fake_lambda.wait_for_events(api.arn("$default"), 2)
-            time.sleep(0.3)
-            assert len(fake_lambda.events(api.arn("$default"))) == 2
-            release.set()
-            assert {client.recv(timeout=5) for _ in range(3)} == {"1", "2", "3"}
+            connection_id = fake_lambda.wait_for_events(api.arn("$default"), 2)[0]["requestContext"][
+                "connectionId"
+            ]
+            wait_for(lambda: waiting.format(connection_id) in caplog.messages, "the third message to wait")
+            assert [event["body"] for event in fake_lambda.events(api.arn("$default"))] == ["1", "2"]
+            releases["1"].set()
+            assert client.recv(timeout=WAIT) == "1"
+            fake_lambda.wait_for_events(api.arn("$default"), 3)
+            releases["2"].set()
+            releases["3"].set()
+            assert {client.recv(timeout=WAIT) for _ in range(2)} == {"2", "3"}
     finally:
-        release.set()
+        for release in releases.values():
+            release.set()
+    assert order.index("start 3") > order.index("end 1")
 
 
 def test_a_slow_lambda_does_not_hold_other_connections(fake_lambda, create_api, start_gateway):
@@ -546,19 +575,24 @@ def test_disconnect_runs_after_the_connections_messages_in_flight_have_finished(
 ):
     api = create_api(authorized=False)
     finished: list[str] = []
+    release = threading.Event()
 
-    def slow(event: dict) -> dict:
-        time.sleep(0.3)
+    def held(event: dict) -> dict:
+        release.wait(WAIT)
         finished.append(event["body"])
         return {"statusCode": 200}
 
-    fake_lambda.handlers[api.arn("$default")] = slow
+    fake_lambda.handlers[api.arn("$default")] = held
     fake_lambda.handlers[api.arn("$disconnect")] = lambda event: finished.append("$disconnect") or {}
     gateway = start_gateway()
     with open_client(gateway, api) as client:
+        connection_id = connection_id_of(fake_lambda, api)
         client.send("a")
         client.send("b")
         fake_lambda.wait_for_events(api.arn("$default"), 2)
+    # The connection is gone while both messages are still in their integrations.
+    wait_for(lambda: connection_id not in gateway.connection_ids(), "the gateway to forget the connection")
+    release.set()
     fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
     assert sorted(finished[:2]) == ["a", "b"]
     assert finished[2:] == ["$disconnect"]
@@ -693,7 +727,8 @@ def test_quota_breach_closes_with_1009(fake_lambda, create_api, start_gateway, m
     gateway = start_gateway(SMALL)
     with open_client(gateway, api) as client:
         client.send("before")
-        client.send(message)
+        with contextlib.suppress(ConnectionClosed):  # the gateway may close before the last frame is sent
+            client.send(message)
         assert expect_close(client) == (1009, "Message too big")
     (event,) = fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
     context = event["requestContext"]
@@ -702,35 +737,44 @@ def test_quota_breach_closes_with_1009(fake_lambda, create_api, start_gateway, m
 
 
 def test_idle_connection_closes_and_only_data_messages_count(fake_lambda, create_api, start_gateway):
+    clock = SteppedClock()
     api = create_api(authorized=False)
-    gateway = start_gateway(WebSocketLimits(idle_timeout_seconds=1.0))
+    gateway = start_gateway(WebSocketLimits(idle_timeout_seconds=10.0), clock=clock)
     with open_client(gateway, api, ping_interval=None) as client:
         manager = management(gateway, api)
         connection_id = connection_id_of(fake_lambda, api)
-        for _ in range(4):  # server-to-client posts are activity: 1.2 s without a client message
-            time.sleep(0.3)
+        for _ in range(4):  # server-to-client posts are activity: 36 s without a client message
+            clock.advance(9.0)
+            gateway.check_timers()
+            assert connection_id in gateway.connection_ids()
             manager.post_to_connection(ConnectionId=connection_id, Data=b"keep")
-            assert client.recv(timeout=5) == "keep"
-        last_activity = time.monotonic()
-        client.ping()  # control frames are not activity
+            assert client.recv(timeout=WAIT) == "keep"
+        clock.advance(9.0)
+        assert client.ping().wait(WAIT)  # answered, but a control frame is not activity
+        gateway.check_timers()
+        assert connection_id in gateway.connection_ids()
+        clock.advance(1.0)  # 10 s since the last data message
+        gateway.check_timers()
         assert expect_close(client) == (1001, "Going away")
-        assert 0.7 <= time.monotonic() - last_activity <= 5.0
     (event,) = fake_lambda.wait_for_events(api.arn("$disconnect"), 1)
     context = event["requestContext"]
     assert (context["disconnectStatusCode"], context["disconnectReason"]) == (1001, "Going away")
 
 
 def test_connection_lifetime_is_capped(fake_lambda, create_api, start_gateway):
+    clock = SteppedClock()
     api = create_api(authorized=False)
-    gateway = start_gateway(WebSocketLimits(max_connection_seconds=0.8))
-    started = time.monotonic()
+    gateway = start_gateway(WebSocketLimits(max_connection_seconds=7200.0), clock=clock)
     with open_client(gateway, api) as client:
-        with pytest.raises(ConnectionClosed):
-            while True:
-                client.send("busy")
-                time.sleep(0.1)
-        assert (client.close_code, client.close_reason) == (1001, "Going away")
-    assert 0.7 <= time.monotonic() - started <= 5.0
+        connection_id = connection_id_of(fake_lambda, api)
+        clock.advance(7199.0)
+        client.send("busy")  # activity keeps it from idling, not from its maximum duration
+        fake_lambda.wait_for_events(api.arn("$default"), 1)
+        gateway.check_timers()
+        assert connection_id in gateway.connection_ids()
+        clock.advance(1.0)
+        gateway.check_timers()
+        assert expect_close(client) == (1001, "Going away")
 
 
 # --- failures -------------------------------------------------------------------------------------------------

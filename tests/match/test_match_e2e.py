@@ -19,8 +19,8 @@ import pytest
 
 from plldb import protocol
 from plldb.bootstrap.helper_stack import HelperStack
-from tests.attach.test_attach_e2e import AttachProcess, DeployedExample, invoke, wait_until
-from tests.cloud_state import configuration, function_state, live_sessions, table_items
+from tests.attach.test_attach_e2e import AttachProcess, DeployedExample, invoke
+from tests.cloud_state import configuration, function_state, live_sessions, table_items, wait_for
 
 TAKE_OVER_HINT = (
     "Ask them to detach, or run again with --take-over: plldb then restores the stack's functions with "
@@ -180,13 +180,13 @@ def test_a_killed_match_session_is_removed_by_the_helper_stack_and_the_other_sta
 
     alice.process.kill()
     alice.process.wait(10)
-    wait_until(
+    wait_for(
         lambda: (
             [e["match"] for e in entries(local_cloud, example.hello)]
             == [f"headers.\"x-plldb-debug\" == '{token}'"]
         ),
+        "the helper stack's restore of the killed session",
         timeout=protocol.DISCONNECT_GRACE_SECONDS + 60,
-        what="the helper stack's restore of the killed session",
     )
     (survivor,) = live_sessions(local_cloud, helper, example.stack_name)
     assert survivor[protocol.A_OWNER].split("/")[-1].startswith("bob-")

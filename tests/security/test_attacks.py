@@ -41,6 +41,7 @@ from tests.cloud_state import (
     stack_id_of,
     table_items,
     variables,
+    wait_for,
 )
 from tests.faults.faults_support import child_pids, utc_text
 from tests.security.raw_client import Attacker, RawSession, unsigned
@@ -489,12 +490,19 @@ def test_nobody_else_can_answer_or_repost_a_developers_invocation(
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(invoke, local_cloud, example.hello, {"hold": True})
         request_id = attach.wait_for("invocation_started")[0]["requestId"]
-        # Mallory learns the waiting invocation's key (as if the table leaked).
-        (item,) = [
-            i
-            for i in table_items(local_cloud, helper, "PLLDBInvocations")
-            if i[protocol.A_REQUEST_ID] == request_id
-        ]
+        # Mallory learns the waiting invocation's key (as if the table leaked). The item is read once the
+        # developer has acknowledged the held run, its last change until the answer.
+        item = wait_for(
+            lambda: next(
+                (
+                    i
+                    for i in table_items(local_cloud, helper, "PLLDBInvocations")
+                    if i[protocol.A_REQUEST_ID] == request_id and protocol.A_ACKED_AT in i
+                ),
+                None,
+            ),
+            "the developer's ack of the held invocation",
+        )
         caller, delivery = str(item[protocol.A_CALLER]), str(item[protocol.A_DELIVERY_ID])
         before = helper_tables(local_cloud, helper)
 

@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import termios
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cloud_state import configuration, wait_for
 from tests.terminal.support import PrintingApp, invoke, printed_lines, warm_up
 from tests.terminal.terminal import WAIT_LIMIT, Terminal
 
@@ -31,27 +31,6 @@ AT_A_TIME = 3  # calls in flight at once: each needs a Lambda environment of its
 HELD_CALLS = 5  # calls running (held by their handler) when Ctrl-C comes
 READY = "Ready: 1 function(s) instrumented. Invoke them as usual; press Ctrl-C to detach."
 DETACHED = "Detached: every function is restored."
-# Lambda changes these on every update; everything else must come back exactly.
-VOLATILE_FIELDS = {
-    "ResponseMetadata",
-    "LastModified",
-    "RevisionId",
-    "LastUpdateStatus",
-    "LastUpdateStatusReason",
-}
-
-
-def configuration(local_cloud: Any, function: str) -> dict[str, Any]:
-    config = local_cloud.client("lambda").get_function_configuration(FunctionName=function)
-    return {key: value for key, value in config.items() if key not in VOLATILE_FIELDS}
-
-
-def wait_until_restored(local_cloud: Any, function: str, before: dict[str, Any]) -> None:
-    """Until the function's configuration is exactly ``before`` (a limit only so a broken restore fails)."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while configuration(local_cloud, function) != before:
-        assert time.monotonic() < deadline, f"{function} was not restored within {WAIT_LIMIT} s"
-        time.sleep(0.2)
 
 
 def columns(line: str) -> list[str]:
@@ -253,7 +232,7 @@ def test_ctrl_c_at_any_moment_detaches_and_restores_the_terminal(
         assert terminal.screen.cursor_visible
         assert terminal.settings() == terminal.settings_before
         assert terminal.screen.unknown == []
-        wait_until_restored(local_cloud, printing_app.function, before)
+        wait_for(lambda: configuration(local_cloud, printing_app.function) == before, "the restore")
         return
     status = final_status(shown)
     assert status[0] == f"plldb: stack {printing_app.stack_name}  [detached]"

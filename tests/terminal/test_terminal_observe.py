@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.cloud_state import configuration
 from tests.terminal.support import PrintingApp, invoke
 from tests.terminal.test_terminal_attach import (
     DETACHED,
     assert_terminal_restored,
-    configuration,
     start_ready,
 )
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.cloud_state import configuration
 from tests.terminal.support import PrintingApp
 from tests.terminal.terminal import WAIT_LIMIT
-from tests.terminal.test_terminal_attach import DETACHED, READY, configuration
+from tests.terminal.test_terminal_attach import DETACHED, READY
 
 pytestmark = pytest.mark.slow
 

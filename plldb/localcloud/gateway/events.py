@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +129,7 @@ class Connection:
         source_ip: str,
         user_agent: str | None,
         message_slots: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection_id = new_id()
         self.api_id = api_id
@@ -138,8 +139,10 @@ class Connection:
         self.source_ip = source_ip
         self.user_agent = user_agent
         self.connected_at_ms = epoch_ms()
+        self._clock = clock  # the gateway's clock of the idle and lifetime limits
+        self.opened_monotonic = clock()
         self.last_active_epoch = time.time()
-        self.last_active_monotonic = time.monotonic()
+        self.last_active_monotonic = clock()
         self.authorizer: dict[str, Any] | None = None
         self.iam_identity: dict[str, str] = {}  # the signer of an AWS_IAM $connect, in its events only
         self.ws: LimitedWebSocketResponse | None = None
@@ -160,7 +163,7 @@ class Connection:
 
     def touch(self) -> None:
         self.last_active_epoch = time.time()
-        self.last_active_monotonic = time.monotonic()
+        self.last_active_monotonic = self._clock()
 
     def identity(self, event_type: str = "MESSAGE") -> dict[str, str]:
         """``requestContext.identity``: the caller's IAM identity on ``$connect`` only (API Gateway

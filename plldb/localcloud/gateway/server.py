@@ -84,8 +84,11 @@ class WebSocketGateway:
         limits: WebSocketLimits = DEFAULT_LIMITS,
         account_id: str = ACCOUNT_ID,
         region: str = "us-east-1",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._invoke_lambda = invoke_lambda
+        # The clock of the idle and lifetime limits: a test injects one it moves, then check_timers().
+        self.clock = clock
         self._host = host
         self._port = port
         self.limits = limits
@@ -287,6 +290,7 @@ class WebSocketGateway:
             source_ip=request.remote or "127.0.0.1",
             user_agent=request.headers.get("User-Agent"),
             message_slots=self.limits.messages_in_flight_per_connection,
+            clock=self.clock,
         )
         try:
             handshake_headers = await self._run_connect(request, api, conn)
@@ -388,20 +392,44 @@ class WebSocketGateway:
             self.connections[conn.connection_id] = conn
         conn.dispatcher = loop.create_task(self._dispatch(conn))
         conn.idle_timer = loop.call_later(self.limits.idle_timeout_seconds, self._check_idle, conn)
-        conn.lifetime_timer = loop.call_later(
-            self.limits.max_connection_seconds, self.close, conn, CLOSE_GOING_AWAY, REASON_GOING_AWAY
-        )
+        conn.lifetime_timer = loop.call_later(self.limits.max_connection_seconds, self._check_lifetime, conn)
 
     def _check_idle(self, conn: Connection) -> None:
         """Close an idle connection, or look again when it would next become idle."""
         if conn.closing:
             return
-        idle_for = time.monotonic() - conn.last_active_monotonic
+        idle_for = self.clock() - conn.last_active_monotonic
         remaining = self.limits.idle_timeout_seconds - idle_for
         if remaining <= 0:
             self.close(conn, CLOSE_GOING_AWAY, REASON_GOING_AWAY)
             return
         conn.idle_timer = asyncio.get_running_loop().call_later(remaining, self._check_idle, conn)
+
+    def _check_lifetime(self, conn: Connection) -> None:
+        """Close a connection at the end of its maximum duration, or look again then."""
+        if conn.closing:
+            return
+        remaining = self.limits.max_connection_seconds - (self.clock() - conn.opened_monotonic)
+        if remaining <= 0:
+            self.close(conn, CLOSE_GOING_AWAY, REASON_GOING_AWAY)
+            return
+        conn.lifetime_timer = asyncio.get_running_loop().call_later(remaining, self._check_lifetime, conn)
+
+    def check_timers(self) -> None:
+        """Run every connection's idle and lifetime checks now, as their timers would; returns once they
+        have decided. A test that injected the clock moves it and then calls this, instead of waiting."""
+
+        async def check() -> None:
+            with self.lock:
+                connections = list(self.connections.values())
+            for conn in connections:
+                for timer in (conn.idle_timer, conn.lifetime_timer):
+                    if timer is not None:
+                        timer.cancel()
+                self._check_idle(conn)
+                self._check_lifetime(conn)
+
+        self._call(check())
 
     async def _receive(self, conn: Connection, ws: LimitedWebSocketResponse) -> None:
         while True:
@@ -468,6 +496,8 @@ class WebSocketGateway:
 
     async def _deliver_concurrently(self, conn: Connection, data: str | bytes) -> None:
         """One message's route, in one of its connection's slots, independent of its other messages."""
+        if conn.message_slots.locked():
+            logger.debug("a message of connection %s waits for a free integration slot", conn.connection_id)
         async with conn.message_slots:
             try:
                 await self._deliver(conn, data)

@@ -108,15 +108,7 @@ def handle(event: Mapping[str, Any], resources: Resources) -> dict[str, Any]:
     version = str((payload.get("function") or {}).get("version") or "$LATEST")
     member, why = membership(resources, session, caller, version)
     if member is None:
-        log(
-            LOGGER,
-            logging.WARNING,
-            "refused a caller that does not belong to the session",
-            caller=caller,
-            session=redact(session_id),
-            reason=why,
-        )
-        return _refused(why)
+        return _refused_stranger(caller, session_id, why)
     message = invoke_message(resources, caller, delivery_id, payload, member)
     if message is None:
         return _refused("the payload is malformed")
@@ -300,15 +292,7 @@ def _deliver_to_claimed_session(
             ExpressionAttributeValues={":now": posted_at},
         )
         if member is None:
-            log(
-                LOGGER,
-                logging.WARNING,
-                "refused a caller that does not belong to the session",
-                caller=caller,
-                session=redact(session_id),
-                reason=why,
-            )
-            return _refused(why)
+            return _refused_stranger(caller, session_id, why)
         return _refused("the payload is malformed")
     return _send(resources, session, message)
 
@@ -377,3 +361,16 @@ def _connection_gone(resources: Resources, session: Mapping[str, Any]) -> None:
 
 def _refused(reason: str) -> dict[str, Any]:
     return {"status": REFUSED, "reason": reason}
+
+
+def _refused_stranger(caller: str, session_id: str, why: str) -> dict[str, Any]:
+    """Refuse a caller that does not belong to the session, with a warning in the log: a probe or a bug."""
+    log(
+        LOGGER,
+        logging.WARNING,
+        "refused a caller that does not belong to the session",
+        caller=caller,
+        session=redact(session_id),
+        reason=why,
+    )
+    return _refused(why)
