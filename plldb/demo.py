@@ -139,7 +139,8 @@ def _invoke(lambda_client: Any, name: str, event: dict[str, Any]) -> tuple[str, 
     return payload, elapsed
 
 
-def run_demo(interactive: bool = False, port: int = 4566, gateway_port: int = 4510) -> None:
+# A script that reads top to bottom as the steps it prints.
+def run_demo(interactive: bool = False, port: int = 4566, gateway_port: int = 4510) -> None:  # noqa: PLR0915
     from plldb.cli.localcloud import busy_ports, busy_ports_error
     from plldb.localcloud.cloud import LocalCloud
 

@@ -4,8 +4,9 @@ Everything that more than one side must agree on lives here: message types and t
 TypedDicts with one builder each), the one hostile-input-safe decoder, the message authentication of
 the cloud's messages, table attribute names, environment variable names, size thresholds, timeouts,
 the reconnect token chain and the one mechanism that points execute-api URLs at a local endpoint.
-docs/protocol.md explains it in prose. Standard library only: this module is packaged into Lambda and
-runs on Python 3.10 to 3.13.
+docs/protocol.md explains it in prose. It stays one module, longer than the others, because it is
+the contract itself: split, the two sides' agreement would be spread over files that can drift apart.
+Standard library only: this module is packaged into Lambda and runs on Python 3.10 to 3.13.
 """
 
 from __future__ import annotations
@@ -436,27 +437,7 @@ def decode(text: Any, allowed_types: tuple[str, ...] | None = None) -> dict[str,
 
 
 def _decode(text: Any, allowed_types: tuple[str, ...] | None) -> dict[str, Any]:
-    if isinstance(text, (bytes, bytearray)):
-        if len(text) > WEBSOCKET_MESSAGE_LIMIT:
-            raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {WEBSOCKET_MESSAGE_LIMIT} bytes")
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError(ERR_MALFORMED, "message is not UTF-8 text")
-    if not isinstance(text, str) or not text:
-        raise ProtocolError(ERR_MALFORMED, "message is empty")
-    if len(text.encode("utf-8", "surrogatepass")) > WEBSOCKET_MESSAGE_LIMIT:
-        raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {WEBSOCKET_MESSAGE_LIMIT} bytes")
-    try:
-        message = json.loads(text)
-    except RecursionError:
-        raise ProtocolError(ERR_MALFORMED, f"message nests deeper than {MAX_MESSAGE_DEPTH} levels")
-    except ValueError as exc:
-        raise ProtocolError(ERR_MALFORMED, f"message is not valid JSON: {str(exc)[:200]}")
-    if not isinstance(message, dict):
-        raise ProtocolError(ERR_MALFORMED, "message must be a JSON object")
-    if _too_deep(message, MAX_MESSAGE_DEPTH):
-        raise ProtocolError(ERR_MALFORMED, f"message nests deeper than {MAX_MESSAGE_DEPTH} levels")
+    message = _parse_object(_text_within_limit(text))
     kind = message.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ERR_MALFORMED, "message has no string 'type'")
@@ -471,6 +452,37 @@ def _decode(text: Any, allowed_types: tuple[str, ...] | None) -> dict[str, Any]:
     validator = _VALIDATORS.get(kind)
     if validator is not None:
         validator(message)
+    return message
+
+
+def _text_within_limit(text: Any) -> str:
+    """The message as text, refused before parsing when it is not UTF-8 or exceeds a frame's size."""
+    if isinstance(text, (bytes, bytearray)):
+        if len(text) > WEBSOCKET_MESSAGE_LIMIT:
+            raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {WEBSOCKET_MESSAGE_LIMIT} bytes")
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(ERR_MALFORMED, "message is not UTF-8 text")
+    if not isinstance(text, str) or not text:
+        raise ProtocolError(ERR_MALFORMED, "message is empty")
+    if len(text.encode("utf-8", "surrogatepass")) > WEBSOCKET_MESSAGE_LIMIT:
+        raise ProtocolError(ERR_TOO_LARGE, f"message exceeds {WEBSOCKET_MESSAGE_LIMIT} bytes")
+    return text
+
+
+def _parse_object(text: str) -> dict[str, Any]:
+    """A JSON object no deeper than MAX_MESSAGE_DEPTH levels."""
+    try:
+        message = json.loads(text)
+    except RecursionError:
+        raise ProtocolError(ERR_MALFORMED, f"message nests deeper than {MAX_MESSAGE_DEPTH} levels")
+    except ValueError as exc:
+        raise ProtocolError(ERR_MALFORMED, f"message is not valid JSON: {str(exc)[:200]}")
+    if not isinstance(message, dict):
+        raise ProtocolError(ERR_MALFORMED, "message must be a JSON object")
+    if _too_deep(message, MAX_MESSAGE_DEPTH):
+        raise ProtocolError(ERR_MALFORMED, f"message nests deeper than {MAX_MESSAGE_DEPTH} levels")
     return message
 
 

@@ -101,30 +101,20 @@ def instrument(
     ``mappings`` are the event source mappings feeding the function (listed once for the whole stack).
     An alias with provisioned concurrency is left alone unless ``include_provisioned``.
     """
-    try:
-        config = get_configuration(clients.lambda_client, function.name)
-    except BotoCoreError as exc:
-        return Result(function, STATUS_FAILED, str(exc))
-    except ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return Result(function, STATUS_FAILED, "function not found")
-        return Result(function, STATUS_FAILED, error_text(exc))
+    config = _configuration_or_failure(clients, function)
+    if isinstance(config, Result):
+        return config
     original = decisions.original_of(config, clients.layer_version_arn)
     mappings = list(mappings)
     notes: list[str] = [note for note in [traffic.vpc_note(config)] if note]
     notes += traffic.event_source_notes(mappings, clients.sqs)
     try:
-        aliases = _aliases_to_redirect(clients, function) if redirect_aliases else {}
-        if aliases:
-            provisioned = traffic.provisioned_aliases(clients.lambda_client, function.name)
-            for name, amount in sorted(provisioned.items()):
-                if name in aliases and not include_provisioned:
-                    del aliases[name]
-                    notes.append(traffic.provisioned_note(name, amount))
-            aliased = {target_.version for target_ in aliases.values()}
-            notes += traffic.numbered_version_notes(
-                clients.lambda_client, function.name, str(config.get("FunctionArn")), aliased, mappings
+        aliases: dict[str, AliasTarget] = {}
+        if redirect_aliases:
+            aliases, alias_notes = _aliases_and_notes(
+                clients, function, config, mappings, include_provisioned
             )
+            notes += alias_notes
         if aliases:
             target = replace(
                 target, extra={**target.extra, protocol.ENV_ALIASES: decisions.aliases_variable(aliases)}
@@ -137,54 +127,102 @@ def instrument(
         return Result(function, STATUS_FAILED, error_text(exc))
     except BotoCoreError as exc:
         return Result(function, STATUS_FAILED, str(exc))
-    result_notes = tuple(notes)
-    role_arn = str(config.get("Role") or "")
     instrumented = Instrumented(
         function=function,
         original=original,
-        role_arn=role_arn,
+        role_arn=str(config.get("Role") or ""),
         runtime=str(config.get("Runtime") or ""),
         handler=str(config.get("Handler") or ""),
         variable_names=frozenset((original.environment or {}).keys()),
         aliases=aliases,
     )
     try:
-        tag_value = protocol.SHARED_TAG_VALUE if target.entry is not None else target.session_id
-        reference_role(clients, role_arn, function.name, tag_value)
-
-        def instrumented_configuration(current: Mapping[str, Any]) -> dict[str, Any]:
-            if not decisions.same_original(
-                decisions.original_of(current, clients.layer_version_arn), original
-            ):
-                raise ChangedMeanwhile(
-                    "it was updated (a deploy?) while plldb instrumented it and is left as deployed; "
-                    "attach again to include it"
-                )
-            return decisions.instrument_update(current, target)
-
-        updated = update_until_applied(
-            clients.lambda_client, function.name, instrumented_configuration, known=config
-        )
-        if target.entry is not None:
-            # A shared function's last session may have been leaving meanwhile and taken the "shared"
-            # tag with it just before this update landed: tagged again, now that the update stands.
-            reference_role(clients, role_arn, function.name, tag_value)
-        if aliases:
-            version = _publish_list(clients, function, updated, target)
-            instrumented = replace(instrumented, published_version=version)
-            for name in aliases:
-                clients.lambda_client.update_alias(
-                    FunctionName=function.name, Name=name, **decisions.redirect_update(version)
-                )
-            if target.entry is not None:  # the version an earlier session's list ran goes
-                _delete_unused_versions(clients, function, {version})
+        updated, instrumented = _apply(clients, instrumented, target, config)
     except (ClientError, BotoCoreError, UpdateFailed, ChangedMeanwhile, CannotInstrument) as exc:
         failure = error_text(exc) if isinstance(exc, ClientError) else str(exc)
         put_back = restore(clients, function, target.session_id)
         if put_back.status == STATUS_FAILED:
             failure += f"; putting it back failed too ({put_back.message}): run 'plldb detach'"
         return Result(function, STATUS_FAILED, failure)
+    return Result(
+        function, STATUS_OK, _instrumented_text(updated, target, instrumented), instrumented, tuple(notes)
+    )
+
+
+def _configuration_or_failure(clients: Clients, function: FunctionRef) -> dict[str, Any] | Result:
+    """The function's current configuration, or the failed result that names why it cannot be read."""
+    try:
+        return get_configuration(clients.lambda_client, function.name)
+    except BotoCoreError as exc:
+        return Result(function, STATUS_FAILED, str(exc))
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return Result(function, STATUS_FAILED, "function not found")
+        return Result(function, STATUS_FAILED, error_text(exc))
+
+
+def _aliases_and_notes(
+    clients: Clients,
+    function: FunctionRef,
+    config: Mapping[str, Any],
+    mappings: list[Mapping[str, Any]],
+    include_provisioned: bool,
+) -> tuple[dict[str, AliasTarget], list[str]]:
+    """The aliases to point at plldb's version, and notes on the qualified traffic left where it is."""
+    aliases = _aliases_to_redirect(clients, function)
+    notes: list[str] = []
+    if not aliases:
+        return aliases, notes
+    provisioned = traffic.provisioned_aliases(clients.lambda_client, function.name)
+    for name, amount in sorted(provisioned.items()):
+        if name in aliases and not include_provisioned:
+            del aliases[name]
+            notes.append(traffic.provisioned_note(name, amount))
+    aliased = {target_.version for target_ in aliases.values()}
+    notes += traffic.numbered_version_notes(
+        clients.lambda_client, function.name, str(config.get("FunctionArn")), aliased, mappings
+    )
+    return aliases, notes
+
+
+def _apply(
+    clients: Clients, instrumented: Instrumented, target: Target, config: Mapping[str, Any]
+) -> tuple[dict[str, Any], Instrumented]:
+    """Tag the role, write the instrumented configuration, then move the aliases to a version of it."""
+    function, original, role_arn = instrumented.function, instrumented.original, instrumented.role_arn
+    tag_value = protocol.SHARED_TAG_VALUE if target.entry is not None else target.session_id
+    reference_role(clients, role_arn, function.name, tag_value)
+
+    def instrumented_configuration(current: Mapping[str, Any]) -> dict[str, Any]:
+        if not decisions.same_original(decisions.original_of(current, clients.layer_version_arn), original):
+            raise ChangedMeanwhile(
+                "it was updated (a deploy?) while plldb instrumented it and is left as deployed; "
+                "attach again to include it"
+            )
+        return decisions.instrument_update(current, target)
+
+    updated = update_until_applied(
+        clients.lambda_client, function.name, instrumented_configuration, known=config
+    )
+    if target.entry is not None:
+        # A shared function's last session may have been leaving meanwhile and taken the "shared"
+        # tag with it just before this update landed: tagged again, now that the update stands.
+        reference_role(clients, role_arn, function.name, tag_value)
+    if instrumented.aliases:
+        version = _publish_list(clients, function, updated, target)
+        instrumented = replace(instrumented, published_version=version)
+        for name in instrumented.aliases:
+            clients.lambda_client.update_alias(
+                FunctionName=function.name, Name=name, **decisions.redirect_update(version)
+            )
+        if target.entry is not None:  # the version an earlier session's list ran goes
+            _delete_unused_versions(clients, function, {version})
+    return updated, instrumented
+
+
+def _instrumented_text(updated: Mapping[str, Any], target: Target, instrumented: Instrumented) -> str:
     text = f"instrumented (timeout {updated.get('Timeout', target.timeout)} s)"
+    aliases = instrumented.aliases
     if aliases:
         text += "; alias{} {} now send{} traffic to version {}".format(
             "es" if len(aliases) > 1 else "",
@@ -192,9 +230,9 @@ def instrument(
             "" if len(aliases) > 1 else "s",
             instrumented.published_version,
         )
-    if original.derived:
+    if instrumented.original.derived:
         text += "; it carried plldb's variables without its original timeout, so its current one is kept"
-    return Result(function, STATUS_OK, text, instrumented, result_notes)
+    return text
 
 
 def _aliases_to_redirect(clients: Clients, function: FunctionRef) -> dict[str, AliasTarget]:

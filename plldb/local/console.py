@@ -859,7 +859,8 @@ class Console(SessionObserver):
             with self._write_lock:
                 self._write_entries([self._dropped_entry(count)])
 
-    def _render_loop(self) -> None:
+    # Kept whole: the order in which it takes the console's and rich's locks is checked here, in one place.
+    def _render_loop(self) -> None:  # noqa: PLR0912, PLR0915
         last_footer = 0.0
         try:
             while True:

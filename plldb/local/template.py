@@ -512,7 +512,8 @@ def _merge_globals(template: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # --- Resolving -------------------------------------------------------------------------------------
-def _scan(
+# One pass over a template's resources: functions, nested applications and stacks, each a branch.
+def _scan(  # noqa: PLR0912
     path: Path,
     *,
     prefix: str,

@@ -331,7 +331,8 @@ class WebSocketGateway:
             self._finish(conn)
         return ws
 
-    async def _run_connect(self, request: web.Request, api: Any, conn: Connection) -> dict[str, str]:
+    # API Gateway's $connect order (authorizer, then integration) with each outcome it documents.
+    async def _run_connect(self, request: web.Request, api: Any, conn: Connection) -> dict[str, str]:  # noqa: PLR0912
         """Authorizer then integration of ``$connect``; the headers its integration adds to the 101."""
         route = find_route(api, "$connect")
         if route is None:

@@ -430,7 +430,8 @@ class DebuggerBridge:
             self._sleep(RETRY_DELAY_SECONDS * attempt)
             attempt += 1
 
-    def _await_answer(self, delivery: Delivery, dispatched: float | None = None) -> Answer:
+    # One loop with a branch per state of the item, in the order docs/protocol.md gives them.
+    def _await_answer(self, delivery: Delivery, dispatched: float | None = None) -> Answer:  # noqa: PLR0912
         """Poll the item until an answer, the ack timeout, the session's end or the deadline.
 
         Once acknowledged, the session is checked every SESSION_CHECK_SECONDS: a debugger that died while
