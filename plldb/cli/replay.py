@@ -253,7 +253,7 @@ def _local_function(
 
 
 def _write_test(recording: Any, function: Any, folder: Path) -> None:
-    from plldb.local.recordings import write_regression_test
+    from plldb.local.regression_test import write_regression_test
 
     written = write_regression_test(
         recording,
