@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 from plldb.errors import PlldbError
 from plldb.protocol import STACK_NAME_PATTERN
 
 T = TypeVar("T")
+
+# Every AWS region name: a partition prefix, a direction or two, a number (us-east-1, us-gov-west-1).
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
 
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=70)
 
@@ -35,6 +40,21 @@ def make_session(profile: str | None = None, region: str | None = None) -> boto3
             "No AWS region is configured.", "Pass --region, set AWS_REGION, or run 'aws configure'."
         )
     return session
+
+
+def available_profiles() -> list[str]:
+    """The profiles of the developer's AWS config and credentials files (whatever AWS_PROFILE says:
+    botocore's own session lists them without choosing one, where boto3's would fail on a bad one)."""
+    return list(botocore.session.Session().available_profiles)
+
+
+def validate_region(region: str) -> str:
+    """A region name as AWS forms them (us-east-1, us-gov-west-1, ap-southeast-3), else one clear error."""
+    if not REGION_PATTERN.match(region):
+        raise PlldbError(
+            f"{region!r} is not an AWS region name.", "Pass --region as the AWS CLI takes it, e.g. us-east-1."
+        )
+    return region
 
 
 def validate_stack_name(name: str) -> str:

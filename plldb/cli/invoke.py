@@ -2,8 +2,10 @@
 
 It uses the same worker, context and result encoding as `plldb attach`, so what works here works
 attached: the template (or CDK cloud assembly) is found as `plldb attach` finds it, and the function
-runs on its Runtime's Python with its project's packages. The result JSON goes to stdout, the function's logs to stderr; the exit status is 1 when
-the function failed (its error JSON is printed instead of a result).
+runs on its Runtime's Python with its project's packages. The result JSON goes to stdout, the
+function's logs to stderr; the exit status is 1 when the function failed (its error JSON is printed
+instead of a result). The handler's own AWS calls use the developer's credentials: ``--profile`` and
+``--region`` choose them as they do for ``sam local invoke``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from plldb.cli.common import CDK_OUT_OPTION, PYTHON_OPTION, TEMPLATE_OPTION, echo_err
+from plldb.cli.common import CDK_OUT_OPTION, PYTHON_OPTION, TEMPLATE_OPTION, aws_options, echo_err
 from plldb.cli.debugger_options import DebuggerChoice, debugger_options
 from plldb.errors import PlldbError
 
@@ -28,6 +31,14 @@ DEFAULT_MEMORY_MB = 128
 LOCAL_ACCOUNT_ID = "123456789012"
 # samconfig sections whose template_file `plldb invoke` uses, later ones winning (sam local invoke's last).
 INVOKE_TEMPLATE_SECTIONS = ("global", "deploy", "sync", "build", "local_invoke")
+# Credentials in the shell's variables, which botocore would prefer to a --profile.
+ENVIRONMENT_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_DEFAULT_PROFILE",
+)
 
 
 def read_event(source: str | None) -> str:
@@ -80,9 +91,9 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def local_context(function_name: str, timeout: int, memory: int) -> dict[str, Any]:
+def local_context(function_name: str, timeout: int, memory: int, region: str | None = None) -> dict[str, Any]:
     """The protocol context of a local invocation: SAM local's conventions, the current region."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return {
         "functionName": function_name,
         "functionVersion": "$LATEST",
@@ -95,6 +106,35 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
         "clientContext": None,
         "cognitoIdentity": None,
     }
+
+
+def handler_environ(
+    profile: str | None, region: str | None, environ: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
+    """The developer's environment the handler takes its AWS settings from, with ``--profile`` and
+    ``--region`` applied (None: this process's own, unchanged).
+
+    As on the AWS CLI, an option given on the command line wins over the environment: with
+    ``--profile`` the credential variables of the shell are not passed on, or they would be used
+    instead of the profile.
+    """
+    if profile is None and region is None:
+        return None
+    from plldb.aws import available_profiles, validate_region
+
+    result = dict(os.environ if environ is None else environ)
+    if profile is not None:
+        if profile not in available_profiles():
+            raise PlldbError(
+                f"AWS profile {profile!r} (--profile) was not found.",
+                "Check ~/.aws/config, or run 'aws configure --profile NAME'.",
+            )
+        for name in ENVIRONMENT_CREDENTIALS:
+            result.pop(name, None)
+        result["AWS_PROFILE"] = profile
+    if region is not None:
+        result["AWS_REGION"] = result["AWS_DEFAULT_REGION"] = validate_region(region)
+    return result
 
 
 @click.command("invoke")
@@ -114,6 +154,7 @@ def local_context(function_name: str, timeout: int, memory: int) -> dict[str, An
     default=None,
     help='JSON file of variables as for sam local invoke: {"Parameters": {...}, "LogicalId": {...}}.',
 )
+@aws_options
 @debugger_options()
 def invoke(
     *,
@@ -124,21 +165,87 @@ def invoke(
     python: Path | None,
     event_source: str | None,
     env_vars_path: Path | None,
+    profile: str | None,
+    region: str | None,
     debugger_choice: DebuggerChoice,
 ) -> None:
     """Run function LOGICAL_ID of the local template once, with an event, on this machine.
 
     The function runs on its Runtime's Python with its project's packages, your own AWS credentials
-    and the template's environment variables.
+    (--profile, --region) and the template's environment variables.
     """
     from plldb import protocol
-    from plldb.local.debuggers import exposure_warning, start_debugpy
     from plldb.local.invocation import Invocation
-    from plldb.local.samconfig import load_samconfig
-    from plldb.local.template import locate_template
     from plldb.local.worker import WorkerPool, plan_runtimes
 
     debugger = debugger_choice.config()
+    environ = handler_environ(profile, region)
+    functions, function = _find_function(logical_id, template_path, cdk_out, stack_name)
+    event_json = read_event(event_source)
+    declared = frozenset(function.environment) | function.environment_names
+    aliases = tuple(alias for alias, target in functions.aliases.items() if target == function.logical_id)
+    overrides = read_env_vars(env_vars_path, function.logical_id, aliases)
+    environment = dict(function.environment)
+    environment.update({name: value for name, value in overrides.items() if name in declared})
+    plan = plan_runtimes([function], python=python)
+    warnings = [*functions.notices]
+    if function.code_notice:
+        warnings.append(f"{function.logical_id} {function.code_notice}.")
+    ignored = sorted(set(overrides) - declared)
+    if ignored:
+        warnings.append(
+            f"{env_vars_path} sets {', '.join(ignored)}, which the template does not declare for "
+            f"{function.logical_id}; like sam local invoke, plldb ignores them. Declare them under the "
+            "function's Environment.Variables to set them."
+        )
+    runtime_warning = plan.warning()
+    if runtime_warning:
+        warnings.append(runtime_warning)
+    for warning in warnings:
+        echo_err(f"Warning: {warning}")
+    _start_debugpy(debugger)
+
+    def show_output(function_id: str, request_id: str, stream: str, line: str) -> None:
+        click.echo(line, err=True)
+
+    invocation = Invocation(
+        request_id=str(uuid.uuid4()),
+        event_json=event_json,
+        context=local_context(
+            logical_id.split("/")[-1],
+            function.timeout or DEFAULT_TIMEOUT_SECONDS,
+            function.memory_size or DEFAULT_MEMORY_MB,
+            region,
+        ),
+        environment=environment,
+        credentials=None,
+        configured_variables=declared,
+    )
+    with WorkerPool(
+        output=show_output,
+        debugger=debugger,
+        local_credentials=True,
+        warn=lambda message: echo_err(f"Warning: {message}"),
+        runtimes=plan,
+        python=python,
+        environ=environ,
+    ) as pool:
+        result = pool.run(function, invocation)
+    if result.status_code == protocol.RESPONSE_CODE_OK:
+        click.echo(result.payload)
+        return
+    click.echo(json.dumps(result.error))
+    # A function error is a result, not a plldb failure: exit status 1 without an "Error:" line.
+    sys.exit(1)
+
+
+def _find_function(
+    logical_id: str, template_path: Path | None, cdk_out: Path | None, stack_name: str | None
+) -> tuple[Any, Any]:
+    """The project's functions and the one to run, found as attach finds them (samconfig first)."""
+    from plldb.local.samconfig import load_samconfig
+    from plldb.local.template import locate_template
+
     samconfig_template = None
     if template_path is None and cdk_out is None:
         samconfig_template = load_samconfig(Path.cwd(), sections=INVOKE_TEMPLATE_SECTIONS).template
@@ -153,63 +260,17 @@ def invoke(
             raise PlldbError(f"{logical_id} cannot run locally ({functions.unavailable[path]}).")
         available = ", ".join(functions.names()) or "none"
         raise PlldbError(f"No function {logical_id!r} in {project.template}. Available: {available}.")
-    event_json = read_event(event_source)
-    declared = frozenset(function.environment) | function.environment_names
-    aliases = tuple(alias for alias, target in functions.aliases.items() if target == function.logical_id)
-    overrides = read_env_vars(env_vars_path, function.logical_id, aliases)
-    environment = dict(function.environment)
-    environment.update({name: value for name, value in overrides.items() if name in declared})
-    plan = plan_runtimes([function], python=python)
+    return functions, function
 
-    for notice in functions.notices:
-        echo_err(f"Warning: {notice}")
-    if function.code_notice:
-        echo_err(f"Warning: {function.logical_id} {function.code_notice}.")
-    ignored = sorted(set(overrides) - declared)
-    if ignored:
-        echo_err(
-            f"Warning: {env_vars_path} sets {', '.join(ignored)}, which the template does not declare for "
-            f"{function.logical_id}; like sam local invoke, plldb ignores them. Declare them under the "
-            "function's Environment.Variables to set them."
-        )
-    warning = plan.warning()
+
+def _start_debugpy(debugger: Any) -> None:
+    """Start debugpy in this process for the worker to follow, warning when others can reach it."""
+    from plldb.local.debuggers import exposure_warning, start_debugpy
+
+    if debugger is None or debugger.kind != "debugpy":
+        return
+    host, port = start_debugpy(replace(debugger, wait_for_client=False), announce=echo_err)
+    warning = exposure_warning(host, port)
     if warning:
         echo_err(f"Warning: {warning}")
-
-    if debugger is not None and debugger.kind == "debugpy":
-        host, port = start_debugpy(replace(debugger, wait_for_client=False), announce=echo_err)
-        warning = exposure_warning(host, port)
-        if warning:
-            echo_err(f"Warning: {warning}")
-        start_debugpy(debugger, announce=echo_err)
-
-    def show_output(function_id: str, request_id: str, stream: str, line: str) -> None:
-        click.echo(line, err=True)
-
-    invocation = Invocation(
-        request_id=str(uuid.uuid4()),
-        event_json=event_json,
-        context=local_context(
-            logical_id.split("/")[-1],
-            function.timeout or DEFAULT_TIMEOUT_SECONDS,
-            function.memory_size or DEFAULT_MEMORY_MB,
-        ),
-        environment=environment,
-        credentials=None,
-        configured_variables=declared,
-    )
-    with WorkerPool(
-        output=show_output,
-        debugger=debugger,
-        local_credentials=True,
-        warn=lambda message: echo_err(f"Warning: {message}"),
-        runtimes=plan,
-        python=python,
-    ) as pool:
-        result = pool.run(function, invocation)
-    if result.status_code == protocol.RESPONSE_CODE_OK:
-        click.echo(result.payload)
-        return
-    click.echo(json.dumps(result.error))
-    # A function error is a result, not a plldb failure: exit status 1 without an "Error:" line.
-    sys.exit(1)
+    start_debugpy(debugger, announce=echo_err)

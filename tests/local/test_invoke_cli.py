@@ -271,3 +271,71 @@ def test_debugpy_wait_for_client_then_breakpoint_in_the_worker(tmp_path, sam_app
             process.wait()
     assert json.loads(stdout_file.read_text())["order"] == "o-42"
     assert any(line.startswith("Waiting for a debugger to attach to 127.0.0.1:") for line in stderr_lines)
+
+
+def _aws_settings_app(folder: Path) -> Path:
+    """A function that returns the AWS settings its process sees."""
+    (folder / "src").mkdir()
+    (folder / "src" / "app.py").write_text(
+        "import os\n\n\ndef handler(event, context):\n"
+        "    names = ('AWS_PROFILE', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID')\n"
+        "    return {'arn': context.invoked_function_arn, **{n: os.environ.get(n) for n in names}}\n"
+    )
+    (folder / "template.yaml").write_text(
+        "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n"
+        "    Properties: {CodeUri: src, Handler: app.handler}\n"
+    )
+    (folder / "config").write_text("[profile dev]\nregion = eu-west-1\n")
+    return folder / "config"
+
+
+def test_profile_and_region_choose_the_handlers_aws_settings_over_the_shells(tmp_path, monkeypatch):
+    """As on the AWS CLI and sam local invoke, --profile and --region win over the shell's variables."""
+    config = _aws_settings_app(tmp_path)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASHELLCREDENTIAL0")
+    monkeypatch.setenv("AWS_REGION", "us-east-2")
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    completed = plldb_invoke("Fn", "--profile", "dev", "--region", "ap-southeast-3", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {
+        "arn": "arn:aws:lambda:ap-southeast-3:123456789012:function:Fn",
+        "AWS_PROFILE": "dev",
+        "AWS_REGION": "ap-southeast-3",
+        "AWS_DEFAULT_REGION": "ap-southeast-3",
+        "AWS_ACCESS_KEY_ID": None,
+    }
+    # Without them, the shell's settings are the handler's.
+    monkeypatch.delenv("AWS_PROFILE")
+    completed = plldb_invoke("Fn", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {
+        "arn": "arn:aws:lambda:us-east-2:123456789012:function:Fn",
+        "AWS_PROFILE": None,
+        "AWS_REGION": "us-east-2",
+        "AWS_DEFAULT_REGION": "us-east-2",
+        "AWS_ACCESS_KEY_ID": "AKIASHELLCREDENTIAL0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        (
+            "--profile",
+            "nosuch",
+            "Error: AWS profile 'nosuch' (--profile) was not found. "
+            "Check ~/.aws/config, or run 'aws configure --profile NAME'.\n",
+        ),
+        (
+            "--region",
+            "mars-1",
+            "Error: 'mars-1' is not an AWS region name. Pass --region as the AWS CLI takes it, e.g. us-east-1.\n",
+        ),
+    ],
+)
+def test_an_unknown_profile_or_region_is_one_line_naming_the_fix(tmp_path, monkeypatch, option, value, error):
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(_aws_settings_app(tmp_path)))
+    completed = plldb_invoke("Fn", option, value, cwd=tmp_path)
+    assert (completed.returncode, completed.stdout, completed.stderr) == (1, "", error)
