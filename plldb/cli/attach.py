@@ -15,7 +15,7 @@ import stat
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,8 @@ class AttachRequest:
     helper_stack: str
     local_credentials: bool
     write_vscode: bool
-    keepalive_seconds: float
-    max_connection_age: float
+    keepalive_seconds: float | None
+    max_connection_age: float | None
     record: bool = True  # keep each invocation in .plldb/recordings (plldb.local.recordings)
     record_env: bool = False  # with the values of the function's variables, not only their names
     options: Any = None  # plldb.local.session_options.SessionOptions: --observe, --match, --sample
@@ -195,8 +195,9 @@ def _resolve_target(
     is_flag=True,
     help="Record the values of the function's variables too (never credentials).",
 )
-@click.option("--keepalive-seconds", type=float, default=300.0, hidden=True)
-@click.option("--max-connection-age", "max_connection_age", type=float, default=2 * 3600 - 600, hidden=True)
+# Hidden, for tests: by default the session's own ConnectionSettings apply.
+@click.option("--keepalive-seconds", type=float, default=None, hidden=True)
+@click.option("--max-connection-age", "max_connection_age", type=float, default=None, hidden=True)
 @click.pass_context
 def attach(
     ctx: click.Context,
@@ -221,8 +222,8 @@ def attach(
     debugger_choice: DebuggerChoice,
     no_record: bool,
     record_env: bool,
-    keepalive_seconds: float,
-    max_connection_age: float,
+    keepalive_seconds: float | None,
+    max_connection_age: float | None,
     observe: bool,
     match: str | None,
     match_token: bool,
@@ -271,7 +272,8 @@ def attach(
     ctx.exit(translate_aws_errors(_attach)(console, debugger, request))
 
 
-def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
+# The attach sequence in the order the developer sees it happen; each step is a call of its own.
+def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:  # noqa: PLR0915
     import uuid
 
     from plldb.aws import make_session
@@ -280,7 +282,6 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
     from plldb.instrumentation.functions import FunctionRef
     from plldb.local.instrument import StackInstrumentation, developer_clients
     from plldb.local.session import (
-        ConnectionSettings,
         DebugSession,
         Lifecycle,
         connect_url,
@@ -369,10 +370,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:
                 take_over=take_over,
             ),
             observer=console,
-            settings=ConnectionSettings(
-                keepalive_seconds=request.keepalive_seconds,
-                max_connection_age_seconds=request.max_connection_age,
-            ),
+            settings=_connection_settings(request),
             take_over=request.take_over,
             shared=request.options is not None and request.options.shared,
         )
@@ -770,3 +768,15 @@ def detach(
         )
     console.info(f"Stack {name} is restored.", event="restored", stack=name)
     ctx.exit(0)
+
+
+def _connection_settings(request: AttachRequest) -> Any:
+    """The session's defaults, with the timings a test asked for (hidden options) in their place."""
+    from plldb.local.session import ConnectionSettings
+
+    settings = ConnectionSettings()
+    if request.keepalive_seconds is not None:
+        settings = replace(settings, keepalive_seconds=request.keepalive_seconds)
+    if request.max_connection_age is not None:
+        settings = replace(settings, max_connection_age_seconds=request.max_connection_age)
+    return settings

@@ -37,7 +37,7 @@ class Opened:
 class ConnectionSettings:
     """Timing of the connection; the defaults fit API Gateway's quotas, tests shorten them."""
 
-    keepalive_seconds: float = 60.0  # an application ping inside API Gateway's 10-minute idle timeout
+    keepalive_seconds: float = 300.0  # an application ping inside API Gateway's 10-minute idle timeout
     pong_timeout_seconds: float = 30.0
     max_connection_age_seconds: float = 2 * 3600 - 600  # rotate well before the 2-hour limit
     drain_seconds: float = protocol.SESSION_CHECK_SECONDS + 3.0  # answers still in flight on the old one
