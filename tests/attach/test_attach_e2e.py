@@ -522,3 +522,66 @@ def test_detach_command_restores_a_stack_whose_session_was_lost(
         f"Stack {example.stack_name} is restored.",
     ]
     assert function_state(local_cloud, example.hello) == before
+
+
+def test_a_state_machine_runs_its_lambda_tasks_from_local_source_through_attach(
+    local_cloud: Any,
+    helper: HelperStack,
+    tmp_path: Path,
+    start_attach: Callable[..., AttachProcess],
+) -> None:
+    """The shop app's real entry point: a Step Functions execution whose two Lambda tasks run here, the
+    first on Python 3.13 with the project's .venv, the second edited locally, then an exact restore."""
+    from tests.local.fixtures.apps import lambda_python, make_shop_app
+
+    python = lambda_python("3.13")
+    if python is None or lambda_python("3.12") is None:
+        pytest.skip("python3.12 and python3.13 are needed and not both installed on this machine")
+    app = make_shop_app(tmp_path / "shop", python)
+    stack_name = f"shop-{uuid.uuid4().hex[:8]}"
+    outputs = deploy(local_cloud.session(), app / "template.yaml", stack_name)
+    resources = local_cloud.client("cloudformation").list_stack_resources(StackName=stack_name)
+    functions = {
+        resource["LogicalResourceId"]: resource["PhysicalResourceId"]
+        for resource in resources["StackResourceSummaries"]
+        if resource["ResourceType"] == "AWS::Lambda::Function"
+    }
+    assert sorted(functions) == ["FulfilFunction", "NightlyFunction", "PriceFunction"]
+    before = {name: function_state(local_cloud, name) for name in functions.values()}
+    fulfil = app / "fulfil" / "app.py"
+    fulfil.write_text(fulfil.read_text().replace('"shipped": True', '"shipped": "from this machine"'))
+
+    attach = start_attach(app, "--stack-name", stack_name)
+    assert sorted(attach.wait_for("ready")[0]["functions"]) == sorted(functions.values())
+    stepfunctions = local_cloud.client("stepfunctions")
+    order = (app / "events" / "order.json").read_text()
+    execution = stepfunctions.start_execution(stateMachineArn=outputs["StateMachineArn"], input=order)
+    assert local_cloud.stepfunctions.wait_for_execution(execution["executionArn"])
+    described = stepfunctions.describe_execution(executionArn=execution["executionArn"])
+    assert (described["status"], json.loads(described["output"])) == (
+        "SUCCEEDED",
+        {"order": "o-17", "total": 1125, "shipped": "from this machine"},
+    )
+    finished = attach.wait_for("invocation_finished", count=2)
+    assert [event["logicalId"] for event in finished] == ["PriceFunction", "FulfilFunction"]
+
+    # A task that raises here fails the execution with the local error, as a raise in Lambda would.
+    failing = stepfunctions.start_execution(
+        stateMachineArn=outputs["StateMachineArn"], input='{"order": "o-18"}'
+    )
+    assert local_cloud.stepfunctions.wait_for_execution(failing["executionArn"])
+    described = stepfunctions.describe_execution(executionArn=failing["executionArn"])
+    assert (described["status"], described.get("error")) == ("FAILED", "KeyError")
+
+    # The queue's event source mapping delivers a batch to the same function, its output shown here.
+    order_line = json.dumps({"order": "o-19", "lines": [{"sku": "tea", "quantity": 1, "unit_cents": 350}]})
+    local_cloud.client("sqs").send_message(QueueUrl=outputs["OrdersQueueUrl"], MessageBody=order_line)
+    batch = attach.wait_for("invocation_finished", count=4)[-1]
+    printed = [event for event in attach.named("output") if event["requestId"] == batch["requestId"]]
+    assert (batch["logicalId"], [event["line"] for event in printed]) == (
+        "PriceFunction",
+        ["priced o-19: 350 EUR"],
+    )
+
+    assert attach.stop(signal.SIGINT) == 0
+    assert {name: function_state(local_cloud, name) for name in before} == before
