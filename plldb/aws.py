@@ -17,8 +17,9 @@ from plldb.protocol import STACK_NAME_PATTERN
 
 T = TypeVar("T")
 
-# Every AWS region name: a partition prefix, a direction or two, a number (us-east-1, us-gov-west-1).
-REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}\Z")
+# Every AWS region name: a partition prefix, a direction or two, a number (us-east-1, us-gov-west-1,
+# eusc-de-east-1); botocore's partitions.json lists them (tests/test_aws_names.py checks every one).
+REGION_PATTERN = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}\Z")
 
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=70)
 
@@ -46,6 +47,12 @@ def available_profiles() -> list[str]:
     """The profiles of the developer's AWS config and credentials files (whatever AWS_PROFILE says:
     botocore's own session lists them without choosing one, where boto3's would fail on a bad one)."""
     return list(botocore.session.Session().available_profiles)
+
+
+def profile_region(profile: str) -> str | None:
+    """The region a profile of the config file names, if any."""
+    value = botocore.session.Session(profile=profile).get_scoped_config().get("region")
+    return str(value) if value else None
 
 
 def validate_region(region: str) -> str:

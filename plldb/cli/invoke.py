@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,17 @@ DEFAULT_MEMORY_MB = 128
 LOCAL_ACCOUNT_ID = "123456789012"
 # samconfig sections whose template_file `plldb invoke` uses, later ones winning (sam local invoke's last).
 INVOKE_TEMPLATE_SECTIONS = ("global", "deploy", "sync", "build", "local_invoke")
-# Credentials in the shell's variables, which botocore would prefer to a --profile.
+# Credentials in the shell's variables, which botocore would prefer to a --profile: its environment
+# and web-identity providers come before the shared config files in its chain.
 ENVIRONMENT_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "AWS_DEFAULT_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
 )
 
 
@@ -108,21 +111,22 @@ def local_context(function_name: str, timeout: int, memory: int, region: str | N
     }
 
 
-def handler_environ(
-    profile: str | None, region: str | None, environ: Mapping[str, str] | None = None
-) -> dict[str, str] | None:
+def handler_environ(profile: str | None, region: str | None) -> tuple[dict[str, str] | None, str | None]:
     """The developer's environment the handler takes its AWS settings from, with ``--profile`` and
-    ``--region`` applied (None: this process's own, unchanged).
+    ``--region`` applied, and the invocation's region (None, None: this process's own, unchanged).
 
     As on the AWS CLI, an option given on the command line wins over the environment: with
     ``--profile`` the credential variables of the shell are not passed on, or they would be used
-    instead of the profile.
+    instead of the profile; its region applies unless --region or the shell's AWS_REGION (or
+    AWS_DEFAULT_REGION) names one.
     """
     if profile is None and region is None:
-        return None
-    from plldb.aws import available_profiles, validate_region
+        return None, None
+    from plldb.aws import available_profiles, profile_region, validate_region
 
-    result = dict(os.environ if environ is None else environ)
+    if region is not None:
+        validate_region(region)
+    result = dict(os.environ)
     if profile is not None:
         if profile not in available_profiles():
             raise PlldbError(
@@ -132,9 +136,11 @@ def handler_environ(
         for name in ENVIRONMENT_CREDENTIALS:
             result.pop(name, None)
         result["AWS_PROFILE"] = profile
+        if region is None:
+            region = result.get("AWS_REGION") or result.get("AWS_DEFAULT_REGION") or profile_region(profile)
     if region is not None:
-        result["AWS_REGION"] = result["AWS_DEFAULT_REGION"] = validate_region(region)
-    return result
+        result["AWS_REGION"] = result["AWS_DEFAULT_REGION"] = region
+    return result, region
 
 
 @click.command("invoke")
@@ -179,7 +185,7 @@ def invoke(
     from plldb.local.worker import WorkerPool, plan_runtimes
 
     debugger = debugger_choice.config()
-    environ = handler_environ(profile, region)
+    environ, region = handler_environ(profile, region)
     functions, function = _find_function(logical_id, template_path, cdk_out, stack_name)
     event_json = read_event(event_source)
     declared = frozenset(function.environment) | function.environment_names

@@ -278,7 +278,7 @@ def _aws_settings_app(folder: Path) -> Path:
     (folder / "src").mkdir()
     (folder / "src" / "app.py").write_text(
         "import os\n\n\ndef handler(event, context):\n"
-        "    names = ('AWS_PROFILE', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID')\n"
+        "    names = ('AWS_PROFILE', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_ROLE_ARN')\n"
         "    return {'arn': context.invoked_function_arn, **{n: os.environ.get(n) for n in names}}\n"
     )
     (folder / "template.yaml").write_text(
@@ -305,9 +305,27 @@ def test_profile_and_region_choose_the_handlers_aws_settings_over_the_shells(tmp
         "AWS_REGION": "ap-southeast-3",
         "AWS_DEFAULT_REGION": "ap-southeast-3",
         "AWS_ACCESS_KEY_ID": None,
+        "AWS_ROLE_ARN": None,
+    }
+    # The profile's region applies where neither --region nor the shell names one, as on the AWS CLI.
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ci")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "token"))
+    completed = plldb_invoke("Fn", "--profile", "dev", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {
+        "arn": "arn:aws:lambda:eu-west-1:123456789012:function:Fn",
+        "AWS_PROFILE": "dev",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_ROLE_ARN": None,
     }
     # Without them, the shell's settings are the handler's.
     monkeypatch.delenv("AWS_PROFILE")
+    monkeypatch.delenv("AWS_ROLE_ARN")
+    monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE")
+    monkeypatch.setenv("AWS_REGION", "us-east-2")
     completed = plldb_invoke("Fn", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == {
@@ -316,6 +334,7 @@ def test_profile_and_region_choose_the_handlers_aws_settings_over_the_shells(tmp
         "AWS_REGION": "us-east-2",
         "AWS_DEFAULT_REGION": "us-east-2",
         "AWS_ACCESS_KEY_ID": "AKIASHELLCREDENTIAL0",
+        "AWS_ROLE_ARN": None,
     }
 
 
