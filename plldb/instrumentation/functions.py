@@ -149,15 +149,18 @@ def instrument(
     )
 
 
-def _configuration_or_failure(clients: Clients, function: FunctionRef) -> dict[str, Any] | Result:
-    """The function's current configuration, or the failed result that names why it cannot be read."""
+def _configuration_or_failure(
+    clients: Clients, function: FunctionRef, missing: tuple[str, str] = (STATUS_FAILED, "function not found")
+) -> dict[str, Any] | Result:
+    """The function's current configuration, or the result that names why it cannot be read
+    (``missing``: the status and message when the function does not exist)."""
     try:
         return get_configuration(clients.lambda_client, function.name)
     except BotoCoreError as exc:
         return Result(function, STATUS_FAILED, str(exc))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
-            return Result(function, STATUS_FAILED, "function not found")
+            return Result(function, *missing)
         return Result(function, STATUS_FAILED, error_text(exc))
 
 
@@ -362,14 +365,9 @@ def restore(
 
     One failing step leaves the function as it is and says so; running it again finishes the job.
     """
-    try:
-        config = get_configuration(clients.lambda_client, function.name)
-    except BotoCoreError as exc:
-        return Result(function, STATUS_FAILED, str(exc))
-    except ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return Result(function, STATUS_SKIPPED, "the function no longer exists")
-        return Result(function, STATUS_FAILED, error_text(exc))
+    config = _configuration_or_failure(clients, function, (STATUS_SKIPPED, "the function no longer exists"))
+    if isinstance(config, Result):
+        return config
     try:
         owners = decisions.sessions_of(config)
         traced = decisions.is_instrumented(config, clients.layer_version_arn)
