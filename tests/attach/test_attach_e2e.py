@@ -118,16 +118,29 @@ class AttachProcess:
         for line in self.process.stderr:
             self.stderr_lines.append(line.rstrip("\n"))
 
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [record for record in list(self.events) if record["event"] == event]
+    def named(
+        self, event: str, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """The events of that name so far (those ``where`` accepts), in the order attach wrote them."""
+        return [
+            record
+            for record in list(self.events)
+            if record["event"] == event and (where is None or where(record))
+        ]
 
-    def wait_for(self, event: str, timeout: float = READY_TIMEOUT, count: int = 1) -> list[dict[str, Any]]:
+    def wait_for(
+        self,
+        event: str,
+        timeout: float = READY_TIMEOUT,
+        count: int = 1,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
-        while len(self.named(event)) < count:
+        while len(self.named(event, where)) < count:
             if self.process.poll() is not None:
                 for reader in self._readers:  # they end once they have read everything it wrote
                     reader.join(10)
-                if len(self.named(event)) >= count:
+                if len(self.named(event, where)) >= count:
                     break
                 raise AssertionError(
                     f"attach exited ({self.process.returncode}) before {event!r}: {self.stderr_lines}"
@@ -135,7 +148,7 @@ class AttachProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {event!r} within {timeout} s; stderr: {self.stderr_lines}")
             time.sleep(0.05)
-        return self.named(event)
+        return self.named(event, where)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> int:
         self.process.send_signal(sig)
@@ -553,6 +566,11 @@ def test_a_state_machine_runs_its_lambda_tasks_from_local_source_through_attach(
 
     attach = start_attach(app, "--stack-name", stack_name)
     assert sorted(attach.wait_for("ready")[0]["functions"]) == sorted(functions.values())
+
+    def of(logical_id: str) -> Callable[[dict[str, Any]], bool]:
+        # The app's nightly schedule is a real rule: a run spanning 02:00 UTC also sees NightlyFunction.
+        return lambda event: event["logicalId"] == logical_id
+
     stepfunctions = local_cloud.client("stepfunctions")
     order = (app / "events" / "order.json").read_text()
     execution = stepfunctions.start_execution(stateMachineArn=outputs["StateMachineArn"], input=order)
@@ -562,8 +580,16 @@ def test_a_state_machine_runs_its_lambda_tasks_from_local_source_through_attach(
         "SUCCEEDED",
         {"order": "o-17", "total": 1125, "shipped": "from this machine"},
     )
-    finished = attach.wait_for("invocation_finished", count=2)
-    assert [event["logicalId"] for event in finished] == ["PriceFunction", "FulfilFunction"]
+    history = stepfunctions.get_execution_history(executionArn=execution["executionArn"])["events"]
+    priced = [
+        json.loads(event["lambdaFunctionSucceededEventDetails"]["output"])
+        for event in history
+        if event["type"] == "LambdaFunctionSucceeded"
+    ][0]
+    # The Price task ran on its Runtime's Python with tinyprice from the project's .venv.
+    assert (priced["python"], Path(priced["tinyprice"]).is_relative_to(app / ".venv")) == ("3.13", True)
+    assert len(attach.wait_for("invocation_finished", where=of("PriceFunction"))) == 1
+    assert len(attach.wait_for("invocation_finished", where=of("FulfilFunction"))) == 1
 
     # A task that raises here fails the execution with the local error, as a raise in Lambda would.
     failing = stepfunctions.start_execution(
@@ -576,12 +602,10 @@ def test_a_state_machine_runs_its_lambda_tasks_from_local_source_through_attach(
     # The queue's event source mapping delivers a batch to the same function, its output shown here.
     order_line = json.dumps({"order": "o-19", "lines": [{"sku": "tea", "quantity": 1, "unit_cents": 350}]})
     local_cloud.client("sqs").send_message(QueueUrl=outputs["OrdersQueueUrl"], MessageBody=order_line)
-    batch = attach.wait_for("invocation_finished", count=4)[-1]
-    printed = [event for event in attach.named("output") if event["requestId"] == batch["requestId"]]
-    assert (batch["logicalId"], [event["line"] for event in printed]) == (
-        "PriceFunction",
-        ["priced o-19: 350 EUR"],
-    )
+    printed = attach.wait_for("output", where=lambda event: event["line"].startswith("priced "))
+    assert [(event["logicalId"], event["line"]) for event in printed] == [
+        ("PriceFunction", "priced o-19: 350 EUR")
+    ]
 
     assert attach.stop(signal.SIGINT) == 0
     assert {name: function_state(local_cloud, name) for name in before} == before
