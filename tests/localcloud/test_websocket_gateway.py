@@ -485,7 +485,8 @@ def test_integrations_of_a_connections_messages_run_in_a_bounded_pool(
 
     fake_lambda.handlers[api.arn("$default")] = held
     gateway = start_gateway(
-        WebSocketLimits(integration_timeout_seconds=2.0, messages_in_flight_per_connection=2)
+        # An integration timeout far beyond any wait here: only the pool decides when a message runs.
+        WebSocketLimits(integration_timeout_seconds=4 * WAIT, messages_in_flight_per_connection=2)
     )
     caplog.set_level(logging.DEBUG, logger="plldb.localcloud.gateway.server")
     waiting = "a message of connection {} waits for a free integration slot"
