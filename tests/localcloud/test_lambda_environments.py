@@ -36,6 +36,7 @@ from moto.sts.models import sts_backends
 from plldb.localcloud import lambda_environments
 from plldb.localcloud.lambda_environments import EnvironmentManager, ServiceShutDown
 from plldb.localcloud.runtime_api import Invocation, RuntimeApi
+from tests.cloud_state import wait_for
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -305,6 +306,35 @@ def test_code_change_starts_a_new_environment(cloud: Cloud) -> None:
 
     assert json.loads(cloud.invoke(name)["Body"]) == "new code"
     assert not process_exists(before["pid"])
+
+
+def test_an_update_stops_the_replaced_configurations_idle_environments_at_once(cloud: Cloud) -> None:
+    """As Lambda runs later invocations in environments of the new configuration, the old ones go with
+    the update itself, not when the function is next invoked or the idle limit passes."""
+    name = cloud.create_function("app.count", Environment={"Variables": {"SETTING": "first"}})
+    pid = json.loads(cloud.invoke(name)["Body"])["pid"]
+    assert process_exists(pid)
+
+    cloud.client("lambda").update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"SETTING": "second"}}
+    )
+
+    assert not process_exists(pid)
+
+
+def test_an_update_lets_a_running_invocation_finish_then_stops_its_environment(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    name = cloud.create_function("app.rendezvous")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(cloud.invoke, name, {"folder": str(tmp_path), "count": 2, "within": 120})
+        wait_for(lambda: len(list(tmp_path.iterdir())) == 1, "the invocation to start")
+        cloud.client("lambda").update_function_code(FunctionName=name, ZipFile=APP_ZIP)
+        (tmp_path / "release").touch()  # the second arrival the invocation waits for
+        response = running.result()
+    assert response.get("FunctionError") is None
+    pid = json.loads(response["Body"])["pid"]
+    wait_for(lambda: not process_exists(pid), "the retired environment to stop")
 
 
 def test_concurrent_invocations_run_in_separate_environments(cloud: Cloud, tmp_path: Path) -> None:

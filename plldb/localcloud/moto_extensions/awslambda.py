@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from moto.awslambda import exceptions as lambda_exceptions
@@ -99,6 +99,20 @@ def function_init(function: Any, account_id: str, spec: dict[str, Any], *args: A
     function.plldb_logging_config = dict(spec.get("LoggingConfig") or {})
 
 
+# --- Updates of $LATEST --------------------------------------------------------------------------------------
+# Observers of every applied configuration or code update of a function's $LATEST: (account id, region,
+# function name). The local cloud retires the environments of the configuration it replaced, as Lambda
+# runs later invocations in environments of the new one.
+UpdateListener = Callable[[str, str, str], None]
+UPDATE_LISTENERS: list[UpdateListener] = []
+
+
+def _updated(function: Any) -> None:
+    new_revision(function)
+    for listener in list(UPDATE_LISTENERS):
+        listener(function.account_id, function.region, function.function_name)
+
+
 # --- RevisionId -------------------------------------------------------------------------------------------
 # Gap: moto's functions have no RevisionId and ignore the RevisionId of an update, so Lambda's optimistic
 # locking (PreconditionFailedException when the function changed since it was read) could not be
@@ -130,7 +144,7 @@ def update_configuration(function: Any, changes: dict[str, Any]) -> Any:
         # A LoggingConfig replaces the function's (what it leaves out goes back to its default).
         function.plldb_logging_config = dict(changes["LoggingConfig"])
     original(lambda_models.LambdaFunction, "update_configuration")(function, changes)
-    new_revision(function)
+    _updated(function)
     return function.get_configuration()
 
 
@@ -138,7 +152,7 @@ def update_function_code(function: Any, changes: dict[str, Any]) -> Any:
     check_revision(function, changes)
     original(lambda_models.LambdaFunction, "update_function_code")(function, changes)
     if not changes.get("DryRun"):  # UpdateFunctionCode's dry run changes nothing
-        new_revision(function)
+        _updated(function)
     return function.get_configuration()
 
 

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from plldb.localcloud.lambdas.manager import EnvironmentManager
 from plldb.localcloud.lambdas.specs import InvocationResult, ServiceShutDown
+from plldb.localcloud.moto_extensions.awslambda import UPDATE_LISTENERS
 from plldb.localcloud.moto_extensions.awslambda_versions import DELETION_LISTENERS
 from plldb.localcloud.moto_extensions.core import patch, restore
 
@@ -92,6 +93,13 @@ def _retire_environments(account_id: str, region: str, function_name: str, versi
         _installed_manager.discard(account_id, region, function_name, version)
 
 
+def _retire_replaced_configuration(account_id: str, region: str, function_name: str) -> None:
+    """An update of $LATEST retires the environments of the configuration it replaced (idle ones stop
+    now, busy ones when their invocation ends), so they do not wait out the idle timeout."""
+    if _installed_manager is not None:
+        _installed_manager.discard(account_id, region, function_name, "$LATEST")
+
+
 def install(manager: EnvironmentManager) -> None:
     """Route moto's Lambda invocations through manager (idempotent; a later call swaps the manager)."""
     global _installed_manager, _patched
@@ -103,11 +111,12 @@ def install(manager: EnvironmentManager) -> None:
         return
     from plldb.localcloud import moto_extensions
 
-    moto_extensions.install()  # deletions reach DELETION_LISTENERS through the versions extension
+    moto_extensions.install()  # deletions and updates reach their listeners through the extensions
     patch(LambdaResponse, "invoke", _invoke_action, group=PATCH_GROUP)
     patch(LambdaResponse, "invoke_async", _invoke_async_action, group=PATCH_GROUP)
     patch(LambdaFunction, "invoke", _invoke_model, group=PATCH_GROUP)
     DELETION_LISTENERS.append(_retire_environments)
+    UPDATE_LISTENERS.append(_retire_replaced_configuration)
     _patched = True
 
 
@@ -118,4 +127,5 @@ def uninstall() -> None:
     if _patched:
         restore(PATCH_GROUP)
         DELETION_LISTENERS.remove(_retire_environments)
+        UPDATE_LISTENERS.remove(_retire_replaced_configuration)
         _patched = False
