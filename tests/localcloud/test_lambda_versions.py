@@ -275,12 +275,18 @@ def test_deleting_a_version_retires_its_environments(lambda_client, function, lo
 def test_a_scheduled_rule_naming_an_alias_invokes_it(lambda_client, function, local_cloud, monkeypatch):
     publish_two_versions(lambda_client, function)
     results: list[Any] = []
-    # The scheduler's own invocation, made synchronous here so the test sees what it ran.
-    monkeypatch.setattr(
-        local_cloud.scheduler,
-        "_invoke",
-        lambda arn, payload: results.append(local_cloud.lambdas.invoke(arn, payload)),
-    )
+    target = function_arn(function, "live")
+    scheduled = local_cloud.scheduler._invoke
+
+    def invoke(arn: str, payload: bytes) -> None:
+        """This rule's invocation made synchronous, so the test sees what it ran; the scheduler keeps
+        firing other rules of the local cloud meanwhile (the helper stack's sweep), as it always does."""
+        if arn != target:
+            scheduled(arn, payload)
+            return
+        results.append(local_cloud.lambdas.invoke(arn, payload))
+
+    monkeypatch.setattr(local_cloud.scheduler, "_invoke", invoke)
     lambda_client.create_alias(FunctionName=function, Name="live", FunctionVersion="2")
     events = local_cloud.client("events")
     rule = f"{function}-tick"
