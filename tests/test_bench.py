@@ -126,6 +126,23 @@ def test_an_invocations_phases_come_from_the_requests_on_its_item() -> None:
     )
 
 
+def test_the_read_that_saw_the_answer_is_the_layers_last_even_when_it_arrived_first() -> None:
+    """Under load a read can arrive while the answer's UpdateItem is still running and be served after it:
+    the layer reads no more, so that read is the one that saw the answer."""
+    overlapping = [
+        *INVOCATION[:3],
+        _request(1.030, 1.034, "ROUTES", "UpdateItem"),
+        _request(1.031, 1.036, "LAYER", "GetItem"),
+    ]
+    phases = invocation_phases(overlapping, [[0.990, 1.045]])
+    assert phases is not None
+    assert (phases["polling_lag"], phases["after_read"], phases["layer_reads"]) == pytest.approx(
+        (2.0, 9.0, 2.0)
+    )
+    # Reads that all ended before the answer began saw nothing: the record is incomplete.
+    assert invocation_phases([*INVOCATION[:3], _request(1.030, 1.034, "ROUTES", "UpdateItem")]) is None
+
+
 def test_an_incomplete_or_unmeasured_invocation_has_no_phases() -> None:
     assert invocation_phases(INVOCATION[:3]) is None  # no answer stored
     assert invocation_phases(INVOCATION[1:]) is None  # the item's PutItem is missing

@@ -58,8 +58,11 @@ def invocation_phases(
     if not answers or not reads:
         return None
     answer = answers[0]
-    seen = [read for read in reads if read.at >= answer.done]
-    if not seen:
+    # The layer stops reading once a read returns the answer, so its last read is the one that saw it.
+    # Under load that read can arrive before the answer's UpdateItem has finished and still be served
+    # after it: what matters is that it ended after the update began, not when it arrived.
+    seen = reads[-1]
+    if seen.done < answer.at:
         return None
     outside = {}
     if spans is not None:
@@ -73,7 +76,7 @@ def invocation_phases(
         )
         if span is None:
             return None  # not one of the measured invocations (a warm-up round)
-        outside = {"before_put": (put.at - span[0]) * 1000, "after_read": (span[1] - seen[0].done) * 1000}
+        outside = {"before_put": (put.at - span[0]) * 1000, "after_read": (span[1] - seen.done) * 1000}
     return {
         **outside,
         "put": (put.done - put.at) * 1000,
@@ -82,7 +85,8 @@ def invocation_phases(
         "to_answer": (answer.at - dispatched[-1].done) * 1000,
         "answer_update": (answer.done - answer.at) * 1000,
         "put_to_answer": (answer.at - put.done) * 1000,
-        "polling_lag": (seen[0].done - answer.done) * 1000,
+        # A read served while the update's own answer was still on its way ends before it: no lag.
+        "polling_lag": max(0.0, (seen.done - answer.done) * 1000),
         "layer_reads": float(len(reads)),
     }
 
