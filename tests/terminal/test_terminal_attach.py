@@ -133,7 +133,7 @@ def test_calls_are_all_answered_and_every_line_they_print_is_shown(
 
 
 def test_calls_are_answered_while_the_terminal_does_not_read(
-    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any
+    local_cloud: Any, printing_app: PrintingApp, attach_in_terminal: Any, tmp_path: Path
 ) -> None:
     """A terminal that stops reading (Ctrl-S, a stuck emulator) fills up and blocks plldb's writes:
     the answers never wait for it, and once it reads again it shows everything."""
@@ -163,9 +163,12 @@ def test_calls_are_answered_while_the_terminal_does_not_read(
     terminal.ctrl_c()
     assert terminal.wait_for_exit() == 0
     shown = terminal.lines()
-    assert printed_lines(shown) == {
-        f"paused{number}": expected_lines(answer) for number, (_, answer) in enumerate(answers)
-    }
+    expected = {f"paused{number}": expected_lines(answer) for number, (_, answer) in enumerate(answers)}
+    if printed_lines(shown) != expected:
+        # Seen once in many runs under load (the last 16 lines of one call missing from the screen at
+        # the end): what the terminal received is kept, for the screen model and a real terminal to replay.
+        (tmp_path / "terminal.raw").write_bytes(bytes(terminal.raw))
+    assert printed_lines(shown) == expected, f"the bytes the terminal received: {tmp_path / 'terminal.raw'}"
     assert shown[-1] == DETACHED
     assert_terminal_restored(terminal)
 
