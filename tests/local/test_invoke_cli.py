@@ -289,6 +289,24 @@ def _aws_settings_app(folder: Path) -> Path:
     return folder / "config"
 
 
+def _settings_seen(folder: Path, *options: str) -> dict:
+    """What the handler of ``_aws_settings_app`` saw, run by ``plldb invoke Fn`` with ``options``."""
+    completed = plldb_invoke("Fn", *options, cwd=folder)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+def _settings(region: str, profile: str | None, access_key: str | None) -> dict:
+    return {
+        "arn": f"arn:aws:lambda:{region}:123456789012:function:Fn",
+        "AWS_PROFILE": profile,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_ROLE_ARN": None,
+    }
+
+
 def test_profile_and_region_choose_the_handlers_aws_settings_over_the_shells(tmp_path, monkeypatch):
     """As on the AWS CLI and sam local invoke, --profile and --region win over the shell's variables."""
     config = _aws_settings_app(tmp_path)
@@ -297,45 +315,19 @@ def test_profile_and_region_choose_the_handlers_aws_settings_over_the_shells(tmp
     monkeypatch.setenv("AWS_REGION", "us-east-2")
     monkeypatch.setenv("AWS_PROFILE", "nosuch")
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
-    completed = plldb_invoke("Fn", "--profile", "dev", "--region", "ap-southeast-3", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {
-        "arn": "arn:aws:lambda:ap-southeast-3:123456789012:function:Fn",
-        "AWS_PROFILE": "dev",
-        "AWS_REGION": "ap-southeast-3",
-        "AWS_DEFAULT_REGION": "ap-southeast-3",
-        "AWS_ACCESS_KEY_ID": None,
-        "AWS_ROLE_ARN": None,
-    }
+    seen = _settings_seen(tmp_path, "--profile", "dev", "--region", "ap-southeast-3")
+    assert seen == _settings("ap-southeast-3", "dev", None)
     # The profile's region applies where neither --region nor the shell names one, as on the AWS CLI.
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ci")
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "token"))
-    completed = plldb_invoke("Fn", "--profile", "dev", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {
-        "arn": "arn:aws:lambda:eu-west-1:123456789012:function:Fn",
-        "AWS_PROFILE": "dev",
-        "AWS_REGION": "eu-west-1",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": None,
-        "AWS_ROLE_ARN": None,
-    }
+    assert _settings_seen(tmp_path, "--profile", "dev") == _settings("eu-west-1", "dev", None)
     # Without them, the shell's settings are the handler's.
     monkeypatch.delenv("AWS_PROFILE")
     monkeypatch.delenv("AWS_ROLE_ARN")
     monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE")
     monkeypatch.setenv("AWS_REGION", "us-east-2")
-    completed = plldb_invoke("Fn", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {
-        "arn": "arn:aws:lambda:us-east-2:123456789012:function:Fn",
-        "AWS_PROFILE": None,
-        "AWS_REGION": "us-east-2",
-        "AWS_DEFAULT_REGION": "us-east-2",
-        "AWS_ACCESS_KEY_ID": "AKIASHELLCREDENTIAL0",
-        "AWS_ROLE_ARN": None,
-    }
+    assert _settings_seen(tmp_path) == _settings("us-east-2", None, "AKIASHELLCREDENTIAL0")
 
 
 @pytest.mark.parametrize(
