@@ -373,6 +373,7 @@ def _attach(console: Any, debugger: Any, request: AttachRequest) -> int:  # noqa
             settings=_connection_settings(request),
             take_over=request.take_over,
             shared=request.options is not None and request.options.shared,
+            finished=recorder.finished,
         )
         instrumentation.stop = debug_session.stop_requested
         console.info(

@@ -52,6 +52,9 @@ DEFAULT_MAX_MB = 200
 DEFAULT_MAX_COUNT = 1000
 MAX_MB_VARIABLE = "PLLDB_RECORDINGS_MAX_MB"
 MAX_COUNT_VARIABLE = "PLLDB_RECORDINGS_MAX_COUNT"
+# A store lists its folder again after this many writes of its own (and before any rotate), so files
+# another plldb writes into the same project's folder count towards the cap soon enough.
+RELIST_AFTER_WRITES = 100
 # A handler printing without end would make one recording as large as the whole cap: its output is
 # kept up to this size, and the number of lines left out is recorded.
 MAX_OUTPUT_BYTES = MEGABYTE
@@ -247,6 +250,10 @@ class RecordingStore:
         self.folder = Path(folder)
         self.limits = limits or Limits()
         self._lock = threading.Lock()
+        # The folder as this store last saw it (file name -> size), kept up to date by its own writes:
+        # listing a full folder on every write would cost milliseconds of each invocation.
+        self._index: dict[str, int] | None = None
+        self._writes_since_listing = 0
 
     def prepare(self) -> None:
         """Create the folder (0700, and its parent .plldb when missing) with its .gitignore."""
@@ -277,30 +284,48 @@ class RecordingStore:
                     "utf-8", "surrogatepass"
                 )
             self._write_atomically(path, data)
-            self.rotate(keep=path)
+            if self._index is None or self._writes_since_listing >= RELIST_AFTER_WRITES:
+                self._list()
+            else:
+                self._index[path.name] = len(data)
+                self._writes_since_listing += 1
+            self._trim(keep=path)
         return Recording(path=path, size=len(data), document=document)
 
     def rotate(self, keep: Path | None = None) -> list[str]:
         """Remove the oldest recordings until the folder is within both limits; ``keep`` always stays."""
-        entries = []
+        with self._lock:
+            self._list()
+            return self._trim(keep)
+
+    def _list(self) -> None:
+        """Read the folder again: another plldb in the same project, or the developer, may change it."""
+        index = {}
         for path in self._files():
             try:
-                entries.append((path, path.stat().st_size))
+                index[path.name] = path.stat().st_size
             except FileNotFoundError:
                 continue
-        total = sum(size for _, size in entries)
-        count = len(entries)
+        self._index = index
+        self._writes_since_listing = 0
+
+    def _trim(self, keep: Path | None) -> list[str]:
+        index = self._index
+        assert index is not None
+        count, total = len(index), sum(index.values())
+        if count <= self.limits.max_count and total <= self.limits.max_bytes:
+            return []
         removed = []
-        for path, size in entries:  # oldest first
+        for name in sorted(index):  # oldest first: names start with the time of the recording
             if count <= self.limits.max_count and total <= self.limits.max_bytes:
                 break
-            if keep is not None and path == keep:
+            if keep is not None and name == keep.name:
                 continue
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            removed.append(path.stem)
+                (self.folder / name).unlink()
+            removed.append(name.removesuffix(".json"))
             count -= 1
-            total -= size
+            total -= index.pop(name)
         if removed:
             logger.info("Rotated out %d old recordings: %s", len(removed), ", ".join(removed))
         return removed
@@ -480,6 +505,16 @@ class _Pending:
     dropped: int = 0
 
 
+@dataclass
+class _Finished:
+    """A run whose recording waits for its invocation to be finished (its answer sent)."""
+
+    pending: _Pending
+    invocation: Any
+    outcome: Any
+    configured: frozenset[str]
+
+
 class PendingRecording:
     """Handed to the runner for one invocation; ``done`` records its outcome."""
 
@@ -488,20 +523,24 @@ class PendingRecording:
         self._pending = pending
 
     def done(self, invocation: Any, outcome: Any, configured: frozenset[str]) -> None:
-        """Record ``invocation`` (plldb.local.session.Invocation) and its ``outcome``
-        (Outcome); ``configured``: the names of the function's own variables."""
+        """Record ``invocation`` (plldb.local.session.Invocation) and its ``outcome`` (Outcome) once
+        the invocation is finished (``Recorder.finished``); ``configured``: the names of the
+        function's own variables."""
         pending, self._pending = self._pending, None
         if pending is not None:
             self._recorder._release(pending)
-            self._recorder._submit(pending, invocation, outcome, configured)
+            self._recorder._hold(_Finished(pending, invocation, outcome, configured))
 
 
 class Recorder:
     """Records each invocation run by `plldb attach` into a RecordingStore, off the invocation's path.
 
-    ``capture`` wraps the output callback of the worker pool; ``recording`` brackets one run. Files
-    are written by one background thread (the answer to AWS never waits for the disk); ``close``
-    waits for the last ones. A failure to write is one warning, and recording goes on.
+    ``capture`` wraps the output callback of the worker pool; ``recording`` brackets one run, and
+    ``finished`` says that its invocation's answer has left. Only then is its file written, by one
+    background thread: the answer to AWS never waits for the disk, nor shares the processor with the
+    recording's work (with a full folder that work used to add milliseconds to each answer). ``close``
+    writes what is left and waits for the last ones. A failure to write is one warning, and recording
+    goes on.
     """
 
     def __init__(
@@ -522,6 +561,8 @@ class Recorder:
         self._developer_secrets = developer_secrets(environ)
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._unfinished: dict[str, list[_Finished]] = {}  # request id -> runs not yet finished
+        self._closed = False
         self._writer = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="plldb-recorder") if store else None
         )
@@ -565,10 +606,25 @@ class Recorder:
         finally:
             self._release(pending)
 
+    def finished(self, request_id: str) -> None:
+        """Nothing more is sent for ``request_id`` (its answer left, or it was only observed): write its
+        recording now."""
+        with self._lock:
+            runs = self._unfinished.pop(request_id, [])
+        for run in runs:
+            self._submit(run)
+
     def close(self, wait: bool = True) -> None:
-        """No recording is taken after this. ``wait``: return once every one submitted is on disk.
-        Without it they are still written before the process exits (the interpreter joins the writer
-        thread at exit), but attach's detach message is not held back by the disk."""
+        """No recording is taken after this; runs never declared finished are written now. ``wait``:
+        return once every one is on disk. Without it they are still written before the process exits
+        (the interpreter joins the writer thread at exit), but attach's detach message is not held
+        back by the disk."""
+        with self._lock:
+            self._closed = True
+            runs = [run for held in self._unfinished.values() for run in held]
+            self._unfinished.clear()
+        for run in runs:
+            self._submit(run)
         if self._writer is not None:
             self._writer.shutdown(wait=wait)
 
@@ -589,22 +645,29 @@ class Recorder:
             pending.output_bytes += size
             pending.lines.append({"stream": stream, "line": line})
 
-    def _submit(self, pending: _Pending, invocation: Any, outcome: Any, configured: frozenset[str]) -> None:
+    def _hold(self, run: _Finished) -> None:
+        with self._lock:
+            if not self._closed:
+                self._unfinished.setdefault(run.pending.request_id, []).append(run)
+                return
+        self._submit(run)  # after close: refused by the writer, and logged
+
+    def _submit(self, run: _Finished) -> None:
         assert self._writer is not None
         try:
-            self._writer.submit(self._write, pending, invocation, outcome, configured)
+            self._writer.submit(self._write, run)
         except RuntimeError:  # closed: plldb is leaving, and the run was cut short by it
-            logger.debug("Invocation %s was not recorded: the recorder is closed.", pending.request_id)
+            logger.debug("Invocation %s was not recorded: the recorder is closed.", run.pending.request_id)
 
-    def _write(self, pending: _Pending, invocation: Any, outcome: Any, configured: frozenset[str]) -> None:
+    def _write(self, run: _Finished) -> None:
         assert self.store is not None
         try:
-            self.store.write(self.document(pending, invocation, outcome, configured))
+            self.store.write(self.document(run.pending, run.invocation, run.outcome, run.configured))
         except (OSError, ValueError, TypeError) as exc:
             if not self._failing:
                 reason = _reason(exc)
                 self._warn(
-                    f"Could not record invocation {pending.request_id} in {self.store.folder}: {reason}. "
+                    f"Could not record invocation {run.pending.request_id} in {self.store.folder}: {reason}. "
                     "Invocations still run; the next one is recorded if the folder allows it."
                 )
             self._failing = True

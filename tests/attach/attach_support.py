@@ -2,7 +2,8 @@
 
 The session under test is the real DebugSession on real sockets; around it, as a command would wire it:
 a runner that runs invocations on the session's threads (each can be held on an event), a lifecycle
-that records instrument / restore / take_over calls, and an observer that records every callback. All
+that records instrument / restore / take_over calls, and an observer that records every callback (and
+each invocation the session says is finished). All
 of them write to the fake's Timeline, so a test waits for what happened and checks in which order.
 """
 
@@ -260,6 +261,7 @@ def start(
         observer=Observer(timeline),
         settings=connection_settings,
         take_over=take_over,
+        finished=lambda request_id: timeline.add("finished", request_id),
     )
     task = asyncio.ensure_future(session.run())
     attached = Attached(api, session, task, runner, lifecycle, timeline, session_id, key, principal)

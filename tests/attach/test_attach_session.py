@@ -67,6 +67,13 @@ def test_attach_signs_opens_runs_an_invocation_then_detach_restores_before_closi
         assert api.items[key].response == protocol.result_message(
             *key, '{"echo": "{\\"name\\": \\"world\\"}"}'
         )
+        # The command's own work (its recording) starts once the answer has left, never before.
+        assert attached.timeline.kinds("run", "on_invocation_answered", "finished") == [
+            "run",
+            "on_invocation_answered",
+            "finished",
+        ]
+        assert attached.timeline.values("finished") == ["req-1"]
         assert await attached.detach() == SessionOutcome(0, None)
 
         assert sequence(attached, "received", "instrument", "run", "on_detaching", "restore") == [

@@ -27,7 +27,7 @@ from plldb.bootstrap.deploy import setup
 from plldb.local.recordings import REDACTED, recordings_folder
 from plldb.localcloud.sam_deploy import deploy
 from tests.attach.test_attach_e2e import EXAMPLE, AttachProcess
-from tests.cloud_state import function_state
+from tests.cloud_state import function_state, wait_for
 from tests.dap import attach_to_debugpy, follow_subprocess
 from tests.replay.replay_support import run_pytest
 
@@ -124,6 +124,12 @@ def attached(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> Atta
             call.error = response.get("FunctionError")
             call.answer = json.loads(response["Payload"].read())
             call.request_id = attach.wait_for("invocation_finished", count=number)[-1]["requestId"]
+        # Recordings are written while attach runs (once each answer has left), not only when it stops.
+        last = re.sub(r"[^A-Za-z0-9]", "", str(calls[-1].request_id))[:8]
+        wait_for(
+            lambda: next(recordings_folder(directory).glob(f"*-{last}.json"), None),
+            "the last invocation's recording, written while attached",
+        )
         assert attach.stop(signal.SIGINT) == 0
     finally:
         attach.close()

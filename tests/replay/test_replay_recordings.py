@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plldb import protocol
 from plldb.errors import PlldbError
@@ -354,6 +357,7 @@ def test_a_failing_folder_is_one_warning_and_recording_goes_on(tmp_path):
     def run(request_id: str) -> None:
         with recorder.recording("OrderFunction", request_id) as recording:
             recording.done(incoming, Outcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
+        recorder.finished(request_id)
 
     run("r-1")
     run("r-2")
@@ -366,6 +370,71 @@ def test_a_failing_folder_is_one_warning_and_recording_goes_on(tmp_path):
     run("r-3")
     recorder.close()
     assert [r.request_id for r in store.recordings()] == ["r-3"]
+
+
+def test_a_recording_is_written_once_its_answer_has_left_and_close_writes_the_rest(tmp_path):
+    """The answer to AWS never shares the processor with its recording: `plldb attach` says when each
+    invocation is finished (its answer sent); close writes runs that never got that far."""
+    store = RecordingStore(recordings_folder(tmp_path))
+    recorder = Recorder(store, clock=lambda: RECORDED_AT, environ={})
+    for request_id in ("r-answered", "r-cut-short"):
+        with recorder.recording("OrderFunction", request_id) as recording:
+            recording.done(invocation({}), Outcome(protocol.RESPONSE_CODE_OK, "1"), frozenset())
+    assert recorder._writer is not None
+    recorder._writer.submit(lambda: None).result()  # the writer has done all it was given: nothing
+    assert store.recordings() == []
+    recorder.finished("r-answered")
+    recorder.finished("r-never-run")  # an invocation with nothing to record (held, refused) changes nothing
+    recorder._writer.submit(lambda: None).result()
+    assert [r.request_id for r in store.recordings()] == ["r-answered"]
+    recorder.close()
+    assert sorted(r.request_id for r in store.recordings()) == ["r-answered", "r-cut-short"]
+
+
+def test_recordings_another_plldb_writes_count_once_the_store_lists_its_folder_again(tmp_path, monkeypatch):
+    """A store follows its own writes without listing the folder (that cost milliseconds per invocation
+    in a full folder); what another plldb wrote there counts from the store's next listing."""
+    monkeypatch.setattr(recordings, "RELIST_AFTER_WRITES", 2)
+    folder = recordings_folder(tmp_path)
+    ours, theirs = RecordingStore(folder, Limits(max_count=3)), RecordingStore(folder, Limits(max_count=100))
+
+    def write(store: RecordingStore, second: int) -> list[str]:
+        store.write({"id": f"20260101T0000{second:02d}000Z-r{second}", "n": second})
+        return sorted(path.stem[-2:] for path in folder.glob("*.json"))
+
+    assert write(ours, 1) == ["r1"]  # the first write lists the folder
+    assert write(theirs, 2) == ["r1", "r2"]
+    assert write(theirs, 3) == ["r1", "r2", "r3"]
+    assert write(ours, 4) == ["r1", "r2", "r3", "r4"]  # ours knows of r1 and r4 only
+    assert write(ours, 5) == ["r1", "r2", "r3", "r4", "r5"]
+    assert write(ours, 6) == ["r4", "r5", "r6"]  # listed again after two writes: within the cap
+    assert ours.rotate() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=24),
+    max_count=st.integers(min_value=1, max_value=6),
+    max_bytes=st.integers(min_value=1, max_value=2500),
+    relist_after=st.integers(min_value=1, max_value=5),
+)
+def test_each_write_leaves_exactly_the_newest_recordings_that_fit_both_limits(
+    sizes: list[int], max_count: int, max_bytes: int, relist_after: int
+) -> None:
+    """Whether the store lists its folder or follows its own writes, the folder after each write holds
+    the newest recordings within both limits (the newest one always, even alone over the cap)."""
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recordings, "RELIST_AFTER_WRITES", relist_after)
+        folder = Path(directory) / "recordings"
+        store = RecordingStore(folder, Limits(max_bytes=max_bytes, max_count=max_count))
+        kept: list[tuple[str, int]] = []  # the model: (id, size), oldest first
+        for number, size in enumerate(sizes):
+            written = store.write({"id": f"20260101T{number:06d}000Z-r", "padding": "x" * size})
+            kept.append((written.id, written.size))
+            while len(kept) > 1 and (len(kept) > max_count or sum(s for _, s in kept) > max_bytes):
+                kept.pop(0)
+            on_disk = sorted((p.stem, p.stat().st_size) for p in folder.glob("*.json"))
+            assert on_disk == kept
 
 
 def test_a_disabled_recorder_changes_nothing(tmp_path):

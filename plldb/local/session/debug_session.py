@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,8 +31,9 @@ from plldb.local.session.connection import Signer, session_url
 from plldb.local.session.deliveries import Decision, Deliveries, Delivery, Phase, key_of
 from plldb.local.session.payloads import (
     EventUnavailableError,
+    download_event,
+    inline_event,
     inline_response,
-    read_event_json,
     response_text,
     response_too_large,
     split_fragments,
@@ -88,7 +89,11 @@ class DebugSession:
         settings: ConnectionSettings | None = None,
         take_over: bool = False,
         shared: bool = False,
+        finished: Callable[[str], None] | None = None,
     ) -> None:
+        """``finished`` is called, on the event loop, with the request id of each invocation for which
+        nothing more is sent (its answer left, or it was only observed): the command's own work per
+        invocation (its recording) goes there, off the answer's path."""
         self._url = websocket_url
         self._signer = signer
         self._session_id = session_id
@@ -101,6 +106,7 @@ class DebugSession:
         self._settings = settings or ConnectionSettings()
         self._take_over = take_over
         self._shared = shared  # a session with a match: it may share its stack with other such sessions
+        self._finished = finished or (lambda _request_id: None)
         self._deliveries = Deliveries()
         self._opened: Opened | None = None
         self._current: _Connection | None = None
@@ -532,6 +538,7 @@ class DebugSession:
         invocation, outcome = await self._run_locally(message, delivery)
         self._deliveries.refused(delivery)  # finished: a repeated post is ignored
         self._observer.on_invocation_observed(invocation, outcome, message["observed"])
+        self._finished(delivery.request_id)
 
     async def _execute(self, message: dict[str, Any], delivery: Delivery) -> None:
         ack = self._spawn(self._acknowledge_later(delivery))
@@ -541,6 +548,7 @@ class DebugSession:
         self._deliveries.answered(delivery, response)
         self._observer.on_invocation_answered(invocation, outcome)
         await self._send_response(delivery)
+        self._finished(delivery.request_id)
 
     async def _run_locally(self, message: dict[str, Any], delivery: Delivery) -> tuple[Invocation, Outcome]:
         assert self._loop is not None
@@ -559,7 +567,9 @@ class DebugSession:
             version=str(function.get("version") or "$LATEST"),
         )
         try:
-            event_json = await self._loop.run_in_executor(self._io_pool, read_event_json, message)
+            event_json = inline_event(message)
+            if event_json is None:
+                event_json = await self._loop.run_in_executor(self._io_pool, download_event, message)
             invocation = replace(invocation, event_json=event_json)
             delivery.invocation = invocation
             self._observer.on_invocation_started(invocation)

@@ -26,10 +26,14 @@ class EventUnavailableError(Exception):
     """The event of an invocation could not be read (a missing object or a wrong digest)."""
 
 
-def read_event_json(invoke: Mapping[str, Any]) -> str:
-    """The event's JSON text: inline, or downloaded from its presigned URL and checked against its digest."""
-    if isinstance(invoke.get("event"), str):
-        return str(invoke["event"])
+def inline_event(invoke: Mapping[str, Any]) -> str | None:
+    """The event's JSON text when it came in the message, else None (``download_event`` gets it)."""
+    event = invoke.get("event")
+    return event if isinstance(event, str) else None
+
+
+def download_event(invoke: Mapping[str, Any]) -> str:
+    """The event's JSON text downloaded from its presigned URL and checked against its digest."""
     url = invoke.get("eventUrl")
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise EventUnavailableError("the invoke message has neither an event nor an event URL")
