@@ -219,7 +219,10 @@ def rich_console(stream: TextIO) -> RichConsole:
 
 class _TerminalGuard:
     """While the status view is drawn, the terminal does not echo what is typed (a "^C" or stray keys
-    would land inside it); its settings as they were, and the cursor, are put back exactly once."""
+    would land inside it) nor discard, on Ctrl-C, the output it has not shown yet (termios NOFLSH: the
+    lost bytes would include part of a redraw, and rich's next one, starting from a row it never
+    reached, would erase the lines above it); its settings as they were, and the cursor, are put back
+    exactly once."""
 
     def __init__(self, stream: TextIO) -> None:
         self._fd: int | None = None
@@ -237,6 +240,7 @@ class _TerminalGuard:
                 self._settings = _termios.tcgetattr(fd)
                 quiet = list(self._settings)
                 quiet[3] &= ~_termios.ECHO  # Ctrl-C still interrupts (ISIG), it just is not echoed
+                quiet[3] |= _termios.NOFLSH
                 _termios.tcsetattr(fd, _termios.TCSANOW, quiet)
             except (OSError, _termios.error):
                 self._settings = None
