@@ -535,20 +535,24 @@ class DebugSession:
     async def _observe(self, message: dict[str, Any], delivery: Delivery) -> None:
         """Observe mode: the cloud has answered already; the local run is shown next to its outcome,
         and nothing is sent back (no caller waits, so a breakpoint holds nobody)."""
-        invocation, outcome = await self._run_locally(message, delivery)
-        self._deliveries.refused(delivery)  # finished: a repeated post is ignored
-        self._observer.on_invocation_observed(invocation, outcome, message["observed"])
-        self._finished(delivery.request_id)
+        try:
+            invocation, outcome = await self._run_locally(message, delivery)
+            self._deliveries.refused(delivery)  # finished: a repeated post is ignored
+            self._observer.on_invocation_observed(invocation, outcome, message["observed"])
+        finally:
+            self._finished(delivery.request_id)
 
     async def _execute(self, message: dict[str, Any], delivery: Delivery) -> None:
         ack = self._spawn(self._acknowledge_later(delivery))
-        invocation, outcome = await self._run_locally(message, delivery)
-        response, outcome = await self._response(delivery, outcome)
-        ack.cancel()
-        self._deliveries.answered(delivery, response)
-        self._observer.on_invocation_answered(invocation, outcome)
-        await self._send_response(delivery)
-        self._finished(delivery.request_id)
+        try:
+            invocation, outcome = await self._run_locally(message, delivery)
+            response, outcome = await self._response(delivery, outcome)
+            ack.cancel()
+            self._deliveries.answered(delivery, response)
+            self._observer.on_invocation_answered(invocation, outcome)
+            await self._send_response(delivery)
+        finally:
+            self._finished(delivery.request_id)
 
     async def _run_locally(self, message: dict[str, Any], delivery: Delivery) -> tuple[Invocation, Outcome]:
         assert self._loop is not None
