@@ -222,7 +222,8 @@ class _TerminalGuard:
     would land inside it) nor discard, on Ctrl-C, the output it has not shown yet (termios NOFLSH: the
     lost bytes would include part of a redraw, and rich's next one, starting from a row it never
     reached, would erase the lines above it); its settings as they were, and the cursor, are put back
-    exactly once."""
+    exactly once, and the keys typed unseen meanwhile are thrown away (as Ctrl-C did without NOFLSH),
+    so the shell does not run them."""
 
     def __init__(self, stream: TextIO) -> None:
         self._fd: int | None = None
@@ -259,6 +260,8 @@ class _TerminalGuard:
             with contextlib.suppress(OSError):
                 os.write(self._fd, SHOW_CURSOR)
         if self._settings is not None and _termios is not None:
+            with contextlib.suppress(Exception):
+                _termios.tcflush(self._fd, _termios.TCIFLUSH)
             with contextlib.suppress(Exception):
                 _termios.tcsetattr(self._fd, _termios.TCSANOW, self._settings)
 

@@ -106,6 +106,10 @@ class Terminal:
         """What the program wrote that the terminal holds unread (while reading is paused)."""
         return int(struct.unpack("i", fcntl.ioctl(self._controller, termios.FIONREAD, b"\0" * 4))[0])
 
+    def unread_input(self) -> int:
+        """What was typed into the terminal that no program has read (it would go to the shell next)."""
+        return int(struct.unpack("i", fcntl.ioctl(self._terminal, termios.FIONREAD, b"\0" * 4))[0])
+
     def type(self, data: bytes) -> None:
         os.write(self._controller, data)
 
