@@ -52,8 +52,8 @@ DEFAULT_MAX_MB = 200
 DEFAULT_MAX_COUNT = 1000
 MAX_MB_VARIABLE = "PLLDB_RECORDINGS_MAX_MB"
 MAX_COUNT_VARIABLE = "PLLDB_RECORDINGS_MAX_COUNT"
-# A store lists its folder again after this many writes of its own (and before any rotate), so files
-# another plldb writes into the same project's folder count towards the cap soon enough.
+# A store lists its folder again when the folder's mtime shows a change it did not make (another plldb
+# in the same project, the developer removing files), and at the latest after this many of its writes.
 RELIST_AFTER_WRITES = 100
 # A handler printing without end would make one recording as large as the whole cap: its output is
 # kept up to this size, and the number of lines left out is recorded.
@@ -254,6 +254,7 @@ class RecordingStore:
         # listing a full folder on every write would cost milliseconds of each invocation.
         self._index: dict[str, int] | None = None
         self._writes_since_listing = 0
+        self._seen: int | None = None  # the folder's mtime after this store's last change to it
 
     def prepare(self) -> None:
         """Create the folder (0700, and its parent .plldb when missing) with its .gitignore."""
@@ -272,6 +273,7 @@ class RecordingStore:
         data = (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode("utf-8", "surrogatepass")
         with self._lock:
             self.prepare()
+            changed = self._seen is None or self._folder_mtime() != self._seen  # by someone else
             base = str(document["id"])
             path = self.folder / f"{base}.json"
             counter = 1
@@ -284,22 +286,33 @@ class RecordingStore:
                     "utf-8", "surrogatepass"
                 )
             self._write_atomically(path, data)
-            if self._index is None or self._writes_since_listing >= RELIST_AFTER_WRITES:
+            if self._index is None or changed or self._writes_since_listing >= RELIST_AFTER_WRITES:
                 self._list()
             else:
                 self._index[path.name] = len(data)
                 self._writes_since_listing += 1
             self._trim(keep=path)
+            self._seen = self._folder_mtime()
         return Recording(path=path, size=len(data), document=document)
 
     def rotate(self, keep: Path | None = None) -> list[str]:
         """Remove the oldest recordings until the folder is within both limits; ``keep`` always stays."""
         with self._lock:
             self._list()
-            return self._trim(keep)
+            removed = self._trim(keep)
+            self._seen = self._folder_mtime()
+            return removed
+
+    def _folder_mtime(self) -> int | None:
+        try:
+            return os.stat(self.folder).st_mtime_ns
+        except OSError:
+            return None
 
     def _list(self) -> None:
-        """Read the folder again: another plldb in the same project, or the developer, may change it."""
+        """Read the folder again: another plldb in the same project, or the developer, changed it (its
+        mtime moved since this store's last change), or RELIST_AFTER_WRITES writes went by (a change
+        within the mtime's resolution)."""
         index = {}
         for path in self._files():
             try:
@@ -536,11 +549,10 @@ class Recorder:
     """Records each invocation run by `plldb attach` into a RecordingStore, off the invocation's path.
 
     ``capture`` wraps the output callback of the worker pool; ``recording`` brackets one run, and
-    ``finished`` says that its invocation's answer has left. Only then is its file written, by one
-    background thread: the answer to AWS never waits for the disk, nor shares the processor with the
-    recording's work (with a full folder that work used to add milliseconds to each answer). ``close``
-    writes what is left and waits for the last ones. A failure to write is one warning, and recording
-    goes on.
+    ``finished`` says that the session is done with its invocation (its answer sent, or given up).
+    Only then is its file written, by one background thread: an answer to AWS never waits for the
+    disk, nor shares the processor with its own recording's work. ``close`` writes what is left and
+    waits for the last ones. A failure to write is one warning, and recording goes on.
     """
 
     def __init__(
@@ -607,8 +619,8 @@ class Recorder:
             self._release(pending)
 
     def finished(self, request_id: str) -> None:
-        """Nothing more is sent for ``request_id`` (its answer left, or it was only observed): write its
-        recording now."""
+        """The session is done with ``request_id`` (its answer sent or given up, or only observed):
+        write its recording now."""
         with self._lock:
             runs = self._unfinished.pop(request_id, [])
         for run in runs:

@@ -391,10 +391,9 @@ def test_a_recording_is_written_once_its_answer_has_left_and_close_writes_the_re
     assert sorted(r.request_id for r in store.recordings()) == ["r-answered", "r-cut-short"]
 
 
-def test_recordings_another_plldb_writes_count_once_the_store_lists_its_folder_again(tmp_path, monkeypatch):
+def test_recordings_another_plldb_or_the_developer_adds_or_removes_count_from_the_next_write(tmp_path):
     """A store follows its own writes without listing the folder (that cost milliseconds per invocation
-    in a full folder); what another plldb wrote there counts from the store's next listing."""
-    monkeypatch.setattr(recordings, "RELIST_AFTER_WRITES", 2)
+    in a full folder), and lists it again when the folder's mtime shows a change it did not make."""
     folder = recordings_folder(tmp_path)
     ours, theirs = RecordingStore(folder, Limits(max_count=3)), RecordingStore(folder, Limits(max_count=100))
 
@@ -402,12 +401,14 @@ def test_recordings_another_plldb_writes_count_once_the_store_lists_its_folder_a
         store.write({"id": f"20260101T0000{second:02d}000Z-r{second}", "n": second})
         return sorted(path.stem[-2:] for path in folder.glob("*.json"))
 
-    assert write(ours, 1) == ["r1"]  # the first write lists the folder
+    assert write(ours, 1) == ["r1"]
     assert write(theirs, 2) == ["r1", "r2"]
     assert write(theirs, 3) == ["r1", "r2", "r3"]
-    assert write(ours, 4) == ["r1", "r2", "r3", "r4"]  # ours knows of r1 and r4 only
-    assert write(ours, 5) == ["r1", "r2", "r3", "r4", "r5"]
-    assert write(ours, 6) == ["r4", "r5", "r6"]  # listed again after two writes: within the cap
+    assert write(ours, 4) == ["r2", "r3", "r4"]  # theirs count: the oldest goes
+    assert write(ours, 5) == ["r3", "r4", "r5"]
+    for name in ("r4", "r5"):  # the developer removes two
+        next(folder.glob(f"*-{name}.json")).unlink()
+    assert write(ours, 6) == ["r3", "r6"]  # nothing more is removed for what is gone already
     assert ours.rotate() == []
 
 

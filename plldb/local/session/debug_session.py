@@ -91,9 +91,9 @@ class DebugSession:
         shared: bool = False,
         finished: Callable[[str], None] | None = None,
     ) -> None:
-        """``finished`` is called, on the event loop, with the request id of each invocation for which
-        nothing more is sent (its answer left, or it was only observed): the command's own work per
-        invocation (its recording) goes there, off the answer's path."""
+        """``finished`` is called, on the event loop, with the request id of each invocation run here
+        once the session is done with it (its answer sent, or given up; or only observed): the
+        command's own work per invocation (its recording) goes there, off the answer's path."""
         self._url = websocket_url
         self._signer = signer
         self._session_id = session_id
