@@ -207,8 +207,8 @@ def test_mode_follows_the_output_stream(monkeypatch: pytest.MonkeyPatch) -> None
 
 class GatedTerminal:
     """The terminal side of a pty as a file that a test can stop accepting writes, like a terminal
-    whose user pressed Ctrl-S or that is busy: ``close_gate(when)`` makes the next write for which
-    ``when(text)`` holds wait (inside whatever rich or the console holds at that moment) until
+    whose user pressed Ctrl-S or that is busy: ``close_gate(when, on_stuck)`` makes the next write for
+    which ``when(text)`` holds wait (inside whatever rich or the console holds at that moment) until
     ``open_gate()``; ``stuck`` is set once it waits, and ``on_stuck`` runs then."""
 
     def __init__(self) -> None:
@@ -216,7 +216,7 @@ class GatedTerminal:
         self.file = os.fdopen(self.terminal, "w", encoding="utf-8")
         self.settings_before = termios.tcgetattr(self.terminal)
         self.stuck = threading.Event()
-        self.on_stuck: Callable[[], None] = lambda: None
+        self._on_stuck: Callable[[], None] = lambda: None
         self._gate = threading.Event()
         self._gate.set()
         self.gate_opened = False
@@ -231,7 +231,7 @@ class GatedTerminal:
     def write(self, text: str) -> int:
         if not self._gate.is_set() and self._when(text):
             self.stuck.set()
-            self.on_stuck()
+            self._on_stuck()
             self._gate.wait()
         return self.file.write(text)
 
@@ -249,8 +249,12 @@ class GatedTerminal:
         return "utf-8"
 
     # The test's side.
-    def close_gate(self, when: Callable[[str], bool] = lambda text: True) -> None:
+    def close_gate(
+        self, when: Callable[[str], bool] = lambda text: True, on_stuck: Callable[[], None] = lambda: None
+    ) -> None:
+        """Set before the gate closes: the status view may redraw (and be stopped) at any moment."""
         self._when = when
+        self._on_stuck = on_stuck
         self.stuck.clear()
         self.gate_opened = False
         self._gate.clear()
@@ -570,17 +574,18 @@ def test_stop_interrupted_while_it_drains_still_restores_the_terminal(
         console = Console(MODE_LIVE, out=gated_terminal, err=gated_terminal)
         start_session(console)
         gated_terminal.shown(lambda screen: not screen.cursor_visible)
+        console.flush()  # every redraw of the session written: the one stop() asks for is the next
         # Something (a debugger, a crashed tool) changed the terminal's settings meanwhile.
         changed = termios.tcgetattr(gated_terminal.terminal)
         changed[3] &= ~termios.ECHO
         termios.tcsetattr(gated_terminal.terminal, termios.TCSANOW, changed)
-        gated_terminal.close_gate(when=lambda text: "plldb: stack hello-sam" in text)
-        if interruption == "Ctrl-C":
-            gated_terminal.on_stuck = lambda: os.kill(os.getpid(), signal.SIGINT)
-            expected: type[BaseException] = KeyboardInterrupt
-        else:
-            gated_terminal.on_stuck = lambda: os.kill(os.getpid(), signal.SIGTERM)
-            expected = SystemExit
+        sent = signal.SIGINT if interruption == "Ctrl-C" else signal.SIGTERM
+        expected: type[BaseException] = KeyboardInterrupt if interruption == "Ctrl-C" else SystemExit
+        # The signal goes with the gate: a periodic redraw may be the write that gets stuck.
+        gated_terminal.close_gate(
+            when=lambda text: "plldb: stack hello-sam" in text,
+            on_stuck=lambda: os.kill(os.getpid(), sent),
+        )
         # Python runs the signal's handler at the main thread's next bytecode; were that inside a garbage
         # collection's callback (hypothesis installs one), it would print "Exception ignored in gc
         # callback" and drop the KeyboardInterrupt. No collection runs meanwhile.
