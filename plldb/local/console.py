@@ -352,13 +352,15 @@ class Console(SessionObserver):
             # The last status view must not offer Ctrl-C, nor claim a detach that never finished.
             if self._status.connection in _RUNNING_STATES or self._status.connection == DETACHING:
                 self._status.connection = STOPPED
-        with self._queue_changed:
-            self._stopping = True
-            self._footer_dirty = True
-            renderer = self._renderer
-            self._queue_changed.notify_all()
+        # Before the renderer is told: a SIGTERM from then on must end the process through the finally
+        # blocks below (the terminal restored), never by the default action.
         previous = self._raise_on_sigterm()
         try:
+            with self._queue_changed:
+                self._stopping = True
+                self._footer_dirty = True
+                renderer = self._renderer
+                self._queue_changed.notify_all()
             # Joined in short waits: a signal the kernel hands to another thread (the renderer's, say) is
             # run by the main thread only when it returns to Python, which one endless join never does.
             while renderer is not None and renderer.is_alive():
